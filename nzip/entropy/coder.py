@@ -1,0 +1,414 @@
+"""Blobs of the lane-interleaved rANS coder: header, tables, block index, states, words.
+
+Layout (little-endian; varints are LEB128, svarints zigzag):
+
+    b"NZ"  byte version<<4 | kind  byte dtype  uvarint n
+    kind EMPTY    -
+    kind CONSTANT svarint value
+    kind STATIC   byte log2(lanes)<<5 | precision   uvarint block   svarint offset   uvarint alphabet
+                  byte exp-Golomb order   uvarint table bytes   table bits
+                  uvarint words per block (x blocks)   states (blocks x lanes x u32)   words (u16)
+    kind INDEXED  byte log2(lanes)<<5 | precision   uvarint block   8 bytes table fingerprint
+                  uvarint escapes   uvarint words per block (x blocks)   states   words
+                  escaped values as svarints
+
+The table of a STATIC blob is built from the data's own counts by default, at the precision that
+makes table plus data smallest, so the blob's size sits within a hair of the empirical entropy.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import CorruptDataError, InvalidInputError, UnsupportedFormatError
+from . import lanes as K
+from ._varint import Reader, put_svarint, put_uvarint
+from .tables import (
+    MAX_PRECISION,
+    IndexedTables,
+    cross_entropy_bits,
+    decode_tables,
+    quantize_counts,
+)
+
+MAGIC = b"NZ"
+VERSION = 1
+EMPTY, CONSTANT, STATIC, INDEXED = 0, 1, 2, 3
+MAX_LANES = 32
+DEFAULT_BLOCK = 1 << 20
+MAX_BLOCK = 1 << 26
+MAX_ALPHABET = 1 << 24
+DEFAULT_MAX_SYMBOLS = 1 << 34
+SAMPLE = 1 << 18  # symbols per precision candidate when choosing a table
+
+_DTYPES = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
+_DTYPE_CODE = {np.dtype(d): i for i, d in enumerate(_DTYPES)}
+
+
+def _check_symbols(symbols) -> np.ndarray:
+    a = np.asarray(symbols)
+    if a.dtype not in _DTYPE_CODE:
+        raise InvalidInputError(f"symbols must be an integer or bool array, got dtype {a.dtype}")
+    return np.ascontiguousarray(a.reshape(-1))
+
+
+def default_lanes(n: int) -> int:
+    """Fewer lanes for short inputs: every lane costs 4 bytes of state per block."""
+    target = max(1, n // 256)
+    return min(MAX_LANES, 1 << (target.bit_length() - 1))
+
+
+def _layout(n: int, lanes: int | None, block: int | None) -> tuple[int, int, int]:
+    lanes = default_lanes(n) if lanes is None else int(lanes)
+    if lanes < 1 or lanes > MAX_LANES or lanes & (lanes - 1):
+        raise InvalidInputError(f"lanes must be a power of two in 1..{MAX_LANES}, got {lanes}")
+    block = DEFAULT_BLOCK if block is None else int(block)
+    if block < lanes or block > MAX_BLOCK or block % lanes:
+        raise InvalidInputError(f"block must be a multiple of lanes ({lanes}) in {lanes}..{MAX_BLOCK}")
+    return lanes, block, -(-n // block)
+
+
+def choose_table(sym: np.ndarray, counts: np.ndarray, lanes: int) -> tuple[int, np.ndarray, int, int]:
+    """(precision, freqs, exp-Golomb order, table bits) minimising table + coded data size.
+
+    Higher precision quantises the distribution more finely but, with 32-bit states and 16-bit
+    words, rANS itself loses more (the state is only 2**16 times the table's range). The trade-off
+    depends on the distribution, so each candidate is measured on a strided sample of the data;
+    ties within 0.001 % go to the smaller precision (smaller decode tables, faster decode)."""
+    used = int(np.count_nonzero(counts))
+    pmin = max(1, math.ceil(math.log2(used)))
+    n = sym.size
+    step = max(1, n // SAMPLE)
+    sample = np.ascontiguousarray(sym[::step])
+    scounts = np.bincount(sample, minlength=len(counts))
+    scale = n / sample.size
+    best = None
+    for prec in range(pmin, MAX_PRECISION + 1):
+        freqs = quantize_counts(counts, prec)
+        ks = [int(K.table_code_bits(freqs, k)) for k in range(prec)]
+        k = int(np.argmin(ks))
+        ideal = cross_entropy_bits(counts, freqs, prec)
+        if best is not None and ideal + ks[k] > best[0] * 1.01:
+            continue  # quantisation plus table alone already lose: no need to measure
+        sample_bits = 16 * _encode_words(sample, freqs, lanes, DEFAULT_BLOCK)[2].size
+        loss = sample_bits - cross_entropy_bits(scounts, freqs, prec)  # rANS's own loss
+        total = ideal + max(loss, 0.0) * scale + ks[k]
+        if best is None or total < best[0] * (1 - 1e-5) - 1:
+            best = (total, prec, freqs, k, ks[k])
+    _, prec, freqs, k, tbits = best
+    return prec, freqs, k, tbits
+
+
+def _encode_words(sym: np.ndarray, freqs: np.ndarray, lanes: int, block: int):
+    """Run the block encoder; returns (states, words per block, packed words) or raises."""
+    n = sym.size
+    nblocks = -(-n // block)
+    freq = freqs.astype(np.int64)
+    cum = np.concatenate([[0], np.cumsum(freq)]).astype(np.int64)
+    states = np.empty(nblocks * lanes, dtype=np.int64)
+    words = np.empty(n, dtype=np.uint16)
+    first = np.empty(nblocks, dtype=np.int64)
+    K.encode_blocks(sym, block, lanes, freq, cum, int(freqs.sum()).bit_length() - 1, states, words,
+                    first)
+    packed = _run_encoder(first, words, n, block, "a symbol has frequency 0 in the table")
+    return states, _block_words(first, n, block), packed
+
+
+def _header(kind: int, dtype: np.dtype, n: int) -> bytearray:
+    out = bytearray(MAGIC)
+    out.append(VERSION << 4 | kind)
+    out.append(_DTYPE_CODE[dtype])
+    put_uvarint(out, n)
+    return out
+
+
+def _run_encoder(first: np.ndarray, words: np.ndarray, n: int, block: int, err_msg: str) -> np.ndarray:
+    if np.any(first < 0):
+        b = int(np.argmax(first < 0))
+        raise InvalidInputError(f"{err_msg} (in block {b})")
+    packed = np.empty(int(np.sum(np.minimum(n, (np.arange(len(first)) + 1) * block) - first)),
+                      dtype=np.uint16)
+    K.compact_words(words, first, block, n, packed)
+    return packed
+
+
+def _block_words(first: np.ndarray, n: int, block: int) -> np.ndarray:
+    ends = np.minimum(n, (np.arange(len(first), dtype=np.int64) + 1) * block)
+    return ends - first
+
+
+def _append_streams(out: bytearray, counts: np.ndarray, states: np.ndarray, packed: np.ndarray) -> None:
+    for c in counts:
+        put_uvarint(out, int(c))
+    out += states.astype("<u4").tobytes()
+    out += packed.astype("<u2").tobytes()
+
+
+def encode(symbols, freqs=None, *, lanes: int | None = None, block: int | None = None) -> bytes:
+    """Code an integer array under one frequency table; the table travels in the blob.
+
+    ``freqs`` None builds the table from the data (best size). Otherwise it is the model: integer
+    frequencies over symbols 0..len-1 summing to a power of two 2**P (P <= 16), every coded symbol
+    >= 1. The array's dtype and length come back from :func:`decode`; shape is the caller's.
+    """
+    a = _check_symbols(symbols)
+    n = a.size
+    if n == 0:
+        return bytes(_header(EMPTY, a.dtype, 0))
+    if freqs is None:
+        lo, hi = int(a.min()), int(a.max())
+        if lo == hi:
+            out = _header(CONSTANT, a.dtype, n)
+            put_svarint(out, lo)
+            return bytes(out)
+        if hi - lo + 1 > MAX_ALPHABET:
+            raise InvalidInputError(
+                f"values span {hi - lo + 1} integers; at most {MAX_ALPHABET} fit one table "
+                "(split wide integers into byte planes, as array/rans does)")
+        sym = _shift(a, lo, hi - lo + 1)
+        counts = np.bincount(sym, minlength=hi - lo + 1)
+        if np.count_nonzero(counts) > 1 << MAX_PRECISION:
+            raise InvalidInputError(
+                f"{np.count_nonzero(counts)} distinct values; at most {1 << MAX_PRECISION} fit one table")
+        lanes, block, _ = _layout(n, lanes, block)
+        prec, table, k, tbits = choose_table(sym, counts, lanes)
+        offset = lo
+    else:
+        table = np.asarray(freqs)
+        if table.ndim != 1 or table.dtype.kind not in "iu" or np.any(table < 0):
+            raise InvalidInputError("freqs must be a 1-D array of non-negative integers")
+        table = table.astype(np.int64)
+        total = int(table.sum())
+        prec = total.bit_length() - 1
+        if total != 1 << prec or not 1 <= prec <= MAX_PRECISION:
+            raise InvalidInputError(f"freqs must sum to a power of two 2**P with P in 1..{MAX_PRECISION}, "
+                                    f"got {total}")
+        if np.count_nonzero(table) < 2:
+            raise InvalidInputError("freqs must give at least two symbols a nonzero frequency")
+        sym, offset = (a.view(np.uint8) if a.dtype == np.bool_ else a), 0
+        k = int(np.argmin([K.table_code_bits(table, k) for k in range(prec)]))
+        tbits = int(K.table_code_bits(table, k))
+        lanes, block, _ = _layout(n, lanes, block)
+    states, wcounts, packed = _encode_words(sym, table, lanes, block)
+
+    out = _header(STATIC, a.dtype, n)
+    out.append((lanes.bit_length() - 1) << 5 | prec)
+    put_uvarint(out, block)
+    put_svarint(out, offset)
+    put_uvarint(out, len(table))
+    out.append(k)
+    tbuf = np.zeros((tbits + 7) // 8 + 1, dtype=np.uint8)
+    written = K.write_table(table.astype(np.int64), k, tbuf)
+    put_uvarint(out, (written + 7) // 8)
+    out += tbuf[: (written + 7) // 8].tobytes()
+    _append_streams(out, wcounts, states, packed)
+    return bytes(out)
+
+
+def _shift(a: np.ndarray, lo: int, span: int) -> np.ndarray:
+    """Symbols a - lo in the narrowest unsigned dtype that holds span values."""
+    dt = np.uint8 if span <= 1 << 8 else np.uint16 if span <= 1 << 16 else np.uint32
+    if a.dtype == np.bool_:
+        return a.view(np.uint8)
+    if lo == 0 and a.dtype == dt:
+        return a
+    if a.dtype.kind == "u":
+        return (a - a.dtype.type(lo)).astype(dt)
+    return (a.astype(np.int64) - lo).astype(dt)
+
+
+def _parse_head(r: Reader) -> tuple[int, np.dtype, int]:
+    if bytes(r.take(2)) != MAGIC:
+        raise r.fail("not an nzip entropy blob (bad magic)")
+    vk = r.byte()
+    if vk >> 4 != VERSION:
+        raise UnsupportedFormatError(f"{r.what}: entropy blob version {vk >> 4}; this nzip reads {VERSION}")
+    kind = vk & 15
+    if kind > INDEXED:
+        raise r.fail(f"unknown blob kind {kind}")
+    code = r.byte()
+    if code >= len(_DTYPES):
+        raise r.fail(f"unknown dtype code {code}")
+    return kind, np.dtype(_DTYPES[code]), r.uvarint()
+
+
+def _parse_layout(r: Reader, n: int) -> tuple[int, int, int, int]:
+    lp = r.byte()
+    lanes, prec = 1 << (lp >> 5), lp & 31
+    if lanes > MAX_LANES or not 1 <= prec <= MAX_PRECISION:
+        raise r.fail(f"bad lanes/precision byte {lp:#x}")
+    block = r.uvarint(MAX_BLOCK)
+    if block < lanes or block % lanes:
+        raise r.fail(f"bad block size {block} for {lanes} lanes")
+    return lanes, prec, block, -(-n // block)
+
+
+def _parse_streams(r: Reader, n: int, lanes: int, block: int, nblocks: int, bits_per_symbol_min: float):
+    """Block word counts, states and words; checks every declared size against the blob first."""
+    if nblocks * lanes * 4 > len(r.data) - r.pos:
+        raise r.fail(f"declares {n} symbols in {nblocks} blocks, more than the blob can hold")
+    counts = np.array([r.uvarint(block) for _ in range(nblocks)], dtype=np.int64)
+    for b in range(nblocks):
+        if counts[b] > min(block, n - b * block):
+            raise r.fail(f"block {b} declares {counts[b]} words, more than its symbols")
+    states = np.frombuffer(r.take(nblocks * lanes * 4), dtype="<u4").astype(np.int64)
+    if np.any(states < K.RANS_L):
+        raise r.fail("a lane state is below 2**16 (corrupt block states)")
+    total = int(counts.sum())
+    raw = r.take(total * 2)
+    # An information bound: no symbol costs less than bits_per_symbol_min, and the stream holds at
+    # most 16 bits per word plus 16 per lane state. A forged n beyond it is refused before any
+    # allocation.
+    capacity_bits = 16.0 * (total + nblocks * lanes)
+    if bits_per_symbol_min > 0 and n * bits_per_symbol_min > capacity_bits * 1.0001 + 64:
+        raise r.fail(f"declares {n} symbols but holds at most {capacity_bits:.0f} bits of them")
+    words = np.zeros(total + MAX_LANES + 1, dtype=np.uint16)
+    words[:total] = np.frombuffer(raw, dtype="<u2")
+    woff = np.zeros(nblocks + 1, dtype=np.int64)
+    np.cumsum(counts, out=woff[1:])
+    return words, woff, states
+
+
+def _raise_status(status: np.ndarray, what: str) -> None:
+    bad = np.flatnonzero(status < 0)
+    if len(bad):
+        b = int(bad[0])
+        why = {K.ERR_OVERRUN: "its words do not match its symbols",
+               K.ERR_STATE: "final lane states are wrong",
+               K.ERR_SLOT: "a table index is out of range"}.get(int(status[b]), "decode failed")
+        raise CorruptDataError(f"{what}: block {b} is corrupt ({why})")
+
+
+def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
+           what: str = "entropy blob") -> np.ndarray:
+    """Decode a blob from :func:`encode` to a 1-D array of the original dtype."""
+    r = Reader(data, what)
+    kind, dtype, n = _parse_head(r)
+    if n > max_symbols:
+        raise r.fail(f"declares {n} symbols, more than the {max_symbols} expected")
+    if kind == EMPTY:
+        return np.empty(0, dtype=dtype)
+    if kind == CONSTANT:
+        v = r.svarint()
+        try:
+            return np.full(n, v, dtype=dtype)
+        except OverflowError:
+            raise r.fail(f"constant {v} does not fit {dtype}") from None
+    if kind != STATIC:
+        raise r.fail("this is an indexed blob: decode it with decode_indexed(data, indexes, tables)")
+    lanes, prec, block, nblocks = _parse_layout(r, n)
+    offset = r.svarint()
+    nalpha = r.uvarint(MAX_ALPHABET)
+    k = r.byte()
+    if nalpha < 2 or k > MAX_PRECISION:
+        raise r.fail("bad table header")
+    tbytes = r.take(r.uvarint(MAX_ALPHABET * 8))
+    freqs = np.zeros(nalpha, dtype=np.int64)
+    if K.read_table(np.frombuffer(tbytes, dtype=np.uint8), k, nalpha, 1 << prec, freqs) < 0:
+        raise r.fail("frequency table is malformed")
+    min_bits = prec - math.log2(int(freqs.max()))
+    words, woff, states = _parse_streams(r, n, lanes, block, nblocks, min_bits)
+    if r.pos != len(r.data):
+        raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
+    slot_sym, slot_pack = decode_tables(freqs, prec)
+    out = np.empty(n, dtype=slot_sym.dtype)
+    status = np.empty(nblocks, dtype=np.int64)
+    K.decode_blocks(words, woff, states, out, block, lanes, prec, slot_sym, slot_pack, status)
+    _raise_status(status, what)
+    return _unshift(out, offset, dtype, nalpha, r)
+
+
+def _unshift(out: np.ndarray, offset: int, dtype: np.dtype, nalpha: int, r: Reader) -> np.ndarray:
+    if dtype == np.bool_:
+        if offset < 0 or offset + nalpha > 2:
+            raise r.fail("bool values out of range")
+        return (out.astype(np.uint8) + offset).view(np.bool_)
+    info = np.iinfo(dtype)
+    if offset < info.min or offset + nalpha - 1 > info.max:
+        raise r.fail(f"values out of range of {dtype}")
+    if offset == 0 and out.dtype == dtype:
+        return out
+    if dtype.kind == "u":
+        return out.astype(dtype) + dtype.type(offset)
+    return (out.astype(np.int64) + offset).astype(dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# indexed variant
+# ------------------------------------------------------------------------------------------------
+
+
+def encode_indexed(values, indexes, tables: IndexedTables, *, lanes: int | None = None,
+                   block: int | None = None) -> bytes:
+    """Code ``values[i]`` with table ``indexes[i]`` of ``tables``. Values outside a table's support
+    are coded as its escape symbol plus the exact value in a side stream (any int32 works).
+
+    The tables do not travel in the blob (they are the model's); their fingerprint does, so
+    decoding with other tables is refused instead of producing garbage."""
+    v = np.asarray(values)
+    ix = np.asarray(indexes)
+    if v.dtype.kind not in "iu" or ix.dtype.kind not in "iu":
+        raise InvalidInputError("values and indexes must be integer arrays")
+    if v.shape != ix.shape:
+        raise InvalidInputError(f"values {v.shape} and indexes {ix.shape} differ in shape")
+    v = np.ascontiguousarray(v.reshape(-1).astype(np.int32, copy=False))
+    ix = np.ascontiguousarray(ix.reshape(-1).astype(np.int32, copy=False))
+    n = v.size
+    if n and (int(ix.min()) < 0 or int(ix.max()) >= tables.num_tables):
+        raise InvalidInputError(f"indexes must lie in 0..{tables.num_tables - 1}")
+    lanes, block, nblocks = _layout(n, lanes, block)
+    states = np.empty(nblocks * lanes, dtype=np.int64)
+    words = np.empty(max(n, 1), dtype=np.uint16)
+    first = np.empty(nblocks, dtype=np.int64)
+    K.encode_blocks_indexed(v, ix, block, lanes, tables.cdfs, tables.lengths, tables.offsets,
+                            tables.precision, states, words, first)
+    packed = _run_encoder(first, words, n, block, "a table index is out of range")
+    s = v.astype(np.int64) - tables.offsets[ix]
+    escaped = v[(s < 0) | (s >= tables.lengths[ix] - 1)]
+
+    out = _header(INDEXED, np.dtype(np.int32), n)
+    out.append((lanes.bit_length() - 1) << 5 | tables.precision)
+    put_uvarint(out, block)
+    out += tables.fingerprint
+    put_uvarint(out, len(escaped))
+    _append_streams(out, _block_words(first, n, block), states, packed)
+    for e in escaped.tolist():
+        put_svarint(out, e)
+    return bytes(out)
+
+
+def decode_indexed(data: bytes | memoryview, indexes, tables: IndexedTables, *,
+                   what: str = "entropy blob") -> np.ndarray:
+    """Decode a blob from :func:`encode_indexed` with the same indexes and tables (int32 values)."""
+    r = Reader(data, what)
+    kind, _, n = _parse_head(r)
+    ix = np.ascontiguousarray(np.asarray(indexes).reshape(-1).astype(np.int32, copy=False))
+    if kind != INDEXED:
+        raise r.fail("not an indexed blob: decode it with decode(data)")
+    if n != ix.size:
+        raise r.fail(f"holds {n} symbols but {ix.size} indexes were given")
+    lanes, prec, block, nblocks = _parse_layout(r, n)
+    if bytes(r.take(8)) != tables.fingerprint or prec != tables.precision:
+        raise InvalidInputError(f"{what}: was coded with other tables than the ones given")
+    if n and (int(ix.min()) < 0 or int(ix.max()) >= tables.num_tables):
+        raise InvalidInputError(f"indexes must lie in 0..{tables.num_tables - 1}")
+    n_esc = r.uvarint(n)
+    words, woff, states = _parse_streams(r, n, lanes, block, nblocks, 0.0)
+    out = np.empty(n, dtype=np.int32)
+    status = np.empty(nblocks, dtype=np.int64)
+    K.decode_blocks_indexed(words, woff, states, out, ix, block, lanes, prec, tables.cdfs,
+                            tables.lengths, tables.offsets, status)
+    _raise_status(status, what)
+    holes = np.flatnonzero(out == np.int32(-(2**31)))
+    if len(holes) != n_esc:
+        raise r.fail(f"{len(holes)} escapes decoded but {n_esc} declared")
+    if n_esc:
+        esc = [r.svarint() for _ in range(n_esc)]
+        try:
+            out[holes] = np.array(esc, dtype=np.int32)
+        except OverflowError:
+            raise r.fail("an escaped value does not fit int32") from None
+    if r.pos != len(r.data):
+        raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
+    return out

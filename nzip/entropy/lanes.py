@@ -1,0 +1,367 @@
+"""The lane-interleaved rANS coder: numba kernels for the CPU.
+
+Format of one block (the unit of parallel decode):
+  * ``lanes`` (a power of two, 1..32) independent rANS states, 32 bits each, range [2**16, 2**32);
+  * symbol j of the block belongs to lane ``j % lanes``;
+  * renormalisation moves 16-bit words; all lanes share one word stream, read strictly in symbol
+    order, so a decoder that walks the symbols in order (the CPU) or a warp that decodes ``lanes``
+    symbols at a time and hands out words by a prefix sum over the lanes that need one (the GPU)
+    read the very same stream. With precision P <= 16 a step reads at most one word, so the CPU
+    decoder runs without branches on the data.
+  * the encoder starts every lane at 2**16, so a correct decode ends every lane there: a free
+    integrity check on top of the container's checksums.
+
+Kernels return a status (>= 0 ok, < 0 an error code) instead of raising, so they can run inside
+``prange`` and be reported by the caller with the block's number.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+RANS_L = 1 << 16  # lower bound of the state interval
+WORD_BITS = 16
+
+ERR_ZERO_FREQ = -1  # encoder: a symbol whose frequency is 0 (or outside the alphabet)
+ERR_OVERRUN = -2  # decoder: the block reads past its words
+ERR_STATE = -3  # decoder: the final states are not the encoder's initial ones
+ERR_SLOT = -4  # decoder: a slot maps outside the table (corrupt table)
+
+_JIT = dict(cache=True, nogil=True, boundscheck=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# static table
+# ------------------------------------------------------------------------------------------------
+
+
+@nb.njit(**_JIT)
+def _encode_block(sym, start, stop, lanes, freq, cum, prec, states_out, words, wend):
+    """Encode sym[start:stop] into words[..wend) (written backwards). Returns the first word index."""
+    st = np.empty(lanes, np.int64)
+    for lane in range(lanes):
+        st[lane] = RANS_L
+    pos = wend
+    nalpha = freq.shape[0]
+    mask = lanes - 1
+    shift = 32 - prec
+    for j in range(stop - start - 1, -1, -1):
+        s = np.int64(sym[start + j])
+        if s < 0 or s >= nalpha:
+            return ERR_ZERO_FREQ
+        f = freq[s]
+        if f == 0:
+            return ERR_ZERO_FREQ
+        lane = j & mask
+        x = st[lane]
+        if x >= (f << shift):
+            pos -= 1
+            words[pos] = x & 0xFFFF
+            x >>= WORD_BITS
+        st[lane] = ((x // f) << prec) + (x % f) + cum[s]
+    for lane in range(lanes):
+        states_out[lane] = st[lane]
+    return pos
+
+
+@nb.njit(**_JIT)
+def _decode_block(words, wstart, wend, states, out, start, stop, lanes, prec, slot_sym, slot_pack):
+    """Decode one block into out[start:stop]. ``words`` is padded with >= lanes words past wend."""
+    st = np.empty(lanes, np.int64)
+    for lane in range(lanes):
+        st[lane] = states[lane]
+    mask = (1 << prec) - 1
+    ptr = wstart
+    n = stop - start
+    j = 0
+    while j < n:
+        m = min(lanes, n - j)
+        base = start + j
+        for lane in range(m):
+            x = st[lane]
+            slot = x & mask
+            out[base + lane] = slot_sym[slot]
+            pk = np.int64(slot_pack[slot])
+            x = (pk >> 16) * (x >> prec) + (pk & 0xFFFF)
+            need = x < RANS_L
+            w = np.int64(words[ptr])
+            x = ((x << WORD_BITS) | w) if need else x
+            ptr += np.int64(need)
+            st[lane] = x
+        if ptr > wend:
+            return ERR_OVERRUN
+        j += m
+    if ptr != wend:
+        return ERR_OVERRUN
+    for lane in range(lanes):
+        if st[lane] != RANS_L:
+            return ERR_STATE
+    return 0
+
+
+@nb.njit(parallel=True, **_JIT)
+def encode_blocks(sym, block, lanes, freq, cum, prec, states, words, first):
+    """Encode every block in parallel. Block b writes words[b*block : (b+1)*block) from the end;
+    first[b] receives its first word index (or an error code)."""
+    n = sym.shape[0]
+    nblocks = first.shape[0]
+    for b in nb.prange(nblocks):
+        start = b * block
+        stop = min(n, start + block)
+        first[b] = _encode_block(sym, start, stop, lanes, freq, cum, prec,
+                                 states[b * lanes:(b + 1) * lanes], words, stop)
+
+
+@nb.njit(parallel=True, **_JIT)
+def decode_blocks(words, woffsets, states, out, block, lanes, prec, slot_sym, slot_pack, status):
+    n = out.shape[0]
+    nblocks = status.shape[0]
+    for b in nb.prange(nblocks):
+        start = b * block
+        stop = min(n, start + block)
+        status[b] = _decode_block(words, woffsets[b], woffsets[b + 1], states[b * lanes:(b + 1) * lanes],
+                                  out, start, stop, lanes, prec, slot_sym, slot_pack)
+
+
+# ------------------------------------------------------------------------------------------------
+# indexed tables: symbol j uses table idx[j]; values outside a table's support become its escape
+# ------------------------------------------------------------------------------------------------
+
+
+@nb.njit(**_JIT)
+def _encode_block_indexed(val, idx, start, stop, lanes, cdfs, lengths, offsets, prec, states_out,
+                          words, wend):
+    st = np.empty(lanes, np.int64)
+    for lane in range(lanes):
+        st[lane] = RANS_L
+    pos = wend
+    mask = lanes - 1
+    shift = 32 - prec
+    ntab = lengths.shape[0]
+    for j in range(stop - start - 1, -1, -1):
+        k = np.int64(idx[start + j])
+        if k < 0 or k >= ntab:
+            return ERR_ZERO_FREQ
+        esc = np.int64(lengths[k]) - 1
+        s = np.int64(val[start + j]) - offsets[k]
+        if s < 0 or s > esc:
+            s = esc
+        c = np.int64(cdfs[k, s])
+        f = np.int64(cdfs[k, s + 1]) - c
+        lane = j & mask
+        x = st[lane]
+        if x >= (f << shift):
+            pos -= 1
+            words[pos] = x & 0xFFFF
+            x >>= WORD_BITS
+        st[lane] = ((x // f) << prec) + (x % f) + c
+    for lane in range(lanes):
+        states_out[lane] = st[lane]
+    return pos
+
+
+@nb.njit(**_JIT)
+def _decode_block_indexed(words, wstart, wend, states, out, idx, start, stop, lanes, prec, cdfs,
+                          lengths, offsets):
+    """Decodes values; escapes come out as the sentinel -2**31 (filled in by the caller)."""
+    st = np.empty(lanes, np.int64)
+    for lane in range(lanes):
+        st[lane] = states[lane]
+    mask = (1 << prec) - 1
+    ptr = wstart
+    n = stop - start
+    ntab = lengths.shape[0]
+    j = 0
+    while j < n:
+        m = min(lanes, n - j)
+        base = start + j
+        for lane in range(m):
+            k = np.int64(idx[base + lane])
+            if k < 0 or k >= ntab:
+                return ERR_SLOT
+            x = st[lane]
+            slot = x & mask
+            lo = np.int64(0)
+            hi = np.int64(lengths[k])
+            while hi - lo > 1:  # largest s with cdf[s] <= slot
+                mid = (lo + hi) >> 1
+                if cdfs[k, mid] <= slot:
+                    lo = mid
+                else:
+                    hi = mid
+            c = np.int64(cdfs[k, lo])
+            f = np.int64(cdfs[k, lo + 1]) - c
+            out[base + lane] = (lo + offsets[k]) if lo != lengths[k] - 1 else -2147483648
+            x = f * (x >> prec) + (slot - c)
+            need = x < RANS_L
+            w = np.int64(words[ptr])
+            x = ((x << WORD_BITS) | w) if need else x
+            ptr += np.int64(need)
+            st[lane] = x
+        if ptr > wend:
+            return ERR_OVERRUN
+        j += m
+    if ptr != wend:
+        return ERR_OVERRUN
+    for lane in range(lanes):
+        if st[lane] != RANS_L:
+            return ERR_STATE
+    return 0
+
+
+@nb.njit(parallel=True, **_JIT)
+def encode_blocks_indexed(val, idx, block, lanes, cdfs, lengths, offsets, prec, states, words, first):
+    n = val.shape[0]
+    nblocks = first.shape[0]
+    for b in nb.prange(nblocks):
+        start = b * block
+        stop = min(n, start + block)
+        first[b] = _encode_block_indexed(val, idx, start, stop, lanes, cdfs, lengths, offsets, prec,
+                                         states[b * lanes:(b + 1) * lanes], words, stop)
+
+
+@nb.njit(parallel=True, **_JIT)
+def decode_blocks_indexed(words, woffsets, states, out, idx, block, lanes, prec, cdfs, lengths,
+                          offsets, status):
+    n = out.shape[0]
+    nblocks = status.shape[0]
+    for b in nb.prange(nblocks):
+        start = b * block
+        stop = min(n, start + block)
+        status[b] = _decode_block_indexed(words, woffsets[b], woffsets[b + 1],
+                                          states[b * lanes:(b + 1) * lanes], out, idx, start, stop,
+                                          lanes, prec, cdfs, lengths, offsets)
+
+
+@nb.njit(**_JIT)
+def compact_words(words, first, block, n, out):
+    """Concatenate each block's words (words[first[b] : end of block b]) into out; returns length."""
+    pos = 0
+    for b in range(first.shape[0]):
+        end = min(n, (b + 1) * block)
+        for i in range(first[b], end):
+            out[pos] = words[i]
+            pos += 1
+    return pos
+
+
+# ------------------------------------------------------------------------------------------------
+# bit-level helpers for compact headers (exp-Golomb codes of frequency tables)
+# ------------------------------------------------------------------------------------------------
+
+
+@nb.njit(**_JIT)
+def _eg_len(v, k):
+    """Length in bits of the order-k exp-Golomb code of v >= 0."""
+    u = (v >> k) + 1
+    nb_ = 0
+    while u > 0:
+        nb_ += 1
+        u >>= 1
+    return 2 * nb_ - 1 + k
+
+
+@nb.njit(**_JIT)
+def table_code_bits(freqs, k):
+    """Bits of the table code with exp-Golomb order k (see write_table)."""
+    bits = 0
+    run = 0
+    for s in range(freqs.shape[0]):
+        if freqs[s] == 0:
+            run += 1
+        else:
+            bits += _eg_len(run, 0) + _eg_len(freqs[s] - 1, k)
+            run = 0
+    return bits
+
+
+@nb.njit(**_JIT)
+def _put(buf, bitpos, v, nbits):
+    for i in range(nbits - 1, -1, -1):
+        if (v >> i) & 1:
+            buf[bitpos >> 3] |= np.uint8(0x80 >> (bitpos & 7))
+        bitpos += 1
+    return bitpos
+
+
+@nb.njit(**_JIT)
+def _put_eg(buf, bitpos, v, k):
+    u = (v >> k) + 1
+    nb_ = 0
+    t = u
+    while t > 0:
+        nb_ += 1
+        t >>= 1
+    bitpos += nb_ - 1  # zeros
+    bitpos = _put(buf, bitpos, u, nb_)
+    return _put(buf, bitpos, v & ((1 << k) - 1), k)
+
+
+@nb.njit(**_JIT)
+def write_table(freqs, k, buf):
+    """Each used symbol as (zero-run before it: EG0, frequency - 1: EGk). Returns bits written."""
+    bitpos = 0
+    run = 0
+    for s in range(freqs.shape[0]):
+        if freqs[s] == 0:
+            run += 1
+        else:
+            bitpos = _put_eg(buf, bitpos, run, 0)
+            bitpos = _put_eg(buf, bitpos, freqs[s] - 1, k)
+            run = 0
+    return bitpos
+
+
+@nb.njit(**_JIT)
+def _get(buf, bitpos, nbits):
+    v = np.int64(0)
+    for _ in range(nbits):
+        byte = bitpos >> 3
+        if byte >= buf.shape[0]:
+            return -1, bitpos
+        v = (v << 1) | ((buf[byte] >> (7 - (bitpos & 7))) & 1)
+        bitpos += 1
+    return v, bitpos
+
+
+@nb.njit(**_JIT)
+def _get_eg(buf, bitpos, k):
+    zeros = 0
+    while True:
+        b, bitpos = _get(buf, bitpos, 1)
+        if b < 0 or zeros > 40:
+            return -1, bitpos
+        if b == 1:
+            break
+        zeros += 1
+    rest, bitpos = _get(buf, bitpos, zeros)
+    if rest < 0:
+        return -1, bitpos
+    low, bitpos = _get(buf, bitpos, k)
+    if low < 0:
+        return -1, bitpos
+    return ((((np.int64(1) << zeros) | rest) - 1) << k) | low, bitpos
+
+
+@nb.njit(**_JIT)
+def read_table(buf, k, nalpha, total, freqs):
+    """Inverse of write_table for a table of ``nalpha`` symbols summing to ``total``.
+
+    Returns the bits read, or -1 if the code is malformed or does not sum to ``total``."""
+    bitpos = 0
+    s = 0
+    acc = 0
+    while acc < total:
+        run, bitpos = _get_eg(buf, bitpos, 0)
+        if run < 0:
+            return -1
+        s += run
+        if s >= nalpha:
+            return -1
+        f, bitpos = _get_eg(buf, bitpos, k)
+        if f < 0 or acc + f + 1 > total:
+            return -1
+        freqs[s] = f + 1
+        acc += f + 1
+        s += 1
+    return bitpos
