@@ -1,2 +1,23 @@
-"""nzip: compress the data of machine learning into chunked, random-access zarr containers."""
+"""nzip: compress the data of machine learning into chunked, random-access zarr containers.
+
+    nzip.encode("dem.npy", "dem.nz")          # codec chosen from the input
+    arr = nzip.decode("dem.nz")               # or nzip.decode("dem.nz", "out.npy")
+    item = nzip.open("dem.nz"); item.read("symbols", (slice(0, 10),))
+"""
+from . import formats as _formats  # noqa: F401 - registers the zarr codec nzip.rans
+from . import codecs  # noqa: F401 - the built-in codecs register on import
+from .api import Report, decode, encode, info, list_codecs, open
+from .errors import (
+    CorruptDataError,
+    InvalidInputError,
+    NzipError,
+    OutputExistsError,
+    UnknownCodecError,
+    UnsupportedFormatError,
+)
+
 __version__ = "0.1.0"
+__all__ = [
+    "encode", "decode", "open", "info", "list_codecs", "codecs", "Report", "NzipError", "InvalidInputError",
+    "CorruptDataError", "UnsupportedFormatError", "UnknownCodecError", "OutputExistsError",
+]

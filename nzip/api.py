@@ -1,0 +1,162 @@
+"""The Python API, mirrored by the CLI: encode, decode, open, codecs."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import registry
+from .errors import InvalidInputError, OutputExistsError
+from .formats.container import Item, open_item, write_item
+
+
+@dataclass
+class Report:
+    """What an encode or decode did: sizes, ratio and time."""
+
+    codec: str
+    raw_bytes: int
+    stored_bytes: int
+    seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else math.inf
+
+
+class _Progress:
+    """A tqdm bar over items' elements, shown only when asked for and worth showing."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.bar = None
+        if enabled and total >= 1 << 22:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="el", unit_scale=True, leave=False)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _same_file(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a == b
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def _raw_bytes(source: dict[str, Any]) -> int:
+    try:
+        return math.prod(source["shape"]) * np.dtype(source["dtype"]).itemsize
+    except (KeyError, TypeError):
+        return int(source.get("bytes", 0))
+
+
+def _stored_bytes(dst: str, item: Item) -> int:
+    return item.stored_bytes() if "://" in dst else _local_size(dst)
+
+
+def _local_size(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
+    return os.path.getsize(path)
+
+
+def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwrite: bool = False,
+           progress: bool = False, **params: Any) -> Report:
+    """Encode a file (or an in-memory item, with ``codec``) into a container at ``dst``.
+
+    ``codec`` None picks the codec from the input's suffix. Parameters go to the codec; unknown
+    ones are refused. The container is written atomically; ``dst`` must not be ``src``."""
+    t0 = time.perf_counter()
+    dst = os.fspath(dst)
+    if isinstance(src, (str, os.PathLike)):
+        src = os.fspath(src)
+        if not os.path.exists(src) and "://" not in src:
+            raise InvalidInputError(f"{src} does not exist")
+        if _same_file(src, dst):
+            raise OutputExistsError(f"output {dst} is the input; choose another name")
+        c = registry.get(codec) if codec else registry.for_path(src)
+        item = c.read(src)
+    else:
+        if codec is None:
+            raise InvalidInputError("pass codec= when encoding an in-memory item")
+        c, item = registry.get(codec), src
+    size = int(getattr(item, "size", 0))
+    bar = _Progress(size, f"encode {c.name}", progress)
+    try:
+        enc = c.encode(item, progress=bar, **params)
+        attrs = {"codec": c.name, "codec_version": c.version, "params": enc.params, "source": enc.source}
+        write_item(dst, attrs, enc.arrays, overwrite=overwrite, progress=bar)
+    finally:
+        bar.close()
+    with open_item(dst) as it:
+        stored = _stored_bytes(dst, it)
+    return Report(c.name, _raw_bytes(enc.source), stored, time.perf_counter() - t0)
+
+
+def decode(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, overwrite: bool = False,
+           device: str = "cpu", progress: bool = False) -> Any:
+    """Decode a container. With ``dst``, write the item there (atomically) and return a
+    :class:`Report`; without, return the item itself (e.g. a numpy array)."""
+    t0 = time.perf_counter()
+    src = os.fspath(src)
+    if dst is not None:
+        dst = os.fspath(dst)
+        if _same_file(src, dst):
+            raise OutputExistsError(f"output {dst} is the input; choose another name")
+        if os.path.exists(dst) and not overwrite:
+            raise OutputExistsError(f"{dst} exists (pass overwrite / --force to replace it)")
+    with open_item(src) as it:
+        c = registry.get(it.codec)
+        if it.meta.get("codec_version", 1) > c.version:
+            from .errors import UnsupportedFormatError
+
+            raise UnsupportedFormatError(
+                f"{src}: written by {c.name} version {it.meta['codec_version']}; this nzip has {c.version}")
+        bar = _Progress(math.prod(it.source.get("shape", [0])), f"decode {c.name}", progress)
+        try:
+            item = c.decode(it, progress=bar, device=device)
+        finally:
+            bar.close()
+        if dst is None:
+            return item
+        c.write(item, dst, overwrite=overwrite)
+        return Report(c.name, _raw_bytes(it.source), _stored_bytes(src, it), time.perf_counter() - t0)
+
+
+def open(path: str | os.PathLike) -> Item:  # noqa: A001 - mirrors zarr.open / nzip's CLI
+    """Open a container for inspection or partial reads (``item.read(name, selection)``)."""
+    return open_item(path)
+
+
+def info(path: str | os.PathLike) -> dict[str, Any]:
+    """Codec, params, source, sizes, ratio and per-array chunking of a container."""
+    path = os.fspath(path)
+    with open_item(path) as it:
+        arrays = []
+        for name in it.array_names():
+            a = it.array(name)
+            nchunks = math.prod(-(-s // c) for s, c in zip(a.shape, a.chunks)) if a.shape else 1
+            arrays.append({"name": name, "shape": list(a.shape), "dtype": str(a.dtype),
+                           "chunks": list(a.chunks), "n_chunks": nchunks,
+                           "stored_bytes": int(a.nbytes_stored()), "raw_bytes": int(a.nbytes)})
+        stored = _stored_bytes(path, it)
+        raw = _raw_bytes(it.source)
+        return {"path": path, "format": it.meta.get("format"), "codec": it.codec,
+                "codec_version": it.meta.get("codec_version"), "params": it.params,
+                "source": it.source, "stored_bytes": stored, "raw_bytes": raw,
+                "ratio": raw / stored if stored else None, "arrays": arrays}
+
+
+def list_codecs() -> dict[str, str]:
+    """Registered codecs: name -> modality."""
+    return {name: cls.modality for name, cls in registry.available().items()}

@@ -1,0 +1,138 @@
+"""The ``nzip`` command: encode, decode, info, codecs, demo.
+
+Errors from bad input print one line (``nzip: error: ...``) and exit non-zero, with no traceback and
+no output file left behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from . import api
+from .errors import InvalidInputError, NzipError
+
+_COMMON = {"bpp": float, "bpw": float, "bytes": int, "quality": float}
+
+
+def _params(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in pairs:
+        if "=" not in p:
+            raise InvalidInputError(f"--param takes k=v, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = _auto(v.strip())
+    return out
+
+
+def _auto(v: str) -> Any:
+    for t in (int, float):
+        try:
+            return t(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nzip", description="Compress the data of machine learning.")
+    p.add_argument("--version", action="version", version=f"nzip {__import__('nzip').__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    e = sub.add_parser("encode", help="encode a file into a container (.nz file or directory)")
+    e.add_argument("input")
+    e.add_argument("output")
+    e.add_argument("--codec", help="codec name (default: chosen from the input; see `nzip codecs`)")
+    e.add_argument("--param", action="append", default=[], metavar="K=V", help="codec parameter")
+    for k, t in _COMMON.items():
+        e.add_argument(f"--{k}", type=t, default=None, help=f"codec parameter {k}")
+    e.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    e.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+    d = sub.add_parser("decode", help="decode a container back to a file")
+    d.add_argument("input")
+    d.add_argument("output")
+    d.add_argument("--device", default="cpu", help="cpu or cuda")
+    d.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    d.add_argument("-q", "--quiet", action="store_true")
+
+    i = sub.add_parser("info", help="codec, params, sizes, ratio and chunks of a container")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser("codecs", help="list registered codecs and their modalities")
+
+    m = sub.add_parser("demo", help="encode and decode the bundled sample; print sizes and timing")
+    m.add_argument("--keep", metavar="DIR", help="keep the container in DIR")
+    return p
+
+
+def _cmd_encode(a: argparse.Namespace) -> None:
+    params = _params(a.param)
+    params.update({k: getattr(a, k) for k in _COMMON if getattr(a, k) is not None})
+    r = api.encode(a.input, a.output, a.codec, overwrite=a.force, progress=sys.stderr.isatty(), **params)
+    if not a.quiet:
+        print(f"{a.input} -> {a.output}  [{r.codec}]  {_human(r.raw_bytes)} -> {_human(r.stored_bytes)}"
+              f"  ratio {r.ratio:.3f}  {r.seconds:.2f} s")
+
+
+def _cmd_decode(a: argparse.Namespace) -> None:
+    r = api.decode(a.input, a.output, overwrite=a.force, device=a.device, progress=sys.stderr.isatty())
+    if not a.quiet:
+        print(f"{a.input} -> {a.output}  [{r.codec}]  {_human(r.stored_bytes)} -> {_human(r.raw_bytes)}"
+              f"  {r.seconds:.2f} s")
+
+
+def _cmd_info(a: argparse.Namespace) -> None:
+    info = api.info(a.input)
+    if a.json:
+        print(json.dumps(info, indent=2))
+        return
+    print(f"{info['path']}: nzip format {info['format']}, codec {info['codec']} v{info['codec_version']}")
+    print(f"  source  {json.dumps(info['source'])}")
+    print(f"  params  {json.dumps(info['params'])}")
+    ratio = f"{info['ratio']:.3f}" if info["ratio"] else "-"
+    print(f"  size    {_human(info['raw_bytes'])} -> {_human(info['stored_bytes'])}  ratio {ratio}")
+    for arr in info["arrays"]:
+        print(f"  array   {arr['name']}: {arr['dtype']} {arr['shape']} in {arr['n_chunks']} chunks of "
+              f"{arr['chunks']}, {_human(arr['stored_bytes'])} stored")
+
+
+def _cmd_codecs(_: argparse.Namespace) -> None:
+    from . import registry
+
+    for name, cls in registry.available().items():
+        print(f"{name:20s} {cls.modality:10s} {cls.description}")
+
+
+def _cmd_demo(a: argparse.Namespace) -> None:
+    from .demo import run
+
+    run(keep=a.keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "codecs": _cmd_codecs,
+         "demo": _cmd_demo}[args.cmd](args)
+    except NzipError as exc:
+        print(f"nzip: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("nzip: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

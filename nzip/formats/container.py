@@ -1,0 +1,277 @@
+"""The nzip container: one encoded item is a zarr v3 group.
+
+The group's attributes say everything needed to decode it::
+
+    {"nzip": {"format": 1, "codec": "array/rans", "codec_version": 1, "params": {...},
+              "source": {"modality": "array", "shape": [...], "dtype": "int16"}}}
+
+Its arrays hold entropy-coded symbols (codec ``nzip.rans`` then ``crc32c``) and raw side arrays
+(``bytes`` then ``crc32c``). Stores: a local path ending in ``.nz`` is one zip file (JSON entries
+deflated, chunks stored), another local path a directory, a URL with ``://`` goes through fsspec.
+
+Writes are atomic: the item is built in memory (``.nz``) or in a temporary sibling directory and
+renamed into place, so a crash never leaves a half-written container under the real name.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BytesCodec, Crc32cCodec
+from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
+
+from ..errors import CorruptDataError, InvalidInputError, OutputExistsError, UnsupportedFormatError
+from .atomic import atomic_file
+from .zarr_codec import RansCodec
+
+FORMAT = 1
+READABLE_FORMATS = (1,)
+_JSON_SUFFIX = "zarr.json"
+
+
+@dataclass
+class ArraySpec:
+    """One array of an item: its data, chunking and whether it holds symbols or raw values."""
+
+    data: np.ndarray
+    chunks: tuple[int, ...] | None = None
+    symbols: bool = True  # entropy coded with nzip.rans; False stores raw bytes (floats etc.)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _array_codecs(symbols: bool):
+    if symbols:
+        return {"serializer": RansCodec(), "compressors": [Crc32cCodec()]}
+    return {"serializer": BytesCodec(endian="little"), "compressors": [Crc32cCodec()]}
+
+
+def _fill_group(store, attrs: dict[str, Any], arrays: dict[str, ArraySpec], progress=None) -> None:
+    root = zarr.create_group(store=store, zarr_format=3, attributes={"nzip": attrs}, overwrite=True)
+    for name, spec in arrays.items():
+        a = np.asarray(spec.data)
+        chunks = tuple(spec.chunks) if spec.chunks else tuple(max(1, s) for s in a.shape) or (1,)
+        if a.ndim == 0:
+            a, chunks = a.reshape(1), (1,)
+        arr = root.create_array(name, shape=a.shape, dtype=a.dtype, chunks=chunks, fill_value=0,
+                                attributes=spec.attrs or None, config={"write_empty_chunks": True},
+                                **_array_codecs(spec.symbols))
+        if a.size:
+            if progress is not None and a.ndim >= 1 and chunks[0] < a.shape[0]:
+                for start in range(0, a.shape[0], chunks[0]):  # chunk rows one by one: progress
+                    arr[start : start + chunks[0]] = a[start : start + chunks[0]]
+                    progress(min(chunks[0], a.shape[0] - start) * int(np.prod(a.shape[1:])))
+            else:
+                arr[...] = a
+                if progress is not None:
+                    progress(a.size)
+
+
+def _zip_bytes(mem: MemoryStore) -> bytes:
+    """Pack a memory store into zip bytes: JSON deflated, chunks stored (they are incompressible)."""
+    import asyncio
+    import io
+
+    async def items():
+        out = []
+        async for key in mem.list():
+            buf = await mem.get(key, prototype=zarr.core.buffer.default_buffer_prototype())
+            out.append((key, buf.to_bytes()))
+        return sorted(out)
+
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w") as zf:
+        for key, data in asyncio.run(items()):
+            info = zipfile.ZipInfo(key, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED if key.endswith(_JSON_SUFFIX) else zipfile.ZIP_STORED
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data, compresslevel=9 if key.endswith(_JSON_SUFFIX) else None)
+    return bio.getvalue()
+
+
+def write_item(dst: str | os.PathLike, attrs: dict[str, Any], arrays: dict[str, ArraySpec],
+               overwrite: bool = False, progress=None) -> None:
+    """Write one item atomically. ``attrs`` is the ``nzip`` attribute dict (format is added)."""
+    attrs = {"format": FORMAT, **attrs}
+    dst = os.fspath(dst)
+    if _is_url(dst):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(dst)
+        if fs.exists(path) and not overwrite:
+            raise OutputExistsError(f"{dst} exists (pass overwrite / --force to replace it)")
+        if dst.endswith(".nz"):
+            mem = MemoryStore()
+            _fill_group(mem, attrs, arrays, progress)
+            with fs.open(path, "wb") as f:  # object stores publish a file only when it is closed
+                f.write(_zip_bytes(mem))
+        else:
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+            _fill_group(FsspecStore.from_url(dst), attrs, arrays, progress)
+        return
+    if dst.endswith(".nz"):
+        with atomic_file(dst, overwrite) as f:
+            mem = MemoryStore()
+            _fill_group(mem, attrs, arrays, progress)
+            f.write(_zip_bytes(mem))
+        return
+    target = Path(dst)
+    if target.exists() and not overwrite:
+        raise OutputExistsError(f"{dst} exists (pass overwrite / --force to replace it)")
+    parent = target.parent
+    if not parent.is_dir():
+        raise InvalidInputError(f"output folder {parent} does not exist")
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    try:
+        _fill_group(LocalStore(tmpdir), attrs, arrays, progress)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            os.replace(target, old)
+            os.replace(tmpdir, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmpdir, target)
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+
+
+class Item:
+    """An opened nzip item: its attributes and lazily read arrays."""
+
+    def __init__(self, group: zarr.Group, path: str, store) -> None:
+        self.group = group
+        self.path = path
+        self._store = store
+        meta = dict(group.attrs).get("nzip")
+        if not isinstance(meta, dict) or "codec" not in meta:
+            raise CorruptDataError(f"{path}: not an nzip container (no nzip attributes)")
+        fmt = meta.get("format")
+        if fmt not in READABLE_FORMATS:
+            raise UnsupportedFormatError(
+                f"{path}: container format {fmt!r}; this nzip reads formats {list(READABLE_FORMATS)}")
+        self.meta = meta
+
+    @property
+    def codec(self) -> str:
+        return self.meta["codec"]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.meta.get("params", {})
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return self.meta.get("source", {})
+
+    def array_names(self) -> list[str]:
+        return sorted(name for name, _ in self.group.arrays())
+
+    def array(self, name: str) -> zarr.Array:
+        try:
+            node = self.group[name]
+        except KeyError:
+            raise CorruptDataError(f"{self.path}: array {name!r} is missing") from None
+        if not isinstance(node, zarr.Array):
+            raise CorruptDataError(f"{self.path}: {name!r} is not an array")
+        return node
+
+    def read(self, name: str, selection: Any = Ellipsis) -> np.ndarray:
+        """Read (part of) an array; a corrupt chunk is reported by its index."""
+        arr = self.array(name)
+        try:
+            return np.asarray(arr[selection])
+        except Exception as exc:  # noqa: BLE001 - zarr raises many types; find the chunk
+            raise self._locate(arr, name, exc) from None
+
+    def _locate(self, arr: zarr.Array, name: str, exc: Exception) -> Exception:
+        import itertools
+
+        grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks)]
+        for idx in itertools.product(*grid):
+            sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, arr.chunks))
+            try:
+                arr[sel]
+            except Exception as inner:  # noqa: BLE001
+                why = str(inner).split("\n")[0]
+                if "checksum" in why.lower():
+                    why = "checksum mismatch"
+                return CorruptDataError(f"{self.path}: array {name!r} chunk {'.'.join(map(str, idx))} "
+                                        f"is corrupt ({why})")
+        return CorruptDataError(f"{self.path}: array {name!r} cannot be read ({exc})")
+
+    def stored_bytes(self) -> int:
+        """Bytes of the container (the whole file for .nz)."""
+        if isinstance(self._store, ZipStore):
+            return os.path.getsize(self.path)
+        if isinstance(self._store, LocalStore):
+            return sum(p.stat().st_size for p in Path(self.path).rglob("*") if p.is_file())
+        return sum(getattr(a, "nbytes_stored", lambda: 0)() for _, a in self.group.arrays())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._store.close()
+
+    def __enter__(self) -> Item:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_item(path: str | os.PathLike) -> Item:
+    """Open an item for reading; missing, truncated or foreign files raise an NzipError."""
+    path = os.fspath(path)
+    if _is_url(path):
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(path)
+        if not fs.exists(p):
+            raise InvalidInputError(f"{path} does not exist")
+        if path.endswith(".nz"):
+            store = _memory_from_zip(fs.cat_file(p), path)
+        else:
+            store = FsspecStore.from_url(path, read_only=True)
+    else:
+        if not os.path.exists(path):
+            raise InvalidInputError(f"{path} does not exist")
+        if os.path.isdir(path):
+            store = LocalStore(path, read_only=True)
+        else:
+            try:
+                zipfile.ZipFile(path).close()  # the central directory must be intact
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise CorruptDataError(f"{path}: not a readable .nz file ({exc})") from None
+            store = ZipStore(path, mode="r")
+    try:
+        group = zarr.open_group(store=store, mode="r", zarr_format=3)
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptDataError(f"{path}: not an nzip container ({str(exc).splitlines()[0]})") from None
+    return Item(group, path, store)
+
+
+def _memory_from_zip(data: bytes, what: str) -> MemoryStore:
+    import io
+
+    from zarr.core.buffer import default_buffer_prototype
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            entries = {n: zf.read(n) for n in zf.namelist()}
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CorruptDataError(f"{what}: not a readable .nz file ({exc})") from None
+    proto = default_buffer_prototype()
+    return MemoryStore({k: proto.buffer.from_bytes(v) for k, v in entries.items()}, read_only=True)
