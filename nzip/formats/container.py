@@ -15,6 +15,7 @@ renamed into place, so a crash never leaves a half-written container under the r
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -93,12 +94,23 @@ def _zip_bytes(mem: MemoryStore) -> bytes:
     bio = io.BytesIO()
     with zipfile.ZipFile(bio, "w") as zf:
         for key, data in asyncio.run(items()):
+            if key.endswith(_JSON_SUFFIX):
+                data = _minify(data)
             info = zipfile.ZipInfo(key, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED if key.endswith(_JSON_SUFFIX) else zipfile.ZIP_STORED
             info.create_system = 3
             info.external_attr = 0o644 << 16
             zf.writestr(info, data, compresslevel=9 if key.endswith(_JSON_SUFFIX) else None)
     return bio.getvalue()
+
+
+def _minify(data: bytes) -> bytes:
+    """zarr metadata without whitespace and without empty optional fields (small items matter)."""
+    meta = json.loads(data)
+    for k in ("attributes", "storage_transformers"):
+        if meta.get(k) in ({}, []):
+            del meta[k]
+    return json.dumps(meta, separators=(",", ":")).encode()
 
 
 def write_item(dst: str | os.PathLike, attrs: dict[str, Any], arrays: dict[str, ArraySpec],

@@ -1,0 +1,74 @@
+"""The nzip command, run as a user would: through a subprocess."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def nzip(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "nzip.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_encode_info_decode(tmp_path):
+    a = np.random.default_rng(0).integers(0, 100, (200, 30)).astype(np.uint8)
+    np.save(tmp_path / "a.npy", a)
+    r = nzip("encode", tmp_path / "a.npy", tmp_path / "a.nz", "--param", "predict=delta")
+    assert r.returncode == 0, r.stderr
+    assert "ratio" in r.stdout and "array/rans" in r.stdout
+    r = nzip("info", tmp_path / "a.nz")
+    assert r.returncode == 0 and "symbols" in r.stdout and "ratio" in r.stdout
+    r = nzip("decode", tmp_path / "a.nz", tmp_path / "b.npy")
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.load(tmp_path / "b.npy"), a)
+
+
+def test_codecs_lists_array_rans():
+    r = nzip("codecs")
+    assert r.returncode == 0 and "array/rans" in r.stdout
+
+
+@pytest.mark.parametrize("case", ["missing", "unknown_codec", "float", "bad_param", "exists",
+                                  "corrupt", "not_npy", "same_file"])
+def test_bad_input_one_line_no_output(tmp_path, case):
+    a = np.arange(100, dtype=np.int32)
+    np.save(tmp_path / "a.npy", a)
+    out = tmp_path / "out.nz"
+    if case == "missing":
+        r = nzip("encode", tmp_path / "nope.npy", out)
+    elif case == "unknown_codec":
+        r = nzip("encode", tmp_path / "a.npy", out, "--codec", "image/nope")
+    elif case == "float":
+        np.save(tmp_path / "f.npy", a.astype(np.float32))
+        r = nzip("encode", tmp_path / "f.npy", out)
+    elif case == "bad_param":
+        r = nzip("encode", tmp_path / "a.npy", out, "--bpp", "0.1")
+    elif case == "exists":
+        out.write_bytes(b"keep me")
+        r = nzip("encode", tmp_path / "a.npy", out)
+        assert out.read_bytes() == b"keep me"
+        out = tmp_path / "never"
+    elif case == "corrupt":
+        (tmp_path / "c.nz").write_bytes(b"PK\x03\x04 not really")
+        out = tmp_path / "c.npy"
+        r = nzip("decode", tmp_path / "c.nz", out)
+    elif case == "not_npy":
+        (tmp_path / "t.npy").write_text("hello")
+        r = nzip("encode", tmp_path / "t.npy", out)
+    else:
+        r = nzip("encode", tmp_path / "a.npy", tmp_path / "a.npy")
+        assert np.array_equal(np.load(tmp_path / "a.npy"), a)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nzip: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_demo_runs():
+    r = nzip("demo")
+    assert r.returncode == 0, r.stderr
+    assert "bit-exact: True" in r.stdout

@@ -1,0 +1,176 @@
+"""The container: stores, plain zarr reads, atomic writes, corruption, format versions."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import zarr
+
+import nzip
+from nzip.errors import (CorruptDataError, InvalidInputError, OutputExistsError,
+                         UnknownCodecError, UnsupportedFormatError)
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _arr(shape=(300, 40), lo=-50, hi=50, seed=0, dtype=np.int32):
+    return np.random.default_rng(seed).integers(lo, hi, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("name", ["a.nz", "a.zarr"])
+def test_roundtrip_local(tmp_path, name):
+    a = _arr()
+    dst = tmp_path / name
+    rep = nzip.encode(a, dst, codec="array/rans", chunk=3000)
+    assert rep.stored_bytes < a.nbytes / 2
+    assert np.array_equal(nzip.decode(dst), a)
+    info = nzip.info(dst)
+    assert info["codec"] == "array/rans" and info["arrays"][0]["n_chunks"] == 4
+
+
+def test_roundtrip_memory_url():
+    a = _arr(seed=3)
+    for url in ("memory://nzip-test/a.nz", "memory://nzip-test/dir"):
+        nzip.encode(a, url, codec="array/rans", chunk=1000)
+        assert np.array_equal(nzip.decode(url), a)
+
+
+def test_plain_zarr_reads_symbols(tmp_path):
+    a = _arr(seed=4)
+    nzip.encode(a, tmp_path / "a.nz", codec="array/rans", chunk=5000)
+    nzip.encode(a, tmp_path / "a.zarr", codec="array/rans", chunk=5000)
+    g = zarr.open_group(zarr.storage.ZipStore(tmp_path / "a.nz", mode="r"), mode="r")
+    assert np.array_equal(g["symbols"][...], a)
+    g = zarr.open_group(str(tmp_path / "a.zarr"), mode="r")
+    assert np.array_equal(g["symbols"][100:150], a[100:150])
+    assert g.attrs["nzip"]["codec"] == "array/rans"
+
+
+def test_random_access_reads_one_chunk(tmp_path):
+    a = _arr((1000, 10), seed=5)
+    nzip.encode(a, tmp_path / "a.nz", codec="array/rans", chunk=1000)
+    with nzip.open(tmp_path / "a.nz") as item:
+        assert np.array_equal(item.read("symbols", (slice(500, 510),)), a[500:510])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.int64, np.uint64, np.bool_])
+def test_dtypes_and_wide_values(tmp_path, dtype):
+    rng = np.random.default_rng(6)
+    if dtype == np.bool_:
+        a = rng.random((50, 7)) < 0.3
+    else:
+        info = np.iinfo(dtype)
+        a = rng.integers(info.min // 2, info.max // 2, (50, 7), dtype=dtype)  # wide: byte planes
+    nzip.encode(a, tmp_path / "a.nz", codec="array/rans")
+    out = nzip.decode(tmp_path / "a.nz")
+    assert out.dtype == a.dtype and np.array_equal(out, a)
+
+
+def test_delta_predictor_is_exact(tmp_path):
+    a = np.cumsum(_arr((40, 500), -3, 4, seed=8), axis=1).astype(np.int16)
+    a[0, :3] = [32767, -32768, 5]  # wrapping differences
+    nzip.encode(a, tmp_path / "d.nz", codec="array/rans", predict="delta")
+    nzip.encode(a, tmp_path / "p.nz", codec="array/rans")
+    assert np.array_equal(nzip.decode(tmp_path / "d.nz"), a)
+    assert os.path.getsize(tmp_path / "d.nz") < os.path.getsize(tmp_path / "p.nz")
+
+
+def test_small_item_overhead(tmp_path):
+    from nzip import entropy
+
+    a = _arr((1000,), 0, 1024, seed=9, dtype=np.int16)
+    nzip.encode(a, tmp_path / "s.nz", codec="array/rans")
+    overhead = os.path.getsize(tmp_path / "s.nz") - len(entropy.encode(a))
+    assert overhead < 700, overhead
+
+
+def test_committed_v1_container_still_decodes():
+    out = nzip.decode(os.path.join(DATA, "v1_array.nz"))
+    assert np.array_equal(out, np.load(os.path.join(DATA, "v1_array_expected.npy")))
+
+
+def test_refuses_overwrite_and_input_as_output(tmp_path):
+    a = _arr()
+    nzip.encode(a, tmp_path / "a.nz", codec="array/rans")
+    with pytest.raises(OutputExistsError):
+        nzip.encode(a, tmp_path / "a.nz", codec="array/rans")
+    np.save(tmp_path / "x.npy", a)
+    with pytest.raises(OutputExistsError):
+        nzip.encode(tmp_path / "x.npy", tmp_path / "x.npy")
+    nzip.encode(a + 1, tmp_path / "a.nz", codec="array/rans", overwrite=True)
+    assert np.array_equal(nzip.decode(tmp_path / "a.nz"), a + 1)
+
+
+def test_failed_encode_leaves_nothing(tmp_path):
+    with pytest.raises(InvalidInputError):
+        nzip.encode(np.zeros(10, np.float32), tmp_path / "f.nz", codec="array/rans")
+    with pytest.raises(InvalidInputError):
+        nzip.encode(_arr(), tmp_path / "f.zarr", codec="array/rans", bogus=1)
+    with pytest.raises(UnknownCodecError):
+        nzip.encode(_arr(), tmp_path / "f.nz", codec="image/none")
+    assert os.listdir(tmp_path) == []
+
+
+def _rewrite_zip(src, dst, fn):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, fn(info.filename, zin.read(info.filename)))
+
+
+def test_corrupt_chunk_is_named(tmp_path):
+    a = _arr((400, 10), seed=10)
+    nzip.encode(a, tmp_path / "a.zarr", codec="array/rans", chunk=1000)
+    chunk = tmp_path / "a.zarr" / "symbols" / "c" / "2" / "0"
+    b = bytearray(chunk.read_bytes())
+    b[len(b) // 2] ^= 0x10
+    chunk.write_bytes(bytes(b))
+    with pytest.raises(CorruptDataError, match=r"chunk 2\.0 .*checksum"):
+        nzip.decode(tmp_path / "a.zarr")
+
+
+def test_truncated_and_foreign_files(tmp_path):
+    a = _arr()
+    nzip.encode(a, tmp_path / "a.nz", codec="array/rans")
+    data = (tmp_path / "a.nz").read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 5):
+        (tmp_path / "t.nz").write_bytes(data[:cut])
+        with pytest.raises(CorruptDataError):
+            nzip.decode(tmp_path / "t.nz")
+    (tmp_path / "x.nz").write_bytes(b"hello")
+    with pytest.raises(CorruptDataError):
+        nzip.decode(tmp_path / "x.nz")
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        nzip.decode(tmp_path / "missing.nz")
+
+
+def test_future_format_version_is_refused(tmp_path):
+    nzip.encode(_arr(), tmp_path / "a.nz", codec="array/rans")
+
+    def bump(name, data):
+        if name == "zarr.json":
+            meta = json.loads(data)
+            meta["attributes"]["nzip"]["format"] = 99
+            return json.dumps(meta).encode()
+        return data
+
+    _rewrite_zip(tmp_path / "a.nz", tmp_path / "b.nz", bump)
+    with pytest.raises(UnsupportedFormatError, match="format 99"):
+        nzip.decode(tmp_path / "b.nz")
+
+
+def test_forged_chunk_shape_is_refused(tmp_path):
+    """A chunk that declares more values than its array's chunk shape is refused, not allocated."""
+    from nzip.entropy import coder
+    nzip.encode(_arr((10,), seed=1), tmp_path / "a.nz", codec="array/rans")
+    big = bytes([0]) + coder.encode(np.zeros(10**6, np.int32) + np.arange(10**6) % 3)
+
+    import google_crc32c
+    crc = np.uint32(google_crc32c.value(big)).tobytes()  # a valid checksum: only the size check is left
+
+    def swap(name, data):
+        return big + crc if name == "symbols/c/0" else data
+
+    _rewrite_zip(tmp_path / "a.nz", tmp_path / "b.nz", swap)
+    with pytest.raises(CorruptDataError, match="chunk 0 .*more than the 10 expected"):
+        nzip.decode(tmp_path / "b.nz")
