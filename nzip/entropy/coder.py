@@ -398,7 +398,7 @@ def decode_indexed(data: bytes | memoryview, indexes, tables: IndexedTables, *,
     out = np.empty(n, dtype=np.int32)
     status = np.empty(nblocks, dtype=np.int64)
     K.decode_blocks_indexed(words, woff, states, out, ix, block, lanes, prec, tables.cdfs,
-                            tables.lengths, tables.offsets, status)
+                            tables.lengths, tables.offsets, tables.guide, tables.guide_shift, status)
     _raise_status(status, what)
     holes = np.flatnonzero(out == np.int32(-(2**31)))
     if len(holes) != n_esc:

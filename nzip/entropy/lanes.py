@@ -162,7 +162,7 @@ def _encode_block_indexed(val, idx, start, stop, lanes, cdfs, lengths, offsets, 
 
 @nb.njit(**_JIT)
 def _decode_block_indexed(words, wstart, wend, states, out, idx, start, stop, lanes, prec, cdfs,
-                          lengths, offsets):
+                          lengths, offsets, guide, gshift):
     """Decodes values; escapes come out as the sentinel -2**31 (filled in by the caller)."""
     st = np.empty(lanes, np.int64)
     for lane in range(lanes):
@@ -181,14 +181,9 @@ def _decode_block_indexed(words, wstart, wend, states, out, idx, start, stop, la
                 return ERR_SLOT
             x = st[lane]
             slot = x & mask
-            lo = np.int64(0)
-            hi = np.int64(lengths[k])
-            while hi - lo > 1:  # largest s with cdf[s] <= slot
-                mid = (lo + hi) >> 1
-                if cdfs[k, mid] <= slot:
-                    lo = mid
-                else:
-                    hi = mid
+            lo = np.int64(guide[k, slot >> gshift])
+            while cdfs[k, lo + 1] <= slot:  # walk up from the guide to the slot's symbol
+                lo += 1
             c = np.int64(cdfs[k, lo])
             f = np.int64(cdfs[k, lo + 1]) - c
             out[base + lane] = (lo + offsets[k]) if lo != lengths[k] - 1 else -2147483648
@@ -222,7 +217,7 @@ def encode_blocks_indexed(val, idx, block, lanes, cdfs, lengths, offsets, prec, 
 
 @nb.njit(parallel=True, **_JIT)
 def decode_blocks_indexed(words, woffsets, states, out, idx, block, lanes, prec, cdfs, lengths,
-                          offsets, status):
+                          offsets, guide, gshift, status):
     n = out.shape[0]
     nblocks = status.shape[0]
     for b in nb.prange(nblocks):
@@ -230,7 +225,7 @@ def decode_blocks_indexed(words, woffsets, states, out, idx, block, lanes, prec,
         stop = min(n, start + block)
         status[b] = _decode_block_indexed(words, woffsets[b], woffsets[b + 1],
                                           states[b * lanes:(b + 1) * lanes], out, idx, start, stop,
-                                          lanes, prec, cdfs, lengths, offsets)
+                                          lanes, prec, cdfs, lengths, offsets, guide, gshift)
 
 
 @nb.njit(**_JIT)

@@ -25,6 +25,7 @@ MAX_PRECISION = 16
 # Indexed families default to 2**15: with 32-bit states and 16-bit words, rANS's own loss grows with
 # the precision, quantisation loss shrinks; 15 measured best on Gaussian scale grids (bench_entropy).
 FAMILY_PRECISION = 15
+GUIDE_BITS = 8
 
 
 def quantize_counts(counts: np.ndarray, precision: int) -> np.ndarray:
@@ -129,6 +130,8 @@ class IndexedTables:
     offsets: np.ndarray  # (K,) int32
     precision: int = MAX_PRECISION
     fingerprint: bytes = field(init=False, repr=False, compare=False)
+    guide: np.ndarray = field(init=False, repr=False, compare=False)
+    guide_shift: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         cdfs = np.ascontiguousarray(self.cdfs, dtype=np.int32)
@@ -150,6 +153,14 @@ class IndexedTables:
         object.__setattr__(self, "cdfs", cdfs)
         object.__setattr__(self, "lengths", lengths)
         object.__setattr__(self, "offsets", offsets)
+        # guide[k, b]: the symbol of table k holding slot b << guide_shift, so a decoder starts its
+        # search there and walks up a step or two instead of bisecting the whole CDF
+        gbits = min(GUIDE_BITS, self.precision)
+        starts = np.arange(1 << gbits, dtype=np.int64) << (self.precision - gbits)
+        guide = np.stack([np.searchsorted(cdfs[k, : lengths[k] + 1], starts, side="right") - 1
+                          for k in range(len(lengths))]).astype(np.int32)
+        object.__setattr__(self, "guide", guide)
+        object.__setattr__(self, "guide_shift", self.precision - gbits)
         h = hashlib.sha256()
         for a in (cdfs, lengths, offsets, np.int32(self.precision)):
             h.update(np.ascontiguousarray(a).astype("<i4").tobytes())
