@@ -60,16 +60,6 @@ def _raw_bytes(source: dict[str, Any]) -> int:
         return int(source.get("bytes", 0))
 
 
-def _stored_bytes(dst: str, item: Item) -> int:
-    return item.stored_bytes() if "://" in dst else _local_size(dst)
-
-
-def _local_size(path: str) -> int:
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs)
-    return os.path.getsize(path)
-
-
 def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwrite: bool = False,
            progress: bool = False, **params: Any) -> Report:
     """Encode a file (or an in-memory item, with ``codec``) into a container at ``dst``.
@@ -99,7 +89,7 @@ def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwr
     finally:
         bar.close()
     with open_item(dst) as it:
-        stored = _stored_bytes(dst, it)
+        stored = it.stored_bytes()
     return Report(c.name, _raw_bytes(enc.source), stored, time.perf_counter() - t0)
 
 
@@ -130,7 +120,7 @@ def decode(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, over
         if dst is None:
             return item
         c.write(item, dst, overwrite=overwrite)
-        return Report(c.name, _raw_bytes(it.source), _stored_bytes(src, it), time.perf_counter() - t0)
+        return Report(c.name, _raw_bytes(it.source), it.stored_bytes(), time.perf_counter() - t0)
 
 
 def open(path: str | os.PathLike) -> Item:  # noqa: A001 - mirrors zarr.open / nzip's CLI
@@ -149,7 +139,7 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
             arrays.append({"name": name, "shape": list(a.shape), "dtype": str(a.dtype),
                            "chunks": list(a.chunks), "n_chunks": nchunks,
                            "stored_bytes": int(a.nbytes_stored()), "raw_bytes": int(a.nbytes)})
-        stored = _stored_bytes(path, it)
+        stored = it.stored_bytes()
         raw = _raw_bytes(it.source)
         return {"path": path, "format": it.meta.get("format"), "codec": it.codec,
                 "codec_version": it.meta.get("codec_version"), "params": it.params,

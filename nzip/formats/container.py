@@ -30,7 +30,7 @@ from zarr.codecs import BytesCodec, Crc32cCodec
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
 
 from ..errors import CorruptDataError, InvalidInputError, OutputExistsError, UnsupportedFormatError
-from .atomic import atomic_file
+from .atomic import atomic_file, check_target
 from .zarr_codec import RansCodec
 
 FORMAT = 1
@@ -140,12 +140,7 @@ def write_item(dst: str | os.PathLike, attrs: dict[str, Any], arrays: dict[str, 
             _fill_group(mem, attrs, arrays, progress)
             f.write(_zip_bytes(mem))
         return
-    target = Path(dst)
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"{dst} exists (pass overwrite / --force to replace it)")
-    parent = target.parent
-    if not parent.is_dir():
-        raise InvalidInputError(f"output folder {parent} does not exist")
+    target, parent = check_target(dst, overwrite)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     try:
         _fill_group(LocalStore(tmpdir), attrs, arrays, progress)
