@@ -65,36 +65,53 @@ def _encode_block(sym, start, stop, lanes, freq, cum, prec, states_out, words, w
 
 
 @nb.njit(**_JIT)
+def _renorm(x, m, words, ptr):
+    """Refill the lanes x[:m] that fell below 2**16, one word each in lane order; returns ptr.
+    Reads are clamped to the last word, so a corrupt block cannot read past the array; the caller
+    sees the overrun in ptr."""
+    last = np.uint64(words.shape[0] - 1)
+    for lane in range(m):
+        v = x[lane]
+        need = np.uint32(v < np.uint32(RANS_L))
+        w = np.uint32(words[min(ptr, last)])
+        # branch-free: shift by 16 and or the word in only where needed
+        x[lane] = (v << (need << np.uint32(4))) | (w & (np.uint32(0) - need))
+        ptr += np.uint64(need)
+    return ptr
+
+
+@nb.njit(**_JIT)
 def _decode_block(words, wstart, wend, states, out, start, stop, lanes, prec, slot_sym, slot_pack):
-    """Decode one block into out[start:stop]. ``words`` is padded with >= lanes words past wend."""
-    st = np.empty(lanes, np.int64)
+    """Decode one block into out[start:stop] from words[wstart:wend] (``words`` not empty).
+
+    Each group of ``lanes`` symbols runs in two passes: the table step of every lane (independent,
+    so the compiler vectorises it into gathers), then the renormalisation in lane order (the
+    shared word stream makes it serial, but it is a few instructions per lane). States are uint32:
+    f * (x >> P) + bias < 2**32 for any x < 2**32, so even corrupt input cannot overflow."""
+    x = np.empty(lanes, np.uint32)
     for lane in range(lanes):
-        st[lane] = states[lane]
-    mask = (1 << prec) - 1
-    ptr = wstart
-    n = stop - start
-    j = 0
-    while j < n:
-        m = min(lanes, n - j)
-        base = start + j
+        x[lane] = np.uint32(states[lane])
+    mask = np.uint32((1 << prec) - 1)
+    p = np.uint32(prec)
+    ptr = np.uint64(wstart)
+    end = np.uint64(wend)
+    j = np.uint64(start)
+    stop_ = np.uint64(stop)
+    while j < stop_:
+        m = min(np.uint64(lanes), stop_ - j)
         for lane in range(m):
-            x = st[lane]
-            slot = x & mask
-            out[base + lane] = slot_sym[slot]
-            pk = np.int64(slot_pack[slot])
-            x = (pk >> 16) * (x >> prec) + (pk & 0xFFFF)
-            need = x < RANS_L
-            w = np.int64(words[ptr])
-            x = ((x << WORD_BITS) | w) if need else x
-            ptr += np.int64(need)
-            st[lane] = x
-        if ptr > wend:
+            s = x[lane] & mask
+            out[j + np.uint64(lane)] = slot_sym[s]
+            pk = slot_pack[s]
+            x[lane] = (pk >> np.uint32(16)) * (x[lane] >> p) + (pk & np.uint32(0xFFFF))
+        ptr = _renorm(x, m, words, ptr)
+        if ptr > end:
             return ERR_OVERRUN
         j += m
-    if ptr != wend:
+    if ptr != end:
         return ERR_OVERRUN
     for lane in range(lanes):
-        if st[lane] != RANS_L:
+        if x[lane] != RANS_L:
             return ERR_STATE
     return 0
 
@@ -163,43 +180,40 @@ def _encode_block_indexed(val, idx, start, stop, lanes, cdfs, lengths, offsets, 
 @nb.njit(**_JIT)
 def _decode_block_indexed(words, wstart, wend, states, out, idx, start, stop, lanes, prec, cdfs,
                           lengths, offsets, guide, gshift):
-    """Decodes values; escapes come out as the sentinel -2**31 (filled in by the caller)."""
-    st = np.empty(lanes, np.int64)
+    """Decodes values; escapes come out as the sentinel -2**31 (filled in by the caller).
+    Same two passes per group as _decode_block; the table step walks up from a guide entry."""
+    x = np.empty(lanes, np.uint32)
     for lane in range(lanes):
-        st[lane] = states[lane]
-    mask = (1 << prec) - 1
-    ptr = wstart
-    n = stop - start
+        x[lane] = np.uint32(states[lane])
+    mask = np.uint32((1 << prec) - 1)
+    p = np.uint32(prec)
+    ptr = np.uint64(wstart)
+    end = np.uint64(wend)
     ntab = lengths.shape[0]
-    j = 0
-    while j < n:
-        m = min(lanes, n - j)
-        base = start + j
+    j = np.uint64(start)
+    stop_ = np.uint64(stop)
+    while j < stop_:
+        m = min(np.uint64(lanes), stop_ - j)
         for lane in range(m):
-            k = np.int64(idx[base + lane])
+            k = idx[j + np.uint64(lane)]
             if k < 0 or k >= ntab:
                 return ERR_SLOT
-            x = st[lane]
-            slot = x & mask
-            lo = np.int64(guide[k, slot >> gshift])
+            slot = x[lane] & mask
+            lo = guide[k, slot >> gshift]
             while cdfs[k, lo + 1] <= slot:  # walk up from the guide to the slot's symbol
                 lo += 1
-            c = np.int64(cdfs[k, lo])
-            f = np.int64(cdfs[k, lo + 1]) - c
-            out[base + lane] = (lo + offsets[k]) if lo != lengths[k] - 1 else -2147483648
-            x = f * (x >> prec) + (slot - c)
-            need = x < RANS_L
-            w = np.int64(words[ptr])
-            x = ((x << WORD_BITS) | w) if need else x
-            ptr += np.int64(need)
-            st[lane] = x
-        if ptr > wend:
+            c = np.uint32(cdfs[k, lo])
+            f = np.uint32(cdfs[k, lo + 1]) - c
+            out[j + np.uint64(lane)] = (lo + offsets[k]) if lo != lengths[k] - 1 else -2147483648
+            x[lane] = f * (x[lane] >> p) + (slot - c)
+        ptr = _renorm(x, m, words, ptr)
+        if ptr > end:
             return ERR_OVERRUN
         j += m
-    if ptr != wend:
+    if ptr != end:
         return ERR_OVERRUN
     for lane in range(lanes):
-        if st[lane] != RANS_L:
+        if x[lane] != RANS_L:
             return ERR_STATE
     return 0
 
