@@ -98,10 +98,22 @@ def _cmd_info(a: argparse.Namespace) -> None:
         print(json.dumps(info, indent=2))
         return
     print(f"{info['path']}: nzip format {info['format']}, codec {info['codec']} v{info['codec_version']}")
-    print(f"  source  {json.dumps(info['source'])}")
+    source = {k: v for k, v in info["source"].items() if k != "tensors"}
+    print(f"  source  {json.dumps(source)}")
     print(f"  params  {json.dumps(info['params'])}")
     ratio = f"{info['ratio']:.3f}" if info["ratio"] else "-"
     print(f"  size    {_human(info['raw_bytes'])} -> {_human(info['stored_bytes'])}  ratio {ratio}")
+    if info["source"].get("modality") == "weights":
+        from .weights import tensors
+
+        for t in tensors(a.input):
+            if t["alias_of"]:
+                print(f"  tensor  {t['name']}: {t['dtype']} {t['shape']} = {t['alias_of']}")
+                continue
+            r = f"{t['raw_bytes'] / t['stored_bytes']:.3f}" if t["stored_bytes"] else "-"
+            print(f"  tensor  {t['name']}: {t['dtype']} {t['shape']} {_human(t['raw_bytes'])} -> "
+                  f"{_human(t['stored_bytes'])}  ratio {r}")
+        return
     for arr in info["arrays"]:
         print(f"  array   {arr['name']}: {arr['dtype']} {arr['shape']} in {arr['n_chunks']} chunks of "
               f"{arr['chunks']}, {_human(arr['stored_bytes'])} stored")

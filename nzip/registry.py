@@ -39,6 +39,7 @@ class Codec(ABC):
     modality: ClassVar[str]
     version: ClassVar[int] = 1
     suffixes: ClassVar[tuple[str, ...]] = ()  # input file suffixes this codec is the default for
+    folder_suffix: ClassVar[str | None] = None  # default for folders holding files with this suffix
     description: ClassVar[str] = ""
 
     @abstractmethod
@@ -120,7 +121,15 @@ def get(name: str) -> Codec:
 
 
 def for_path(path: str) -> Codec:
-    """The default codec for an input file, from its suffix."""
+    """The default codec for an input file, from its suffix (for a folder: from what it holds)."""
+    import os
+    from pathlib import Path
+
+    if os.path.isdir(path):
+        for codec_cls in available().values():
+            if codec_cls.folder_suffix and any(Path(path).rglob(f"*{codec_cls.folder_suffix}")):
+                return codec_cls()
+        raise InvalidInputError(f"cannot tell which codec fits the folder {path}; pass --codec")
     lower = path.lower()
     for codec_cls in available().values():
         if any(lower.endswith(s) for s in codec_cls.suffixes):

@@ -11,6 +11,9 @@ Layout (little-endian; varints are LEB128, svarints zigzag):
     kind INDEXED  byte log2(lanes)<<5 | precision   uvarint block   8 bytes table fingerprint
                   uvarint escapes   uvarint words per block (x blocks)   states   words
                   escaped values as svarints
+    kind CONTEXT  byte log2(lanes)<<5 | precision   uvarint block   uvarint alphabet
+                  uvarint contexts   per context: byte exp-Golomb order (255: unused)
+                  [uvarint table bytes   table bits]   words per block   states   words
 
 The table of a STATIC blob is built from the data's own counts by default, at the precision that
 makes table plus data smallest, so the blob's size sits within a hair of the empirical entropy.
@@ -34,7 +37,8 @@ from .tables import (
 
 MAGIC = b"NZ"
 VERSION = 1
-EMPTY, CONSTANT, STATIC, INDEXED = 0, 1, 2, 3
+EMPTY, CONSTANT, STATIC, INDEXED, CONTEXT = 0, 1, 2, 3, 4
+MAX_CONTEXTS = 1 << 12
 MAX_LANES = 32
 DEFAULT_BLOCK = 1 << 20
 MAX_BLOCK = 1 << 26
@@ -228,7 +232,7 @@ def _parse_head(r: Reader) -> tuple[int, np.dtype, int]:
     if vk >> 4 != VERSION:
         raise UnsupportedFormatError(f"{r.what}: entropy blob version {vk >> 4}; this nzip reads {VERSION}")
     kind = vk & 15
-    if kind > INDEXED:
+    if kind > CONTEXT:
         raise r.fail(f"unknown blob kind {kind}")
     code = r.byte()
     if code >= len(_DTYPES):
@@ -414,4 +418,152 @@ def decode_indexed(data: bytes | memoryview, indexes, tables: IndexedTables, *,
             raise r.fail("an escaped value does not fit int32") from None
     if r.pos != len(r.data):
         raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# context variant: a table per context, built from the data, all tables in the blob
+# ------------------------------------------------------------------------------------------------
+
+
+def _ctx_tables(counts: np.ndarray, prec: int):
+    """Per-context quantised tables (zero rows for unused contexts) and their code bits/orders."""
+    freqs = np.zeros(counts.shape, dtype=np.int64)
+    orders, bits = [], 0
+    for c in range(counts.shape[0]):
+        if counts[c].any():
+            freqs[c] = quantize_counts(counts[c], prec)
+            ks = [int(K.table_code_bits(freqs[c], k)) for k in range(prec)]
+            k = int(np.argmin(ks))
+            orders.append(k)
+            bits += ks[k] + 8
+        else:
+            orders.append(255)
+            bits += 8
+    return freqs, orders, bits
+
+
+def _encode_words_ctx(sym, ctx, freqs, prec, lanes, block):
+    n = sym.size
+    nblocks = -(-n // block)
+    cum = np.zeros((freqs.shape[0], freqs.shape[1] + 1), dtype=np.int64)
+    np.cumsum(freqs, axis=1, out=cum[:, 1:])
+    states = np.empty(nblocks * lanes, dtype=np.int64)
+    words = np.empty(n, dtype=np.uint16)
+    first = np.empty(nblocks, dtype=np.int64)
+    K.encode_blocks_ctx(sym, ctx, block, lanes, freqs, cum, prec, states, words, first)
+    packed = _run_encoder(first, words, n, block, "a symbol has frequency 0 in its context's table")
+    return states, _block_words(first, n, block), packed
+
+
+def encode_context(symbols, contexts, num_contexts: int, *, lanes: int | None = None,
+                   block: int | None = None) -> bytes:
+    """Code ``symbols[i]`` (integers 0..alphabet-1, alphabet <= 2**16) with the table of context
+    ``contexts[i]`` (0..num_contexts-1). Each context's table is built from the data and travels in
+    the blob; the contexts do not (the decoder computes them, e.g. from a field decoded earlier).
+
+    This is how a codec conditions one field on another at the speed of the static decoder: the
+    decoder's slot tables of all contexts sit side by side and the context only offsets the lookup.
+    """
+    a = np.ascontiguousarray(np.asarray(symbols).reshape(-1))
+    cx = np.ascontiguousarray(np.asarray(contexts).reshape(-1))
+    if a.dtype.kind not in "iu" or cx.dtype.kind not in "iu":
+        raise InvalidInputError("symbols and contexts must be integer arrays")
+    if a.shape != cx.shape:
+        raise InvalidInputError(f"{a.size} symbols but {cx.size} contexts")
+    if not 1 <= num_contexts <= MAX_CONTEXTS:
+        raise InvalidInputError(f"num_contexts must be in 1..{MAX_CONTEXTS}")
+    n = a.size
+    if n == 0:
+        return bytes(_header(EMPTY, np.dtype(np.uint16), 0))
+    if int(a.min()) < 0 or int(a.max()) >= 1 << 16:
+        raise InvalidInputError("context-coded symbols must lie in 0..65535")
+    if int(cx.min()) < 0 or int(cx.max()) >= num_contexts:
+        raise InvalidInputError(f"contexts must lie in 0..{num_contexts - 1}")
+    nalpha = max(2, int(a.max()) + 1)
+    sym = a.astype(np.uint16 if nalpha > 256 else np.uint8, copy=False)
+    cxs = cx.astype(np.uint16, copy=False)
+    counts = np.bincount(cxs.astype(np.int64) * nalpha + sym, minlength=num_contexts * nalpha)
+    counts = counts.reshape(num_contexts, nalpha)
+    lanes, block, _ = _layout(n, lanes, block)
+    pmin = max(1, math.ceil(math.log2(max(2, int(np.count_nonzero(counts, axis=1).max())))))
+    step = max(1, n // SAMPLE)
+    ssym, sctx = np.ascontiguousarray(sym[::step]), np.ascontiguousarray(cxs[::step])
+    scounts = np.bincount(sctx.astype(np.int64) * nalpha + ssym,
+                          minlength=num_contexts * nalpha).reshape(num_contexts, nalpha)
+    best = None
+    for prec in range(max(pmin, 8), MAX_PRECISION + 1):
+        freqs, orders, tbits = _ctx_tables(counts, prec)
+        ideal = sum(cross_entropy_bits(counts[c], freqs[c], prec) for c in range(num_contexts)
+                    if counts[c].any())
+        sfreqs = freqs.copy()
+        states, _, words = _encode_words_ctx(ssym, sctx, sfreqs, prec, lanes, DEFAULT_BLOCK)
+        sample_bits = 16 * words.size + float(np.sum(np.log2(states.astype(np.float64)) - 16))
+        sideal = sum(cross_entropy_bits(scounts[c], freqs[c], prec) for c in range(num_contexts)
+                     if scounts[c].any())
+        total = ideal + max(sample_bits - sideal, 0.0) * (n / ssym.size) + tbits
+        if best is None or total < best[0] * (1 - 1e-4) - 1:
+            best = (total, prec, freqs, orders)
+    _, prec, freqs, orders = best
+    states, wcounts, packed = _encode_words_ctx(sym, cxs, freqs, prec, lanes, block)
+
+    out = _header(CONTEXT, np.dtype(np.uint16), n)
+    out.append((lanes.bit_length() - 1) << 5 | prec)
+    put_uvarint(out, block)
+    put_uvarint(out, nalpha)
+    put_uvarint(out, num_contexts)
+    for c in range(num_contexts):
+        out.append(orders[c])
+        if orders[c] != 255:
+            tbuf = np.zeros(int(K.table_code_bits(freqs[c], orders[c])) // 8 + 2, dtype=np.uint8)
+            written = K.write_table(freqs[c], orders[c], tbuf)
+            put_uvarint(out, (written + 7) // 8)
+            out += tbuf[: (written + 7) // 8].tobytes()
+    _append_streams(out, wcounts, states, packed)
+    return bytes(out)
+
+
+def decode_context(data: bytes | memoryview, contexts, *, what: str = "entropy blob") -> np.ndarray:
+    """Decode a blob from :func:`encode_context` given the same contexts (uint16 symbols)."""
+    r = Reader(data, what)
+    kind, _, n = _parse_head(r)
+    cx = np.ascontiguousarray(np.asarray(contexts).reshape(-1))
+    if kind == EMPTY and cx.size == 0:
+        return np.empty(0, dtype=np.uint16)
+    if kind != CONTEXT:
+        raise r.fail("not a context-coded blob")
+    if n != cx.size:
+        raise r.fail(f"holds {n} symbols but {cx.size} contexts were given")
+    lanes, prec, block, nblocks = _parse_layout(r, n)
+    nalpha = r.uvarint(1 << 16)
+    nctx = r.uvarint(MAX_CONTEXTS)
+    if nalpha < 2 or nctx < 1:
+        raise r.fail("bad context table header")
+    if cx.dtype.kind not in "iu" or int(cx.min()) < 0 or int(cx.max()) >= nctx:
+        raise InvalidInputError(f"contexts must be integers in 0..{nctx - 1}")
+    slot_sym = np.zeros(nctx << prec, dtype=np.uint8 if nalpha <= 256 else np.uint16)
+    slot_pack = np.zeros(nctx << prec, dtype=np.uint32)
+    min_bits = float(prec)
+    for c in range(nctx):
+        k = r.byte()
+        if k == 255:
+            continue
+        if k > MAX_PRECISION:
+            raise r.fail("bad table header")
+        tbytes = r.take(r.uvarint(nalpha * 8))
+        freqs = np.zeros(nalpha, dtype=np.int64)
+        if K.read_table(np.frombuffer(tbytes, dtype=np.uint8), k, nalpha, 1 << prec, freqs) < 0:
+            raise r.fail(f"frequency table of context {c} is malformed")
+        min_bits = min(min_bits, prec - math.log2(int(freqs.max())))
+        ss, sp = decode_tables(freqs, prec)
+        slot_sym[c << prec:(c + 1) << prec] = ss
+        slot_pack[c << prec:(c + 1) << prec] = sp
+    words, woff, states = _parse_streams(r, n, lanes, block, nblocks, min_bits)
+    if r.pos != len(r.data):
+        raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
+    out = np.empty(n, dtype=slot_sym.dtype)
+    status = np.empty(nblocks, dtype=np.int64)
+    K.decode_blocks_ctx(words, woff, states, out, cx.astype(np.uint16, copy=False), block, lanes, prec,
+                        slot_sym, slot_pack, status)
+    _raise_status(status, what)
     return out

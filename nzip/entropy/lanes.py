@@ -374,3 +374,99 @@ def read_table(buf, k, nalpha, total, freqs):
         acc += f + 1
         s += 1
     return bitpos
+
+
+# ------------------------------------------------------------------------------------------------
+# context tables: symbol j uses table ctx[j] of a small set built from the data (all one alphabet)
+# ------------------------------------------------------------------------------------------------
+
+
+@nb.njit(**_JIT)
+def _encode_block_ctx(sym, ctx, start, stop, lanes, freq, cum, prec, states_out, words, wend):
+    """freq/cum are (contexts, alphabet[+1]) tables; otherwise as _encode_block."""
+    st = np.empty(lanes, np.int64)
+    for lane in range(lanes):
+        st[lane] = RANS_L
+    pos = wend
+    nctx, nalpha = freq.shape
+    mask = lanes - 1
+    shift = 32 - prec
+    for j in range(stop - start - 1, -1, -1):
+        s = np.int64(sym[start + j])
+        c = np.int64(ctx[start + j])
+        if s < 0 or s >= nalpha or c < 0 or c >= nctx:
+            return ERR_ZERO_FREQ
+        f = freq[c, s]
+        if f == 0:
+            return ERR_ZERO_FREQ
+        lane = j & mask
+        x = st[lane]
+        if x >= (f << shift):
+            pos -= 1
+            words[pos] = x & 0xFFFF
+            x >>= WORD_BITS
+        st[lane] = ((x // f) << prec) + (x % f) + cum[c, s]
+    for lane in range(lanes):
+        states_out[lane] = st[lane]
+    return pos
+
+
+@nb.njit(**_JIT)
+def _decode_block_ctx(words, wstart, wend, states, out, ctx, start, stop, lanes, prec, slot_sym,
+                      slot_pack):
+    """As _decode_block, with the slot tables of all contexts concatenated: context c's slot s is
+    entry (c << P) | s."""
+    x = np.empty(lanes, np.uint32)
+    for lane in range(lanes):
+        x[lane] = np.uint32(states[lane])
+    mask = np.uint32((1 << prec) - 1)
+    p = np.uint32(prec)
+    nctx = np.uint32(slot_sym.shape[0] >> prec)
+    ptr = np.uint64(wstart)
+    end = np.uint64(wend)
+    j = np.uint64(start)
+    stop_ = np.uint64(stop)
+    while j < stop_:
+        m = min(np.uint64(lanes), stop_ - j)
+        for lane in range(m):
+            c = np.uint32(ctx[j + np.uint64(lane)])
+            if c >= nctx:
+                return ERR_SLOT
+            s = (c << p) | (x[lane] & mask)
+            out[j + np.uint64(lane)] = slot_sym[s]
+            pk = slot_pack[s]
+            x[lane] = (pk >> np.uint32(16)) * (x[lane] >> p) + (pk & np.uint32(0xFFFF))
+        ptr = _renorm(x, m, words, ptr)
+        if ptr > end:
+            return ERR_OVERRUN
+        j += m
+    if ptr != end:
+        return ERR_OVERRUN
+    for lane in range(lanes):
+        if x[lane] != RANS_L:
+            return ERR_STATE
+    return 0
+
+
+@nb.njit(parallel=True, **_JIT)
+def encode_blocks_ctx(sym, ctx, block, lanes, freq, cum, prec, states, words, first):
+    n = sym.shape[0]
+    nblocks = first.shape[0]
+    for b in nb.prange(nblocks):
+        start = b * block
+        stop = min(n, start + block)
+        first[b] = _encode_block_ctx(sym, ctx, start, stop, lanes, freq, cum, prec,
+                                     states[b * lanes:(b + 1) * lanes], words, stop)
+
+
+@nb.njit(parallel=True, **_JIT)
+def decode_blocks_ctx(words, woffsets, states, out, ctx, block, lanes, prec, slot_sym, slot_pack,
+                      status):
+    n = out.shape[0]
+    nblocks = status.shape[0]
+    for b in nb.prange(nblocks):
+        start = b * block
+        stop = min(n, start + block)
+        status[b] = _decode_block_ctx(words, woffsets[b], woffsets[b + 1],
+                                      states[b * lanes:(b + 1) * lanes], out, ctx, start, stop,
+                                      lanes, prec, slot_sym, slot_pack)

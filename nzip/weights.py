@@ -1,0 +1,51 @@
+"""Checkpoints as state dicts: lazy restore from an nzip container.
+
+    sd = nzip.weights.load("model.nz")                         # every tensor
+    sd = nzip.weights.load("model.nz", names=["lm_head.weight"])  # decodes only that one
+    nzip.weights.tensors("model.nz")                           # names, dtypes, shapes, sizes
+
+Works for any weights codec (``weights/lossless`` gives the exact tensors back; lossy codecs give
+their reconstruction). Tied weights come back as one tensor under both names.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import registry
+from .errors import InvalidInputError
+from .formats.checkpoint import to_torch
+from .formats.container import open_item
+
+__all__ = ["load", "tensors"]
+
+
+def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, Any]:
+    """A ``{name: torch.Tensor}`` state dict, decoding only the tensors in ``names`` (all if None)."""
+    with open_item(os.fspath(path)) as it:
+        if it.source.get("modality") != "weights":
+            raise InvalidInputError(f"{path}: holds {it.source.get('modality', 'no')} data, not weights")
+        codec = registry.get(it.codec)
+        ck = codec.decode(it, names=list(names) if names is not None else None)
+    out: dict[str, Any] = {}
+    for t in ck.tensors:
+        if t.alias_of is None:
+            out[t.name] = to_torch(t, device)
+    for t in ck.tensors:
+        if t.alias_of is not None:
+            out[t.name] = out[t.alias_of]
+    if names is not None:
+        out = {n: out[n] for n in names}
+    return out
+
+
+def tensors(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every tensor of a weights container: name, dtype, shape, raw and stored bytes."""
+    with open_item(os.fspath(path)) as it:
+        rows = []
+        for m in it.source.get("tensors", []):
+            raw = 0 if m.get("alias_of") else int(it.array(m["array"]).attrs.get("raw_bytes", 0))
+            stored = int(it.array(m["array"]).nbytes_stored()) if m.get("array") else 0
+            rows.append({"name": m["name"], "dtype": m["dtype"], "shape": m["shape"], "raw_bytes": raw,
+                         "stored_bytes": stored, "alias_of": m.get("alias_of")})
+        return rows

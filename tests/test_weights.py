@@ -1,0 +1,178 @@
+"""weights/lossless: checkpoints in every supported form come back bit-exact."""
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import nzip
+from nzip.codecs.weights_lossless import decode_tensor, encode_tensor
+from nzip.errors import CorruptDataError, InvalidInputError, NzipError
+
+
+def _sha(p):
+    return hashlib.sha256(open(p, "rb").read()).hexdigest()
+
+
+def _weights(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "layer.0.weight": torch.randn(256, 96, generator=g) * 0.05,
+        "layer.0.bias": torch.randn(96, generator=g) * 0.01,
+        "emb.weight": torch.randn(500, 64, generator=g) * torch.rand(500, 1, generator=g),
+        "norm.weight": torch.ones(64),
+        "ids": torch.arange(100, dtype=torch.int64).reshape(1, 100),
+        "mask": torch.rand(33, generator=g) > 0.5,
+        "half": (torch.randn(40, 40, generator=g) * 0.1).half(),
+        "double": torch.randn(50, generator=g, dtype=torch.float64),
+        "fp8": (torch.randn(300, generator=g)).to(torch.float8_e4m3fn),
+        "scalar": torch.tensor(3.5),
+        "empty": torch.zeros(0, 4),
+    }
+
+
+@pytest.mark.parametrize("dtype", ["F32", "BF16", "F16", "F64", "F8_E4M3", "I64", "I32", "BOOL", "U8"])
+@pytest.mark.parametrize("mode", ["best", "fast"])
+def test_tensor_streams_are_exact(dtype, mode):
+    rng = np.random.default_rng(0)
+    from nzip.formats.checkpoint import DTYPES
+
+    n = 20_000
+    raw = rng.integers(0, 256, n * DTYPES[dtype], dtype=np.uint8)
+    if dtype in ("F32", "BF16"):  # realistic floats too, so the context path runs
+        t = torch.from_numpy(rng.normal(0, 0.02, n).astype(np.float32))
+        t = t.to(torch.bfloat16) if dtype == "BF16" else t
+        raw = t.view(torch.uint8).numpy().copy() if dtype == "BF16" else t.numpy().view(np.uint8).copy()
+    blob = encode_tensor(dtype, raw, mode)
+    assert np.array_equal(decode_tensor(blob, dtype, n, mode), raw)
+
+
+def test_safetensors_roundtrip_is_byte_identical(tmp_path):
+    src, nz, out = tmp_path / "m.safetensors", tmp_path / "m.nz", tmp_path / "back.safetensors"
+    save_file(_weights(), str(src), metadata={"format": "pt", "note": "hello"})
+    rep = nzip.encode(src, nz)
+    assert rep.codec == "weights/lossless"
+    nzip.decode(nz, out)
+    assert _sha(src) == _sha(out)
+
+
+def test_bf16_compresses_well_and_lazy_load(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    sd = {f"l{i}.weight": (torch.randn(512, 256, generator=g) * 0.02).bfloat16() for i in range(3)}
+    src, nz = tmp_path / "b.safetensors", tmp_path / "b.nz"
+    save_file(sd, str(src))
+    rep = nzip.encode(src, nz)
+    assert rep.ratio > 1.45  # Gaussian bf16: the field bound is ~1.5x
+    part = nzip.weights.load(nz, names=["l1.weight"])
+    assert list(part) == ["l1.weight"] and torch.equal(part["l1.weight"], sd["l1.weight"])
+    full = nzip.weights.load(nz)
+    assert all(torch.equal(full[k], sd[k]) for k in sd)
+    rows = nzip.weights.tensors(nz)
+    assert [r["name"] for r in rows] == sorted(sd) and all(r["stored_bytes"] < r["raw_bytes"] for r in rows)
+    with pytest.raises(InvalidInputError, match="no tensor named"):
+        nzip.weights.load(nz, names=["nope"])
+
+
+def test_torch_state_dict_with_tied_weights(tmp_path):
+    sd = _weights()
+    sd["tied.weight"] = sd["emb.weight"]  # shares storage
+    sd["step"] = 1234
+    src, nz, out = tmp_path / "m.pt", tmp_path / "m.nz", tmp_path / "back.pt"
+    torch.save(sd, src)
+    nzip.encode(src, nz)
+    nzip.decode(nz, out)
+    back = torch.load(out, weights_only=True)
+    assert back.keys() == sd.keys() and back["step"] == 1234
+    for k, v in sd.items():
+        if isinstance(v, torch.Tensor):
+            assert back[k].dtype == v.dtype and back[k].shape == v.shape
+            assert torch.equal(back[k].view(torch.uint8) if v.dtype == torch.float8_e4m3fn else back[k],
+                               v.view(torch.uint8) if v.dtype == torch.float8_e4m3fn else v)
+    assert back["tied.weight"].data_ptr() == back["emb.weight"].data_ptr()
+
+
+def test_pickled_payload_and_partial_views_are_refused(tmp_path):
+    import fractions
+
+    p = tmp_path / "evil.pt"
+    torch.save({"w": torch.ones(3), "obj": fractions.Fraction(1, 3)}, p)  # needs real pickle
+    with pytest.raises(InvalidInputError, match="pickle"):
+        nzip.encode(p, tmp_path / "evil.nz")
+    assert not (tmp_path / "evil.nz").exists()
+    base = torch.randn(10, 10)
+    p2 = tmp_path / "views.pt"
+    torch.save({"a": base, "b": base[2:5]}, p2)
+    with pytest.raises(InvalidInputError, match="share storage"):
+        nzip.encode(p2, tmp_path / "v.nz")
+
+
+def test_model_folder_with_shards(tmp_path):
+    src = tmp_path / "model"
+    (src / "sub").mkdir(parents=True)
+    w = _weights()
+    names = sorted(w)
+    save_file({k: w[k] for k in names[:5]}, str(src / "model-00001-of-00002.safetensors"))
+    save_file({k: w[k] for k in names[5:]}, str(src / "model-00002-of-00002.safetensors"))
+    index = {"weight_map": {k: f"model-0000{1 + (i >= 5)}-of-00002.safetensors" for i, k in enumerate(names)}}
+    (src / "model.safetensors.index.json").write_text(json.dumps(index))
+    (src / "config.json").write_text('{"hidden": 64}')
+    (src / "sub" / "tokenizer.txt").write_text("a b c\n" * 100)
+    nzip.encode(src, tmp_path / "m.nz")
+    nzip.decode(tmp_path / "m.nz", tmp_path / "back")
+    for f in src.rglob("*"):
+        if f.is_file():
+            assert _sha(f) == _sha(tmp_path / "back" / f.relative_to(src))
+    (src / "model-00002-of-00002.safetensors").unlink()
+    (src / "x.safetensors").write_bytes((tmp_path / "back" / "model-00001-of-00002.safetensors").read_bytes())
+    with pytest.raises(InvalidInputError, match="missing"):
+        nzip.encode(src, tmp_path / "m2.nz")
+
+
+def test_bad_inputs(tmp_path):
+    p = tmp_path / "bad.safetensors"
+    p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    with pytest.raises(InvalidInputError, match="not JSON"):
+        nzip.encode(p, tmp_path / "o.nz")
+    hdr = json.dumps({"w": {"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}}).encode()
+    p.write_bytes(len(hdr).to_bytes(8, "little") + hdr + b"\x00")
+    with pytest.raises(InvalidInputError, match="dtype F4"):
+        nzip.encode(p, tmp_path / "o.nz")
+    good = tmp_path / "g.safetensors"
+    save_file({"w": torch.randn(1000)}, str(good))
+    good.write_bytes(good.read_bytes()[:-10])  # truncated
+    with pytest.raises(InvalidInputError, match="does not fit"):
+        nzip.encode(good, tmp_path / "o.nz")
+    assert not (tmp_path / "o.nz").exists()
+
+
+def test_truncated_and_corrupt_archives(tmp_path):
+    src, nz = tmp_path / "m.safetensors", tmp_path / "m.nz"
+    save_file({"w": torch.randn(5000) * 0.1}, str(src))
+    nzip.encode(src, nz)
+    data = nz.read_bytes()
+    (tmp_path / "t.nz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(NzipError):
+        nzip.decode(tmp_path / "t.nz", tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+    blob = encode_tensor("F32", torch.randn(5000).numpy().view(np.uint8).copy())
+    for cut in (1, 5, len(blob) // 2, len(blob) - 1):
+        with pytest.raises(CorruptDataError):
+            decode_tensor(blob[:cut], "F32", 5000)
+
+
+def test_cli_roundtrip_and_info(tmp_path):
+    src = tmp_path / "m.safetensors"
+    save_file(_weights(), str(src))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "nzip.cli", *a], capture_output=True, text=True)
+    r = run("encode", str(src), str(tmp_path / "m.nz"))
+    assert r.returncode == 0, r.stderr
+    r = run("info", str(tmp_path / "m.nz"))
+    assert "tensor  layer.0.weight: F32 [256, 96]" in r.stdout
+    r = run("decode", str(tmp_path / "m.nz"), str(tmp_path / "b.safetensors"))
+    assert r.returncode == 0 and _sha(src) == _sha(tmp_path / "b.safetensors")
+    r = run("encode", str(tmp_path / "missing.safetensors"), str(tmp_path / "x.nz"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
