@@ -324,7 +324,7 @@ class WeightsLossless(Codec):
             else:
                 blob = encode_tensor(t.dtype, t.data, mode)
                 entry["array"] = _tensor_array(i)
-                arrays[entry["array"]] = ArraySpec(_bytes_array(blob), symbols=False,
+                arrays[entry["array"]] = ArraySpec(_bytes_array(blob), chunks=(len(blob),), symbols=False,
                                                    attrs={"tensor": t.name, "raw_bytes": int(t.data.size)})
                 if progress is not None:
                     progress(t.numel)
@@ -396,8 +396,8 @@ def load_checkpoint(container: Item, names=None, progress=None) -> Checkpoint:
             tensors.append(TensorRecord(m["name"], m["dtype"], shape, np.empty(0, np.uint8),
                                         m.get("file", ""), m["alias_of"]))
             continue
-        blob = container.read(m["array"])
-        data = decode_tensor(blob.tobytes(), m["dtype"], numel, mode,
+        blob = container.read_blob(m["array"])
+        data = decode_tensor(blob, m["dtype"], numel, mode,
                              what=f"{container.path}: tensor {m['name']!r}")
         if data.size != numel * DTYPES[m["dtype"]]:
             raise CorruptDataError(f"{container.path}: tensor {m['name']!r} decoded to the wrong size")
@@ -408,8 +408,10 @@ def load_checkpoint(container: Item, names=None, progress=None) -> Checkpoint:
     if names is not None:
         return ck
     for name in container.array_names():
+        if not name.startswith(("h", "g", "f")):
+            continue
         attrs = dict(container.array(name).attrs)
-        if name.startswith(("h", "g", "f")) and "file" in attrs:
+        if "file" in attrs:
             try:
                 buf = zlib.decompress(container.read(name).tobytes())
             except zlib.error:

@@ -216,7 +216,8 @@ def _write_torch(ck: Checkpoint, path: str, overwrite: bool) -> None:
 def to_torch(t: TensorRecord, device: str = "cpu"):
     import torch
 
-    buf = torch.frombuffer(bytearray(t.data.tobytes()), dtype=torch.uint8) if t.data.size else torch.empty(0, dtype=torch.uint8)
+    data = t.data if t.data.flags.writeable else t.data.copy()  # decoded arrays are ours: no copy
+    buf = torch.from_numpy(data) if data.size else torch.empty(0, dtype=torch.uint8)
     return buf.view(torch_dtype(t.dtype)).reshape(t.shape).to(device)
 
 
