@@ -176,3 +176,21 @@ def test_cli_roundtrip_and_info(tmp_path):
     assert r.returncode == 0 and _sha(src) == _sha(tmp_path / "b.safetensors")
     r = run("encode", str(tmp_path / "missing.safetensors"), str(tmp_path / "x.nz"))
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_row_precision_and_scale_contexts():
+    g = torch.Generator().manual_seed(3)
+    rows = torch.rand(600, 1, generator=g) * 4
+    cols = torch.rand(1, 128, generator=g) * 2
+    w = torch.randn(600, 128, generator=g) * rows * cols * 0.02
+    w[::7] = w[::7].half().float()  # rows upcast from fp16: 13 spare low bits each
+    raw = w.numpy().view(np.uint8).reshape(-1).copy()
+    best = encode_tensor("F32", raw, "best", [600, 128])
+    plain = encode_tensor("F32", raw, "best", None)  # one row: no row precision, no scale contexts
+    assert np.array_equal(decode_tensor(best, "F32", w.numel(), "best", shape=[600, 128]), raw)
+    assert np.array_equal(decode_tensor(plain, "F32", w.numel(), "best"), raw)
+    assert len(best) < 0.97 * len(plain)
+    # a whole checkpoint upcast from fp16 keeps only fp16's information
+    up = (torch.randn(512, 256, generator=g) * 0.02).half().float()
+    blob = encode_tensor("F32", up.numpy().view(np.uint8).reshape(-1).copy(), "fast", [512, 256])
+    assert up.numel() * 4 / len(blob) > 2.2

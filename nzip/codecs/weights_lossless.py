@@ -5,16 +5,21 @@ Each float is split into fields that behave differently and each field gets its 
 nearly uniform):
 
 * exponent: order-0 table per tensor (a trained tensor uses a dozen exponents; ~2.6 bits);
+* exponent (``mode=best``, matrices): a table per row+column scale context. An additive model of
+  log2|w| (row offset + column offset, quarter binades, stored as small integer arrays) gives each
+  element one of 16 contexts, computed by the decoder from the side arrays alone, so the lane
+  decoder stays parallel (neighbour contexts such as the previous weight would serialise it and
+  measured no better on all-MiniLM-L6-v2);
 * sign + top 7 mantissa bits: one byte, coded with a table per exponent (``mode=best``): inside a
   binade the density of a bell-shaped weight distribution falls off, so the top mantissa bits are
-  skewed and the skew depends on the exponent. ``mode=fast`` stores this byte raw (decode is then
-  one table lookup per weight; ratio ~0.7 % lower);
-* fp32 / fp16 low mantissa bits: order-0 per byte, kept raw where coding does not pay;
+  skewed and the skew depends on the exponent;
+* fp32 low 16 mantissa bits: per-row precision first (rows whose values all end in k zero bits,
+  e.g. rows that came from fp16 or were never trained in an upcast checkpoint, drop those bits),
+  then a table per byte and precision; fp16's 3 low bits order-0;
 * fp8, integers and bools: order-0 per byte plane; fp64: the top 16 bits as one field, then planes.
 
-Neighbour contexts (previous weight, previous row, row/column scales) were measured on
-all-MiniLM-L6-v2 and buy under 1 % on top of this (BENCHMARKS.md), so they are left out: the
-decoder stays a flat, parallel table lookup.
+``mode=fast`` keeps the exponent order-0 and stores the sign+mantissa byte (and fp32's low bytes,
+unless rows have spare precision) raw: one table lookup per weight at decode, ~1 % less ratio.
 
 Stream of one tensor: byte version, then streams as (byte mode: 0 coded / 1 raw, uvarint length,
 bytes). Tensors are separate arrays of the container, so any subset decodes alone.
@@ -123,6 +128,138 @@ def _get_sm(r: Reader, e: np.ndarray, n: int, mode: str) -> np.ndarray:
     return E.decode_context(data, _ctx_of(e, top), what=r.what).astype(np.uint8, copy=False)
 
 
+
+# ------------------------------------------------------------------------------------------------
+# exponent: order-0, or one table per row+column scale context (mode=best, matrices)
+# ------------------------------------------------------------------------------------------------
+
+SCALE_STEPS = 4  # row/column log-scale offsets in quarter binades
+SCALE_CONTEXTS = 16
+SCALE_MIN_NUMEL = 1 << 16
+
+
+def _rows_cols(shape, n: int) -> tuple[int, int]:
+    if shape is None or len(shape) < 2:
+        return 1, n
+    c = int(shape[-1])
+    return (n // c, c) if c else (1, n)
+
+
+def _scale_offsets(e: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer row and column offsets of the exponent (an additive model of log2|w|, fitted by a
+    few alternating means; zeros and subnormals clipped so they do not drag the fit)."""
+    x = e.reshape(rows, cols).astype(np.float32)
+    x = np.maximum(x, np.float32(np.median(e[:: max(1, e.size // 65536)]) - 8))
+    x -= x.mean(dtype=np.float64)
+    a = x.mean(1, dtype=np.float64)  # two alternating means: the fit barely moves after that
+    b = x.mean(0, dtype=np.float64) - a.mean()
+    a = x.mean(1, dtype=np.float64) - b.mean()
+    return (np.rint(a * SCALE_STEPS).astype(np.int16), np.rint(b * SCALE_STEPS).astype(np.int16))
+
+
+def _scale_contexts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Context of every element: the row plus column offset, clipped to 0..SCALE_CONTEXTS-1."""
+    half = SCALE_CONTEXTS // 2
+    c = a.astype(np.int32)[:, None] + b.astype(np.int32)[None, :] + half
+    return np.clip(c, 0, SCALE_CONTEXTS - 1).astype(np.uint8).reshape(-1)
+
+
+def _put_e(out: bytearray, e: np.ndarray, shape, mode: str) -> None:
+    rows, cols = _rows_cols(shape, e.size)
+    plain = E.encode(e)
+    if mode == "best" and e.size >= SCALE_MIN_NUMEL and rows >= 8 and cols >= 8:
+        a, b = _scale_offsets(e, rows, cols)
+        sa, sb = E.encode(a), E.encode(b)
+        ctx = E.encode_context(e, _scale_contexts(a, b), SCALE_CONTEXTS)
+        if len(sa) + len(sb) + len(ctx) + 12 < len(plain):
+            out.append(1)
+            for blob in (sa, sb, ctx):
+                put_uvarint(out, len(blob))
+                out += blob
+            return
+    out.append(0)
+    _put_stream(out, plain, e)
+
+
+def _get_e(r: Reader, n: int, shape) -> np.ndarray:
+    flag = r.byte()
+    if flag == 0:
+        return _get_stream(r, np.uint8, n)
+    if flag != 1:
+        raise r.fail(f"unknown exponent model {flag}")
+    rows, cols = _rows_cols(shape, n)
+    a = E.decode(r.take(r.uvarint(len(r.data))), max_symbols=rows, what=r.what)
+    b = E.decode(r.take(r.uvarint(len(r.data))), max_symbols=cols, what=r.what)
+    if a.size != rows or b.size != cols or a.dtype != np.int16 or b.dtype != np.int16:
+        raise r.fail("row/column scale offsets do not match the tensor's shape")
+    ctx = _scale_contexts(a, b)
+    return E.decode_context(r.take(r.uvarint(len(r.data))), ctx, what=r.what).astype(np.uint8, copy=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# fp32 low mantissa bytes, with per-row precision: rows whose low bits are all zero (values that
+# came from fp16/bf16, untrained rows of an upcast checkpoint) drop those bits
+# ------------------------------------------------------------------------------------------------
+
+
+def _row_precision(lo: np.ndarray, rows: int) -> np.ndarray:
+    """Trailing zero bits common to every value of each row (16 for an all-zero row)."""
+    acc = np.bitwise_or.reduce(lo.reshape(rows, -1), axis=1).astype(np.uint32)
+    tz = np.full(rows, 16, dtype=np.uint8)
+    nz = acc != 0
+    low = acc[nz] & (~acc[nz] + np.uint32(1))  # lowest set bit
+    tz[nz] = np.log2(low.astype(np.float64)).astype(np.uint8)
+    return tz
+
+
+def _put_lo32(out: bytearray, u: np.ndarray, shape, mode: str) -> None:
+    lo = (u & 0xFFFF).astype(np.uint32)
+    rows, _ = _rows_cols(shape, u.size)
+    tz = _row_precision(lo, rows) if u.size else np.zeros(0, np.uint8)
+    if not tz.size or not tz.any():
+        out.append(0)
+        for shift in (8, 0):  # nearly uniform: mode=fast keeps them raw (~1.5 % of these bytes)
+            b = ((lo >> shift) & 0xFF).astype(np.uint8)
+            _put_stream(out, E.encode(b) if mode == "best" else None, b)
+        return
+    out.append(1)
+    per = u.size // rows
+    tze = np.repeat(tz, per)
+    v = lo >> tze.astype(np.uint32)  # 16 - tz significant bits
+    keep = tze < 16
+    low_b = (v[keep] & 0xFF).astype(np.uint8)
+    high = tze < 8
+    high_b = (v[high] >> 8).astype(np.uint8)
+    blobs = [E.encode(tz), E.encode_context(low_b, tze[keep], 17) if low_b.size else b"",
+             E.encode_context(high_b, tze[high], 8) if high_b.size else b""]
+    for blob in blobs:
+        put_uvarint(out, len(blob))
+        out += blob
+
+
+def _get_lo32(r: Reader, n: int, shape) -> np.ndarray:
+    """The low 16 bits of every value (uint32)."""
+    flag = r.byte()
+    if flag == 0:
+        b1 = _get_stream(r, np.uint8, n).astype(np.uint32)
+        b0 = _get_stream(r, np.uint8, n).astype(np.uint32)
+        return (b1 << 8) | b0
+    if flag != 1:
+        raise r.fail(f"unknown low-mantissa model {flag}")
+    rows, _ = _rows_cols(shape, n)
+    tz = E.decode(r.take(r.uvarint(len(r.data))), max_symbols=rows, what=r.what)
+    if tz.size != rows or tz.dtype != np.uint8 or int(tz.max()) > 16:
+        raise r.fail("row precisions do not match the tensor")
+    tze = np.repeat(tz, n // rows)
+    keep, high = tze < 16, tze < 8
+    v = np.zeros(n, dtype=np.uint32)
+    low_blob, high_blob = r.take(r.uvarint(len(r.data))), r.take(r.uvarint(len(r.data)))
+    if keep.any():
+        v[keep] = E.decode_context(low_blob, tze[keep], what=r.what)
+    if high.any():
+        v[high] |= E.decode_context(high_blob, tze[high], what=r.what).astype(np.uint32) << 8
+    return v << tze.astype(np.uint32)
+
 # ------------------------------------------------------------------------------------------------
 # field reassembly: one pass over the output instead of numpy's several temporaries
 # ------------------------------------------------------------------------------------------------
@@ -145,12 +282,11 @@ def _join16_part(e, sm, lo, ebits, out, start, stop):
 
 
 @nb.njit(**_JIT)
-def _join32_part(e, sm, b1, b0, out, start, stop):
+def _join32_part(e, sm, lo, out, start, stop):
     for i in range(start, stop):
         m = np.uint32(sm[i])
         out[i] = (((m & np.uint32(0x80)) << np.uint32(24)) | (np.uint32(e[i]) << np.uint32(23))
-                  | ((m & np.uint32(0x7F)) << np.uint32(16)) | (np.uint32(b1[i]) << np.uint32(8))
-                  | np.uint32(b0[i]))
+                  | ((m & np.uint32(0x7F)) << np.uint32(16)) | np.uint32(lo[i]))
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -161,10 +297,10 @@ def _join16_par(e, sm, lo, ebits, out, parts):
 
 
 @nb.njit(parallel=True, **_JIT)
-def _join32_par(e, sm, b1, b0, out, parts):
+def _join32_par(e, sm, lo, out, parts):
     n = out.shape[0]
     for p in nb.prange(parts):
-        _join32_part(e, sm, b1, b0, out, p * n // parts, (p + 1) * n // parts)
+        _join32_part(e, sm, lo, out, p * n // parts, (p + 1) * n // parts)
 
 
 PARALLEL_MIN = 1 << 20  # below this a thread-pool launch costs more than it saves
@@ -177,11 +313,11 @@ def _join16(e, sm, lo, ebits, out):
         _join16_part(e, sm, lo, ebits, out, 0, out.size)
 
 
-def _join32(e, sm, b1, b0, out):
+def _join32(e, sm, lo, out):
     if out.size >= PARALLEL_MIN:
-        _join32_par(e, sm, b1, b0, out, 8)
+        _join32_par(e, sm, lo, out, 8)
     else:
-        _join32_part(e, sm, b1, b0, out, 0, out.size)
+        _join32_part(e, sm, lo, out, 0, out.size)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,32 +325,31 @@ def _join32(e, sm, b1, b0, out):
 # ------------------------------------------------------------------------------------------------
 
 
-def encode_tensor(dtype: str, raw: np.ndarray, mode: str = "best") -> bytes:
-    """The coded bytes of one tensor's raw little-endian data."""
+def encode_tensor(dtype: str, raw: np.ndarray, mode: str = "best", shape=None) -> bytes:
+    """The coded bytes of one tensor's raw little-endian data (``shape`` gives matrices their
+    row/column models; without it the tensor is one row)."""
     out = bytearray([STREAM_VERSION])
     if dtype == "BF16":
         u = raw.view("<u2")
         e = ((u >> 7) & 0xFF).astype(np.uint8)
         sm = (((u >> 8) & 0x80) | (u & 0x7F)).astype(np.uint8)
-        _put_stream(out, E.encode(e), e)
+        _put_e(out, e, shape, mode)
         _put_sm(out, sm, e, mode)
     elif dtype == "F16":
         u = raw.view("<u2")
         e = ((u >> 10) & 0x1F).astype(np.uint8)
         sm = (((u >> 8) & 0x80) | ((u >> 3) & 0x7F)).astype(np.uint8)
         lo = (u & 0x7).astype(np.uint8)
-        _put_stream(out, E.encode(e), e)
+        _put_e(out, e, shape, mode)
         _put_sm(out, sm, e, mode)
         _put_stream(out, E.encode(lo), lo)
     elif dtype == "F32":
         u = raw.view("<u4")
         e = ((u >> 23) & 0xFF).astype(np.uint8)
         sm = (((u >> 24) & 0x80) | ((u >> 16) & 0x7F)).astype(np.uint8)
-        _put_stream(out, E.encode(e), e)
+        _put_e(out, e, shape, mode)
         _put_sm(out, sm, e, mode)
-        for shift in (8, 0):
-            b = ((u >> shift) & 0xFF).astype(np.uint8)
-            _put_stream(out, E.encode(b), b)
+        _put_lo32(out, u, shape, mode)
     elif dtype == "F64":
         u = raw.view("<u8")
         hi = (u >> 48).astype(np.uint16)
@@ -235,7 +370,7 @@ def encode_tensor(dtype: str, raw: np.ndarray, mode: str = "best") -> bytes:
 
 
 def decode_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = "best",
-                  what: str = "tensor") -> np.ndarray:
+                  what: str = "tensor", shape=None) -> np.ndarray:
     """Inverse of :func:`encode_tensor`: the raw little-endian bytes (uint8)."""
     r = Reader(blob, what)
     v = r.byte()
@@ -247,19 +382,18 @@ def decode_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = 
         raise r.fail(f"weights stream version {v}; this nzip reads {STREAM_VERSION}")
     n = numel
     if dtype in ("BF16", "F16"):  # (little-endian hosts: the uint16 view is the file's byte order)
-        e = _get_stream(r, np.uint8, n)
+        e = _get_e(r, n, shape)
         sm = _get_sm(r, e, n, mode)
         lo = _get_stream(r, np.uint8, n) if dtype == "F16" else np.empty(0, np.uint8)
         u = np.empty(n, dtype=np.uint16)
         _join16(e, sm, lo, 8 if dtype == "BF16" else 5, u)
         out = u.view(np.uint8)
     elif dtype == "F32":
-        e = _get_stream(r, np.uint8, n)
+        e = _get_e(r, n, shape)
         sm = _get_sm(r, e, n, mode)
-        b1 = _get_stream(r, np.uint8, n)
-        b0 = _get_stream(r, np.uint8, n)
+        lo = _get_lo32(r, n, shape)
         u = np.empty(n, dtype=np.uint32)
-        _join32(e, sm, b1, b0, u)
+        _join32(e, sm, lo, u)
         out = u.view(np.uint8)
     elif dtype == "F64":
         hi = _get_stream(r, np.uint16, n).astype("<u2")
@@ -322,7 +456,7 @@ class WeightsLossless(Codec):
             if t.alias_of is not None:
                 entry["alias_of"] = t.alias_of
             else:
-                blob = encode_tensor(t.dtype, t.data, mode)
+                blob = encode_tensor(t.dtype, t.data, mode, t.shape)
                 entry["array"] = _tensor_array(i)
                 arrays[entry["array"]] = ArraySpec(_bytes_array(blob), chunks=(len(blob),), symbols=False,
                                                    attrs={"tensor": t.name, "raw_bytes": int(t.data.size)})
@@ -398,7 +532,7 @@ def load_checkpoint(container: Item, names=None, progress=None) -> Checkpoint:
             continue
         blob = container.read_blob(m["array"])
         data = decode_tensor(blob, m["dtype"], numel, mode,
-                             what=f"{container.path}: tensor {m['name']!r}")
+                             what=f"{container.path}: tensor {m['name']!r}", shape=shape)
         if data.size != numel * DTYPES[m["dtype"]]:
             raise CorruptDataError(f"{container.path}: tensor {m['name']!r} decoded to the wrong size")
         tensors.append(TensorRecord(m["name"], m["dtype"], shape, data, m.get("file", "")))

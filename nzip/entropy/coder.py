@@ -45,6 +45,7 @@ MAX_BLOCK = 1 << 26
 MAX_ALPHABET = 1 << 24
 DEFAULT_MAX_SYMBOLS = 1 << 34
 SAMPLE = 1 << 18  # symbols per precision candidate when choosing a table
+MIN_SEARCH_PRECISION = 10  # below this the quantisation loss of any useful table dominates
 
 _DTYPES = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
 _DTYPE_CODE = {np.dtype(d): i for i, d in enumerate(_DTYPES)}
@@ -88,13 +89,16 @@ def choose_table(sym: np.ndarray, counts: np.ndarray, lanes: int) -> tuple[int, 
     sample = np.ascontiguousarray(sym[::step])
     scounts = np.bincount(sample, minlength=len(counts))
     scale = n / sample.size
-    best = None
-    for prec in range(pmin, MAX_PRECISION + 1):
+    best, worse = None, 0
+    for prec in range(max(pmin, MIN_SEARCH_PRECISION), MAX_PRECISION + 1):
+        if worse >= 2:
+            break  # the total is unimodal in P: two worse candidates in a row end the search
         freqs = quantize_counts(counts, prec)
         ks = [int(K.table_code_bits(freqs, k)) for k in range(prec)]
         k = int(np.argmin(ks))
         ideal = cross_entropy_bits(counts, freqs, prec)
         if best is not None and ideal + ks[k] > best[0] * 1.01:
+            worse += 1
             continue  # quantisation plus table alone already lose: no need to measure
         states, _, words = _encode_words(sample, freqs, lanes, DEFAULT_BLOCK)
         # the sample's information sits in its words and in the final states above 2**16
@@ -102,7 +106,9 @@ def choose_table(sym: np.ndarray, counts: np.ndarray, lanes: int) -> tuple[int, 
         loss = sample_bits - cross_entropy_bits(scounts, freqs, prec)  # rANS's own loss
         total = ideal + max(loss, 0.0) * scale + ks[k]
         if best is None or total < best[0] * (1 - 1e-4) - 1:
-            best = (total, prec, freqs, k, ks[k])
+            best, worse = (total, prec, freqs, k, ks[k]), 0
+        else:
+            worse += 1
     _, prec, freqs, k, tbits = best
     return prec, freqs, k, tbits
 
@@ -506,12 +512,14 @@ def encode_context(symbols, contexts, num_contexts: int, *, lanes: int | None = 
     counts = counts.reshape(num_contexts, nalpha)
     lanes, block, _ = _layout(n, lanes, block)
     pmin = max(1, math.ceil(math.log2(max(2, int(np.count_nonzero(counts, axis=1).max())))))
-    step = max(1, n // SAMPLE)
+    step = max(1, n // (SAMPLE // 4))  # a smaller sample: contexts are for large fields, searched often
     ssym, sctx = np.ascontiguousarray(sym[::step]), np.ascontiguousarray(cxs[::step])
     scounts = np.bincount(sctx.astype(np.int64) * nalpha + ssym,
                           minlength=num_contexts * nalpha).reshape(num_contexts, nalpha)
-    best = None
-    for prec in range(max(pmin, 8), MAX_PRECISION + 1):
+    best, worse = None, 0
+    for prec in range(max(pmin, MIN_SEARCH_PRECISION), MAX_PRECISION + 1):
+        if worse >= 2:
+            break
         freqs, orders, tbits = _ctx_tables(counts, prec)
         ideal = sum(cross_entropy_bits(counts[c], freqs[c], prec) for c in range(num_contexts)
                     if counts[c].any())
@@ -522,7 +530,9 @@ def encode_context(symbols, contexts, num_contexts: int, *, lanes: int | None = 
                      if scounts[c].any())
         total = ideal + max(sample_bits - sideal, 0.0) * (n / ssym.size) + tbits
         if best is None or total < best[0] * (1 - 1e-4) - 1:
-            best = (total, prec, freqs, orders)
+            best, worse = (total, prec, freqs, orders), 0
+        else:
+            worse += 1
     _, prec, freqs, orders = best
     states, wcounts, packed = _encode_words_ctx(sym, cxs, freqs, prec, lanes, block)
 
