@@ -53,6 +53,26 @@ TOP_CONTEXTS = 15  # exponents with a table of their own for the sign+mantissa b
 MODES = ("best", "fast")
 
 
+
+_KJIT = dict(cache=True, nogil=True, boundscheck=False)
+
+
+@nb.njit(parallel=True, **_KJIT)
+def _gather_u8(lut, keys, out):
+    for i in nb.prange(keys.shape[0]):
+        out[i] = lut[keys[i]]
+
+
+@nb.njit(parallel=True, **_KJIT)
+def _outer_clip(a, b, bias, hi, out):
+    cols = b.shape[0]
+    for r in nb.prange(a.shape[0]):
+        base = a[r] + bias
+        for c in range(cols):
+            v = base + b[c]
+            out[r * cols + c] = 0 if v < 0 else (hi if v > hi else v)
+
+
 # ------------------------------------------------------------------------------------------------
 # streams
 # ------------------------------------------------------------------------------------------------
@@ -77,7 +97,7 @@ def _get_stream(r: Reader, dtype, n: int) -> np.ndarray:
     if mode == RAW:
         if len(data) != n * np.dtype(dtype).itemsize:
             raise r.fail(f"raw field holds {len(data)} bytes, expected {n * np.dtype(dtype).itemsize}")
-        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
     if mode != CODED:
         raise r.fail(f"unknown stream mode {mode}")
     out = E.decode(data, max_symbols=n, what=r.what)
@@ -97,7 +117,9 @@ def _context_map(e: np.ndarray) -> np.ndarray:
 def _ctx_of(e: np.ndarray, top: np.ndarray) -> np.ndarray:
     lut = np.zeros(256, dtype=np.uint8)
     lut[top] = np.arange(1, len(top) + 1, dtype=np.uint8)
-    return lut[e]
+    out = np.empty(e.size, dtype=np.uint8)
+    _gather_u8(lut, e, out)
+    return out
 
 
 def _put_sm(out: bytearray, sm: np.ndarray, e: np.ndarray, mode: str) -> None:
@@ -159,9 +181,9 @@ def _scale_offsets(e: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.
 
 def _scale_contexts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Context of every element: the row plus column offset, clipped to 0..SCALE_CONTEXTS-1."""
-    half = SCALE_CONTEXTS // 2
-    c = a.astype(np.int32)[:, None] + b.astype(np.int32)[None, :] + half
-    return np.clip(c, 0, SCALE_CONTEXTS - 1).astype(np.uint8).reshape(-1)
+    out = np.empty(a.size * b.size, dtype=np.uint8)
+    _outer_clip(a.astype(np.int32), b.astype(np.int32), SCALE_CONTEXTS // 2, SCALE_CONTEXTS - 1, out)
+    return out
 
 
 def _put_e(out: bytearray, e: np.ndarray, shape, mode: str) -> None:
@@ -238,12 +260,10 @@ def _put_lo32(out: bytearray, u: np.ndarray, shape, mode: str) -> None:
 
 
 def _get_lo32(r: Reader, n: int, shape) -> np.ndarray:
-    """The low 16 bits of every value (uint32)."""
+    """The low 16 bits of every value as (bits 8..15, bits 0..7), uint8 each."""
     flag = r.byte()
-    if flag == 0:
-        b1 = _get_stream(r, np.uint8, n).astype(np.uint32)
-        b0 = _get_stream(r, np.uint8, n).astype(np.uint32)
-        return (b1 << 8) | b0
+    if flag == 0:  # two plain byte fields: the join reads them directly
+        return _get_stream(r, np.uint8, n), _get_stream(r, np.uint8, n)
     if flag != 1:
         raise r.fail(f"unknown low-mantissa model {flag}")
     rows, _ = _rows_cols(shape, n)
@@ -258,7 +278,8 @@ def _get_lo32(r: Reader, n: int, shape) -> np.ndarray:
         v[keep] = E.decode_context(low_blob, tze[keep], what=r.what)
     if high.any():
         v[high] |= E.decode_context(high_blob, tze[high], what=r.what).astype(np.uint32) << 8
-    return v << tze.astype(np.uint32)
+    v <<= tze.astype(np.uint32)
+    return (v >> 8).astype(np.uint8), (v & 0xFF).astype(np.uint8)
 
 # ------------------------------------------------------------------------------------------------
 # field reassembly: one pass over the output instead of numpy's several temporaries
@@ -282,11 +303,12 @@ def _join16_part(e, sm, lo, ebits, out, start, stop):
 
 
 @nb.njit(**_JIT)
-def _join32_part(e, sm, lo, out, start, stop):
+def _join32_part(e, sm, b1, b0, out, start, stop):
     for i in range(start, stop):
         m = np.uint32(sm[i])
         out[i] = (((m & np.uint32(0x80)) << np.uint32(24)) | (np.uint32(e[i]) << np.uint32(23))
-                  | ((m & np.uint32(0x7F)) << np.uint32(16)) | np.uint32(lo[i]))
+                  | ((m & np.uint32(0x7F)) << np.uint32(16)) | (np.uint32(b1[i]) << np.uint32(8))
+                  | np.uint32(b0[i]))
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -297,10 +319,10 @@ def _join16_par(e, sm, lo, ebits, out, parts):
 
 
 @nb.njit(parallel=True, **_JIT)
-def _join32_par(e, sm, lo, out, parts):
+def _join32_par(e, sm, b1, b0, out, parts):
     n = out.shape[0]
     for p in nb.prange(parts):
-        _join32_part(e, sm, lo, out, p * n // parts, (p + 1) * n // parts)
+        _join32_part(e, sm, b1, b0, out, p * n // parts, (p + 1) * n // parts)
 
 
 PARALLEL_MIN = 1 << 20  # below this a thread-pool launch costs more than it saves
@@ -313,11 +335,11 @@ def _join16(e, sm, lo, ebits, out):
         _join16_part(e, sm, lo, ebits, out, 0, out.size)
 
 
-def _join32(e, sm, lo, out):
+def _join32(e, sm, b1, b0, out):
     if out.size >= PARALLEL_MIN:
-        _join32_par(e, sm, lo, out, 8)
+        _join32_par(e, sm, b1, b0, out, 8)
     else:
-        _join32_part(e, sm, lo, out, 0, out.size)
+        _join32_part(e, sm, b1, b0, out, 0, out.size)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -391,9 +413,9 @@ def decode_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = 
     elif dtype == "F32":
         e = _get_e(r, n, shape)
         sm = _get_sm(r, e, n, mode)
-        lo = _get_lo32(r, n, shape)
+        b1, b0 = _get_lo32(r, n, shape)
         u = np.empty(n, dtype=np.uint32)
-        _join32(e, sm, lo, u)
+        _join32(e, sm, b1, b0, u)
         out = u.view(np.uint8)
     elif dtype == "F64":
         hi = _get_stream(r, np.uint16, n).astype("<u2")
