@@ -448,14 +448,16 @@ def _bytes_array(buf: bytes) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8)
 
 
-@register
-class WeightsLossless(Codec):
-    name = "weights/lossless"
+class CheckpointCodec(Codec):
+    """Base of the weights codecs: checkpoint in, checkpoint out, one manifest entry per tensor.
+
+    Subclasses code each tensor (:meth:`encode_tensors`) and rebuild its raw bytes
+    (:meth:`decode_entry`); this class keeps names, dtypes, shapes, tied weights, safetensors
+    headers, gaps and the other files of a model folder."""
+
     modality = "weights"
-    version = 1
     suffixes = (".safetensors", *TORCH_SUFFIXES)
     folder_suffix = ".safetensors"  # a Hugging Face model folder
-    description = "bit-exact checkpoints: float fields (exponent, sign+mantissa) entropy coded"
 
     def read(self, path: str) -> Checkpoint:
         return read_checkpoint(path)
@@ -463,28 +465,17 @@ class WeightsLossless(Codec):
     def write(self, item: Checkpoint, path: str, overwrite: bool = False) -> None:
         write_checkpoint(item, path, overwrite)
 
+    def encode_tensors(self, ck: Checkpoint, params: dict[str, Any], progress=None):
+        """(manifest entries in tensor order, arrays, params to record)."""
+        raise NotImplementedError
+
+    def decode_entry(self, container: Item, entry: dict[str, Any], shape: list[int], numel: int) -> np.ndarray:
+        """The raw little-endian bytes (uint8) of one tensor."""
+        raise NotImplementedError
+
     def encode(self, item: Any, progress=None, **params: Any) -> Encoded:
-        p = self.check_params(params, {"mode": str})
-        mode = p.get("mode", "best")
-        if mode not in MODES:
-            raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         ck = _as_checkpoint(item)
-        arrays: dict[str, ArraySpec] = {}
-        manifest = []
-        for i, t in enumerate(ck.tensors):
-            entry = {"name": t.name, "dtype": t.dtype, "shape": t.shape}
-            if t.file:
-                entry["file"] = t.file
-            if t.alias_of is not None:
-                entry["alias_of"] = t.alias_of
-            else:
-                blob = encode_tensor(t.dtype, t.data, mode, t.shape)
-                entry["array"] = _tensor_array(i)
-                arrays[entry["array"]] = ArraySpec(_bytes_array(blob), chunks=(len(blob),), symbols=False,
-                                                   attrs={"tensor": t.name, "raw_bytes": int(t.data.size)})
-                if progress is not None:
-                    progress(t.numel)
-            manifest.append(entry)
+        manifest, arrays, recorded = self.encode_tensors(ck, params, progress)
         for j, (rel, header) in enumerate(sorted(ck.headers.items())):
             arrays[f"h{j:04d}"] = ArraySpec(_bytes_array(zlib.compress(header, 9)), symbols=False,
                                             attrs={"file": rel})
@@ -500,10 +491,58 @@ class WeightsLossless(Codec):
                   "tensors": manifest}
         if ck.extras:
             source["extras"] = ck.extras
-        return Encoded(arrays=arrays, params={"mode": mode}, source=source)
+        return Encoded(arrays=arrays, params=recorded, source=source)
 
     def decode(self, container: Item, progress=None, device: str = "cpu", names=None) -> Checkpoint:
-        return load_checkpoint(container, names=names, progress=progress)
+        return load_checkpoint(container, self, names=names, progress=progress)
+
+
+def base_entry(t: TensorRecord) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": t.name, "dtype": t.dtype, "shape": t.shape}
+    if t.file:
+        entry["file"] = t.file
+    if t.alias_of is not None:
+        entry["alias_of"] = t.alias_of
+    return entry
+
+
+def lossless_array(t: TensorRecord, mode: str = "best") -> ArraySpec:
+    blob = encode_tensor(t.dtype, t.data, mode, t.shape)
+    return ArraySpec(_bytes_array(blob), chunks=(len(blob),), symbols=False,
+                     attrs={"tensor": t.name, "raw_bytes": int(t.data.size)})
+
+
+def lossless_bytes(container: Item, entry: dict[str, Any], shape, numel: int, mode: str) -> np.ndarray:
+    blob = container.read_blob(entry["array"])
+    return decode_tensor(blob, entry["dtype"], numel, mode,
+                         what=f"{container.path}: tensor {entry['name']!r}", shape=shape)
+
+
+@register
+class WeightsLossless(CheckpointCodec):
+    name = "weights/lossless"
+    version = 1
+    description = "bit-exact checkpoints: float fields (exponent, sign+mantissa) entropy coded"
+
+    def encode_tensors(self, ck: Checkpoint, params: dict[str, Any], progress=None):
+        p = self.check_params(params, {"mode": str})
+        mode = p.get("mode", "best")
+        if mode not in MODES:
+            raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        arrays: dict[str, ArraySpec] = {}
+        manifest = []
+        for i, t in enumerate(ck.tensors):
+            entry = base_entry(t)
+            if t.alias_of is None:
+                entry["array"] = _tensor_array(i)
+                arrays[entry["array"]] = lossless_array(t, mode)
+                if progress is not None:
+                    progress(t.numel)
+            manifest.append(entry)
+        return manifest, arrays, {"mode": mode}
+
+    def decode_entry(self, container: Item, entry: dict[str, Any], shape: list[int], numel: int) -> np.ndarray:
+        return lossless_bytes(container, entry, shape, numel, container.params.get("mode", "best"))
 
 
 def _as_checkpoint(item: Any) -> Checkpoint:
@@ -522,16 +561,15 @@ def _as_checkpoint(item: Any) -> Checkpoint:
             return read_checkpoint(tmp)
         finally:
             os.unlink(tmp)
-    raise InvalidInputError(f"weights/lossless encodes checkpoints or state dicts, not {type(item).__name__}")
+    raise InvalidInputError(f"weights codecs encode checkpoints or state dicts, not {type(item).__name__}")
 
 
-def load_checkpoint(container: Item, names=None, progress=None) -> Checkpoint:
+def load_checkpoint(container: Item, codec: CheckpointCodec, names=None, progress=None) -> Checkpoint:
     """Rebuild a checkpoint (or, with ``names``, only those tensors and their aliases' targets)."""
     src = container.source
     manifest = src.get("tensors")
     if not isinstance(manifest, list):
         raise CorruptDataError(f"{container.path}: no tensor manifest")
-    mode = container.params.get("mode", "best")
     by_name = {m["name"]: m for m in manifest}
     want = None
     if names is not None:
@@ -552,9 +590,7 @@ def load_checkpoint(container: Item, names=None, progress=None) -> Checkpoint:
             tensors.append(TensorRecord(m["name"], m["dtype"], shape, np.empty(0, np.uint8),
                                         m.get("file", ""), m["alias_of"]))
             continue
-        blob = container.read_blob(m["array"])
-        data = decode_tensor(blob, m["dtype"], numel, mode,
-                             what=f"{container.path}: tensor {m['name']!r}", shape=shape)
+        data = codec.decode_entry(container, m, shape, numel)
         if data.size != numel * DTYPES[m["dtype"]]:
             raise CorruptDataError(f"{container.path}: tensor {m['name']!r} decoded to the wrong size")
         tensors.append(TensorRecord(m["name"], m["dtype"], shape, data, m.get("file", "")))

@@ -1,0 +1,270 @@
+"""``weights/quant``: entropy-coded uniform scalar quantisation of checkpoints at a chosen bpw.
+
+The idea of NNCodec's DeepCABAC with nzip's coder: every float matrix (ndim >= 2, >= 4096
+elements) becomes integer codes ``q = round(W / s_row)`` with one float16 step per row, and the
+codes are entropy coded per chunk (zarr codec ``nzip.rans``, a table per chunk). Reconstruction
+is ``float32(q) * float32(s_row)``, cast back to the tensor's dtype: integers times stored
+floats, the same on every machine. Small and 1-D float tensors (LayerNorm, biases) are kept as
+float16; integer tensors losslessly.
+
+Rate: ``bpw`` is total container bits / parameters (everything counted). The step of tensor t
+is ``c * base_t`` and a bisection on the global factor ``c`` meets the budget with the real coded
+sizes. ``base_t`` is the tensor's standard deviation, or, when a calibration object is given,
+``1 / sqrt(F_t)`` with ``F_t`` the mean diagonal Fisher information of the model's outputs with
+respect to tensor t: equal ``F_t * step_t**2`` is the rate-distortion optimum for additive
+uniform noise, and it matters (on all-MiniLM-L6-v2 at 3 bpw: mean cosine 0.894 with std steps,
+0.975 with Fisher steps). With ``calib_steps`` > 0 the row steps and the float16 tensors are then
+fine-tuned by distillation against the original model (codes fixed).
+
+Where it departs from DeepCABAC: order-0 tables per chunk instead of context-adaptive binary
+arithmetic coding, one step per row, no rate-distortion optimised quantisation.
+
+A calibration object (Python API only) has ``n`` (number of inputs), ``outputs(params, idx)``
+(the model's outputs on inputs ``idx`` with some tensors replaced by ``params``, torch tensors) and
+``loss(params, idx)`` (a distillation loss against the original model).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import entropy as E
+from ..errors import CorruptDataError, InvalidInputError
+from ..formats.checkpoint import Checkpoint, TensorRecord
+from ..formats.container import ArraySpec, Item
+from ..registry import register
+from .weights_lossless import CheckpointCodec, base_entry, lossless_array, lossless_bytes
+
+FLOATS = ("F32", "BF16", "F16", "F64")
+MIN_NUMEL = 4096
+CHUNK = 1 << 20  # elements per code chunk
+ARRAY_OVERHEAD_BITS = 8 * 480  # container bytes per stored array (zarr.json + zip entry), measured + margin
+
+
+def as_float32(t: TensorRecord) -> np.ndarray:
+    """The tensor's values as float32 (bf16 widened exactly)."""
+    if t.dtype == "F32":
+        return t.data.view("<f4").reshape(t.shape)
+    if t.dtype == "F16":
+        return t.data.view("<f2").astype(np.float32).reshape(t.shape)
+    if t.dtype == "F64":
+        return t.data.view("<f8").astype(np.float32).reshape(t.shape)
+    if t.dtype == "BF16":
+        return (t.data.view("<u2").astype(np.uint32) << 16).view(np.float32).reshape(t.shape)
+    raise InvalidInputError(f"{t.name}: {t.dtype} is not a float dtype")
+
+
+def from_float32(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values to the raw bytes of ``dtype`` (bf16 by round-to-nearest-even, as torch)."""
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    if dtype == "F32":
+        return x.view(np.uint8)
+    if dtype == "F16":
+        return x.astype("<f2").view(np.uint8)
+    if dtype == "F64":
+        return x.astype("<f8").view(np.uint8)
+    if dtype == "BF16":
+        u = x.view(np.uint32).astype(np.uint64)
+        rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+        nan = np.isnan(x)
+        out = rounded.astype(np.uint16)
+        out[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)  # keep NaNs NaN
+        return out.view(np.uint8)
+    raise InvalidInputError(f"{dtype} is not a float dtype")
+
+
+def _codes_dtype(q: np.ndarray) -> np.ndarray:
+    lo, hi = int(q.min()), int(q.max())
+    for dt in (np.int8, np.int16, np.int32):
+        if np.iinfo(dt).min <= lo and hi <= np.iinfo(dt).max:
+            return q.astype(dt)
+    raise InvalidInputError("quantisation step too small for int32 codes")
+
+
+def quantize_tensor(w: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """(int codes shaped like w, float16 steps per row)."""
+    w2 = w.reshape(w.shape[0], -1).astype(np.float32)
+    s = np.full(w2.shape[0], step, dtype=np.float16)
+    s = np.where(s == 0, np.float16(np.finfo(np.float16).tiny), s)
+    q = np.rint(w2 / s.astype(np.float32)[:, None])
+    return _codes_dtype(q.astype(np.int64)).reshape(w.shape), s
+
+
+def reconstruct_tensor(q: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return (q.reshape(q.shape[0], -1).astype(np.float32) * s.astype(np.float32)[:, None]).reshape(q.shape)
+
+
+def _est_bits(q: np.ndarray) -> float:
+    """Order-0 entropy plus a table cost estimate (12 bits per used symbol, 64 header)."""
+    counts = np.bincount((q.reshape(-1).astype(np.int64) - int(q.min())))
+    used = counts[counts > 0].astype(np.float64)
+    return float(-np.sum(used * np.log2(used / used.sum()))) + 12 * len(used) + 64
+
+
+def _real_bits(q: np.ndarray) -> int:
+    flat = q.reshape(-1)
+    return sum(8 * len(E.encode(flat[i : i + CHUNK])) for i in range(0, flat.size, CHUNK))
+
+
+def fisher_sensitivity(weights: dict[str, np.ndarray], calib, batches: int = 8, batch_size: int = 32,
+                       seed: int = 0) -> dict[str, float]:
+    """Mean diagonal Fisher of the model outputs per tensor, E[(d(v . f(x)) / dw)^2] with v ~ N(0, I)
+    (a Hutchinson-style estimate of diag(J^T J))."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    params = {k: torch.tensor(np.asarray(v, dtype=np.float32), requires_grad=True) for k, v in weights.items()}
+    acc = dict.fromkeys(weights, 0.0)
+    perm = torch.randperm(calib.n, generator=g)
+    for b in range(batches):
+        idx = perm[(b * batch_size) % calib.n :][:batch_size]
+        outs = calib.outputs(params, idx)
+        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+        total = sum((o * torch.randn(o.shape, generator=g)).sum() for o in outs)
+        grads = torch.autograd.grad(total, list(params.values()), allow_unused=True)
+        for k, gr in zip(params, grads):
+            if gr is not None:
+                acc[k] += float((gr.double() ** 2).mean())
+    return {k: v / batches for k, v in acc.items()}
+
+
+def _base_steps(weights: dict[str, np.ndarray], sens: dict[str, float] | None) -> dict[str, float]:
+    if sens is None:
+        return {k: float(np.std(w)) or 1e-8 for k, w in weights.items()}
+    floor = 1e-3 * float(np.median(list(sens.values())))  # unused tensors (zero Fisher) stay finite
+    inv = {k: 1.0 / math.sqrt(max(sens[k], floor, 1e-30)) for k in weights}
+    g = math.exp(np.mean([math.log(inv[k] / (float(np.std(w)) or 1e-8)) for k, w in weights.items()]))
+    return {k: v / g for k, v in inv.items()}  # c keeps the meaning "step in stds" on average
+
+
+def fit(weights: dict[str, np.ndarray], budget_bits: float, sens=None, progress=None):
+    """Codes and steps for every tensor whose total coded size fits ``budget_bits``."""
+    base = _base_steps(weights, sens)
+
+    def quantize_all(c):
+        return {k: quantize_tensor(w, c * base[k]) for k, w in weights.items()}
+
+    def est(c):
+        return sum(_est_bits(q) + 16 * s.size for q, s in quantize_all(c).values())
+
+    goal = budget_bits
+    for _ in range(4):
+        lo, hi = -16.0, 6.0  # log2 c
+        while hi - lo > 2e-3:
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if est(2**mid) > goal else (lo, mid)
+        out = quantize_all(2**hi)
+        real = sum(_real_bits(q) + 16 * s.size for q, s in out.values())
+        if real <= budget_bits and real >= 0.995 * budget_bits:
+            break
+        goal *= budget_bits / max(real, 1)
+    while real > budget_bits:  # never over the budget
+        hi += 0.005
+        out = quantize_all(2**hi)
+        real = sum(_real_bits(q) + 16 * s.size for q, s in out.values())
+    if progress is not None:
+        progress(sum(w.size for w in weights.values()))
+    return out
+
+
+def calibrate(codes: dict[str, tuple[np.ndarray, np.ndarray]], raw16: dict[str, np.ndarray], calib,
+              steps: int = 200, lr: float = 1e-3, batch_size: int = 16, seed: int = 0):
+    """Fine-tune the row steps (as log-multipliers) and the float16 tensors by distillation."""
+    import torch
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    q = {k: torch.from_numpy(c.astype(np.float32).reshape(c.shape[0], -1)) for k, (c, _) in codes.items()}
+    s0 = {k: torch.from_numpy(s.astype(np.float32))[:, None] for k, (_, s) in codes.items()}
+    logm = {k: torch.zeros_like(s0[k], requires_grad=True) for k in codes}
+    raw = {k: torch.tensor(v.astype(np.float32), requires_grad=True) for k, v in raw16.items()}
+    opt = torch.optim.Adam([*logm.values(), *raw.values()], lr=lr)
+    for _ in range(steps):
+        idx = torch.randint(0, calib.n, (batch_size,), generator=g)
+        params = {k: (q[k] * s0[k] * torch.exp(logm[k])).reshape(codes[k][0].shape) for k in codes}
+        params.update(raw)
+        loss = calib.loss(params, idx)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        new_codes = {k: (c, (s0[k] * torch.exp(logm[k])).reshape(-1).numpy().astype(np.float16))
+                     for k, (c, _) in codes.items()}
+        new_raw = {k: v.numpy().astype(np.float16) for k, v in raw.items()}
+    return new_codes, new_raw
+
+
+@register
+class WeightsQuant(CheckpointCodec):
+    name = "weights/quant"
+    version = 1
+    suffixes = ()  # lossy: only on request
+    description = "lossy checkpoints: per-row uniform quantisation at a target bpw, codes entropy coded"
+
+    def encode_tensors(self, ck: Checkpoint, params: dict[str, Any], progress=None):
+        calib = params.pop("calib", None)
+        p = self.check_params(params, {"bpw": float, "calib_steps": int})
+        if "bpw" not in p:
+            raise InvalidInputError("weights/quant needs a rate: --bpw B (bits per weight, all included)")
+        bpw = p["bpw"]
+        n_params = sum(t.numel for t in ck.tensors if t.alias_of is None)
+        quantised = [t for t in ck.tensors if t.alias_of is None and t.dtype in FLOATS
+                     and len(t.shape) >= 2 and t.numel >= MIN_NUMEL]
+        qnames = {t.name for t in quantised}
+        raw16 = {t.name: as_float32(t).astype(np.float16) for t in ck.tensors
+                 if t.alias_of is None and t.dtype in FLOATS and t.name not in qnames}
+        others = [t for t in ck.tensors if t.alias_of is None and t.dtype not in FLOATS]
+        fixed_bits = (16 * sum(v.size for v in raw16.values()) + sum(8 * lossless_array(t).data.size for t in others)
+                      + ARRAY_OVERHEAD_BITS * (2 * len(quantised) + len(raw16) + len(others) + 2 + len(ck.files)))
+        budget = bpw * n_params - fixed_bits
+        if budget <= 0 or not quantised:
+            raise InvalidInputError(f"--bpw {bpw} leaves no room for the quantised tensors (the kept "
+                                    f"tensors and the container alone take {fixed_bits / n_params:.2f} bpw)")
+        weights = {t.name: as_float32(t) for t in quantised}
+        sens = fisher_sensitivity(weights, calib) if calib is not None else None
+        codes = fit(weights, budget, sens, progress)
+        if calib is not None and p.get("calib_steps", 0) > 0:
+            codes, raw16 = calibrate(codes, raw16, calib, steps=p["calib_steps"])
+        arrays: dict[str, ArraySpec] = {}
+        manifest = []
+        for i, t in enumerate(ck.tensors):
+            entry = base_entry(t)
+            if t.alias_of is None:
+                if t.name in codes:
+                    q, s = codes[t.name]
+                    rows = max(1, CHUNK // max(1, q.size // q.shape[0]))
+                    entry.update(kind="q", array=f"q{i:05d}", steps=f"s{i:05d}")
+                    arrays[entry["array"]] = ArraySpec(q, chunks=(min(rows, q.shape[0]), *q.shape[1:]),
+                                                       attrs={"tensor": t.name, "raw_bytes": int(t.data.size)})
+                    arrays[entry["steps"]] = ArraySpec(s, symbols=False)
+                elif t.name in raw16:
+                    entry.update(kind="f16", array=f"r{i:05d}")
+                    arrays[entry["array"]] = ArraySpec(raw16[t.name].reshape(-1), symbols=False,
+                                                       attrs={"tensor": t.name, "raw_bytes": int(t.data.size)})
+                else:
+                    entry.update(kind="lossless", array=f"t{i:05d}")
+                    arrays[entry["array"]] = lossless_array(t)
+            manifest.append(entry)
+        recorded = {"bpw_target": bpw, "steps": "fisher" if sens else "std",
+                    "calib_steps": p.get("calib_steps", 0) if calib is not None else 0}
+        return manifest, arrays, recorded
+
+    def decode_entry(self, container: Item, entry: dict[str, Any], shape: list[int], numel: int) -> np.ndarray:
+        kind = entry.get("kind")
+        if kind == "lossless":
+            return lossless_bytes(container, entry, shape, numel, "best")
+        if kind == "f16":
+            x = container.read(entry["array"]).astype(np.float32)
+        elif kind == "q":
+            q = container.read(entry["array"])
+            s = container.read(entry["steps"])
+            if q.shape[0] != s.size:
+                raise CorruptDataError(f"{container.path}: tensor {entry['name']!r}: steps do not match codes")
+            x = reconstruct_tensor(q, s)
+        else:
+            raise CorruptDataError(f"{container.path}: tensor {entry['name']!r} has unknown kind {kind!r}")
+        if x.size != numel:
+            raise CorruptDataError(f"{container.path}: tensor {entry['name']!r} has the wrong size")
+        return from_float32(x, entry["dtype"])
