@@ -497,6 +497,29 @@ class CheckpointCodec(Codec):
         return load_checkpoint(container, self, names=names, progress=progress)
 
 
+PARALLEL_TENSOR = 1 << 20  # tensors this large use the kernels' own threads
+
+
+def for_each_tensor(jobs, size, fn) -> None:
+    """Run ``fn`` on every job: large tensors one by one (their kernels are multi-threaded), small
+    ones on a thread pool (their kernels are serial and release the GIL). Errors propagate."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    big = [j for j in jobs if size(j) >= PARALLEL_TENSOR]
+    small = [j for j in jobs if size(j) < PARALLEL_TENSOR]
+    for j in big:
+        fn(j)
+    workers = min(len(small), os.cpu_count() or 1)
+    if workers <= 1:
+        for j in small:
+            fn(j)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for f in [pool.submit(fn, j) for j in small]:
+            f.result()
+
+
 def base_entry(t: TensorRecord) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": t.name, "dtype": t.dtype, "shape": t.shape}
     if t.file:
@@ -531,14 +554,22 @@ class WeightsLossless(CheckpointCodec):
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         arrays: dict[str, ArraySpec] = {}
         manifest = []
+        todo = []
         for i, t in enumerate(ck.tensors):
             entry = base_entry(t)
             if t.alias_of is None:
                 entry["array"] = _tensor_array(i)
-                arrays[entry["array"]] = lossless_array(t, mode)
-                if progress is not None:
-                    progress(t.numel)
+                todo.append((entry["array"], t))
             manifest.append(entry)
+
+        def one(job):
+            name, t = job
+            arrays[name] = lossless_array(t, mode)
+            if progress is not None:
+                progress(t.numel)
+
+        for_each_tensor(todo, lambda job: job[1].numel, one)
+        arrays = {name: arrays[name] for name, _ in todo}  # container order = tensor order
         return manifest, arrays, {"mode": mode}
 
     def decode_entry(self, container: Item, entry: dict[str, Any], shape: list[int], numel: int) -> np.ndarray:
@@ -578,7 +609,8 @@ def load_checkpoint(container: Item, codec: CheckpointCodec, names=None, progres
         if unknown:
             raise InvalidInputError(f"{container.path}: no tensor named {unknown[0]!r}")
         want |= {by_name[n]["alias_of"] for n in list(want) if by_name[n].get("alias_of")}
-    tensors = []
+    tensors: list[TensorRecord] = []
+    jobs = []
     for m in manifest:
         if want is not None and m["name"] not in want:
             continue
@@ -586,16 +618,22 @@ def load_checkpoint(container: Item, codec: CheckpointCodec, names=None, progres
         if m["dtype"] not in DTYPES:
             raise CorruptDataError(f"{container.path}: tensor {m['name']!r} has unknown dtype {m['dtype']}")
         numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if m.get("alias_of"):
-            tensors.append(TensorRecord(m["name"], m["dtype"], shape, np.empty(0, np.uint8),
-                                        m.get("file", ""), m["alias_of"]))
-            continue
-        data = codec.decode_entry(container, m, shape, numel)
+        rec = TensorRecord(m["name"], m["dtype"], shape, np.empty(0, np.uint8), m.get("file", ""),
+                           m.get("alias_of") or None)
+        tensors.append(rec)
+        if not m.get("alias_of"):
+            jobs.append((m, rec, numel))
+
+    def one(job):
+        m, rec, numel = job
+        data = codec.decode_entry(container, m, rec.shape, numel)
         if data.size != numel * DTYPES[m["dtype"]]:
             raise CorruptDataError(f"{container.path}: tensor {m['name']!r} decoded to the wrong size")
-        tensors.append(TensorRecord(m["name"], m["dtype"], shape, data, m.get("file", "")))
+        rec.data = data
         if progress is not None:
             progress(numel)
+
+    for_each_tensor(jobs, lambda job: job[2], one)
     ck = Checkpoint(src.get("format", "safetensors"), tensors, extras=dict(src.get("extras", {})))
     if names is not None:
         return ck
