@@ -193,8 +193,9 @@ def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int):
     src = minilm_file()
     sd = load_file(str(src))
     n = sum(v.numel() for v in sd.values())
-    ev, cal = minilm.eval_and_calib(1024)
-    model = minilm.MiniLM()
+    ev, cal = minilm.eval_and_calib(2048)
+    model = minilm.MiniLM(cal)
+    calib = model.cal  # nzip.calib.SentenceCalibration on the calibration sentences
     ref = model.embed_all(ev)
 
     def cos(state):
@@ -208,7 +209,6 @@ def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int):
         points.append((name.split(" @")[0].split(" qp")[0], bpw, c))
         print(rows[-1], flush=True)
 
-    calib = minilm.Calibration(model, cal)
     for label, kw in (("nzip weights/quant (std steps)", {}), ("nzip weights/quant (Fisher steps)", {"calib": calib})):
         for bpw in rates:
             dst = work / "q.nz"
@@ -274,7 +274,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/nzip-bench-weights")
     ap.add_argument("--parts", default="lossless,lossy")
     ap.add_argument("--rates", default="3,4,5")
-    ap.add_argument("--calib-steps", type=int, default=100)
+    ap.add_argument("--calib-steps", type=int, default=150)
     ap.add_argument("--plot", default="docs/weights_rate_fidelity.png")
     args = ap.parse_args()
     parts = args.parts.split(",")

@@ -69,34 +69,17 @@ def eval_and_calib(n_calib: int = 1024) -> tuple[list[str], list[str]]:
 
 
 class MiniLM:
-    """The BERT body and tokenizer of all-MiniLM-L6-v2, with embeddings under any state dict."""
+    """all-MiniLM-L6-v2's pipeline with embeddings under any state dict (nzip.calib does the work)."""
 
-    def __init__(self, max_len: int = 64):
-        from sentence_transformers import SentenceTransformer
+    def __init__(self, texts_for_calibration=None):
+        from nzip.calib import SentenceCalibration
 
-        st = SentenceTransformer(str(model_dir()), device="cpu")
-        self.bert = st[0].auto_model.eval()
-        self.tok = st.tokenizer
-        self.max_len = max_len
-        for p in self.bert.parameters():
-            p.requires_grad_(False)
-
-    def tokens(self, texts):
-        return self.tok(texts, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt")
-
-    def embed(self, batch, params=None) -> torch.Tensor:
-        params = params or {}
-        out = torch.func.functional_call(self.bert, params, args=(),
-                                         kwargs=dict(input_ids=batch["input_ids"],
-                                                     attention_mask=batch["attention_mask"]))
-        h = out.last_hidden_state
-        m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
-        e = (h * m).sum(1) / m.sum(1).clamp(min=1)
-        return torch.nn.functional.normalize(e, dim=-1)
+        self.cal = SentenceCalibration(model_dir(), texts_for_calibration or ["placeholder sentence"])
 
     @torch.no_grad()
     def embed_all(self, texts, params=None, batch_size: int = 64) -> np.ndarray:
-        return np.concatenate([self.embed(self.tokens(texts[i : i + batch_size]), params).numpy()
+        toks = lambda t: self.cal.tok(t, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        return np.concatenate([self.cal.embed(toks(texts[i : i + batch_size]), params).numpy()
                                for i in range(0, len(texts), batch_size)])
 
 
@@ -106,23 +89,3 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.sum(a * b, axis=1)))
 
 
-class Calibration:
-    """nzip's calibration protocol over MiniLM: outputs and a distillation loss on sentences."""
-
-    def __init__(self, model: MiniLM, texts: list[str]):
-        self.model = model
-        self.batches = model.tokens(texts)
-        self.n = len(texts)
-        with torch.no_grad():
-            self.ref = self._emb({}, torch.arange(self.n))
-
-    def _emb(self, params, idx):
-        b = {k: v[idx] for k, v in self.batches.items()}
-        return self.model.embed(b, {k: v for k, v in params.items()})
-
-    def outputs(self, params, idx):
-        return self._emb(params, idx)
-
-    def loss(self, params, idx):
-        e = self._emb(params, idx)
-        return (1 - (e * self.ref[idx]).sum(-1)).mean()

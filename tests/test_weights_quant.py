@@ -60,3 +60,40 @@ def test_needs_a_rate(tmp_path):
     with pytest.raises(InvalidInputError, match="no room"):
         nzip.encode(p, tmp_path / "q.nz", codec="weights/quant", bpw=0.01)
     assert not (tmp_path / "q.nz").exists()
+
+
+class _LinearCalib:
+    """A two-layer linear model on random inputs: the calibration protocol without a real model."""
+
+    def __init__(self, sd):
+        g = torch.Generator().manual_seed(1)
+        self.sd = {k: v.float() for k, v in sd.items() if v.is_floating_point()}
+        self.x = torch.randn(64, 128, generator=g)
+        self.n = 64
+        with torch.no_grad():
+            self.ref = self.outputs({}, torch.arange(64))
+
+    def outputs(self, params, idx):
+        p = {**self.sd, **params}
+        h = self.x[idx] @ p["a.weight"].T + p["a.bias"]
+        return h @ p["b.weight"].T
+
+    def loss(self, params, idx):
+        return (self.outputs(params, idx) - self.ref[idx]).pow(2).mean()
+
+
+def test_calibration_object(tmp_path):
+    p, sd = _model(tmp_path)
+    cal = _LinearCalib(sd)
+    errs = {}
+    for steps in (0, 30):
+        out = tmp_path / f"c{steps}.nz"
+        nzip.encode(p, out, codec="weights/quant", bpw=3, calib=cal, calib_steps=steps)
+        n = sum(v.numel() for v in sd.values())
+        assert out.stat().st_size * 8 / n <= 3
+        back = nzip.weights.load(out)
+        with torch.no_grad():
+            errs[steps] = float(cal.loss({k: v.float() for k, v in back.items() if v.is_floating_point()},
+                                         torch.arange(64)))
+    assert errs[30] < errs[0]  # distillation moved the steps towards the original's outputs
+    assert nzip.info(tmp_path / "c30.nz")["params"]["steps"] == "fisher"

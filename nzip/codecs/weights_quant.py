@@ -19,9 +19,9 @@ fine-tuned by distillation against the original model (codes fixed).
 Where it departs from DeepCABAC: order-0 tables per chunk instead of context-adaptive binary
 arithmetic coding, one step per row, no rate-distortion optimised quantisation.
 
-A calibration object (Python API only) has ``n`` (number of inputs), ``outputs(params, idx)``
-(the model's outputs on inputs ``idx`` with some tensors replaced by ``params``, torch tensors) and
-``loss(params, idx)`` (a distillation loss against the original model).
+Calibration: ``calib=`` an object as described in :mod:`nzip.calib` (Python API), or on the
+command line ``--param calib=sentences.txt`` for a sentence-transformers model (the checkpoint's
+folder must hold the model's configuration).
 """
 from __future__ import annotations
 
@@ -205,6 +205,13 @@ class WeightsQuant(CheckpointCodec):
 
     def encode_tensors(self, ck: Checkpoint, params: dict[str, Any], progress=None):
         calib = params.pop("calib", None)
+        if isinstance(calib, str):  # CLI: a text file of sentences for a sentence-transformers model
+            from pathlib import Path
+
+            from ..calib import from_text_file
+
+            model_dir = Path(ck.path) if Path(ck.path).is_dir() else Path(ck.path).parent
+            calib = from_text_file(model_dir, calib)
         p = self.check_params(params, {"bpw": float, "calib_steps": int})
         if "bpw" not in p:
             raise InvalidInputError("weights/quant needs a rate: --bpw B (bits per weight, all included)")

@@ -56,6 +56,7 @@ class Checkpoint:
     files: dict[str, bytes] = field(default_factory=dict)  # folder: other files
     extras: dict[str, Any] = field(default_factory=dict)  # torch: non-tensor JSON-able entries
     gaps: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)  # bytes no tensor covers
+    path: str = ""  # where it was read from (a model folder gives calibration its model)
 
     @property
     def size(self) -> int:  # elements, for progress bars
@@ -227,6 +228,12 @@ def to_torch(t: TensorRecord, device: str = "cpu"):
 
 
 def read_checkpoint(path: str) -> Checkpoint:
+    ck = _read_checkpoint(path)
+    ck.path = str(path)
+    return ck
+
+
+def _read_checkpoint(path: str) -> Checkpoint:
     p = Path(path)
     if p.is_dir():
         return _read_folder(p)
