@@ -216,6 +216,12 @@ def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int):
             nzip.encode(src, dst, codec="weights/quant", overwrite=True, bpw=bpw, **kw)
             secs = time.perf_counter() - t0
             add(f"{label} @{bpw}", dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), secs)
+    dst = work / "q.nz"
+    t0 = time.perf_counter()
+    nzip.encode(src, dst, codec="weights/quant", overwrite=True, bpw=rates[-1], calib=calib,
+                allocation="separable")
+    add(f"nzip weights/quant (Fisher, separable row/column steps) @{rates[-1]}",
+        dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), time.perf_counter() - t0)
     if calib_steps:
         dst = work / "q.nz"
         t0 = time.perf_counter()

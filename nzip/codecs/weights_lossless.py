@@ -73,6 +73,27 @@ def _outer_clip(a, b, bias, hi, out):
             out[r * cols + c] = 0 if v < 0 else (hi if v > hi else v)
 
 
+@nb.njit(**_KJIT)
+def _lo_join(tz, per, low, high, b1, b0):
+    """Rebuild the low 16 bits row by row: (high byte if tz < 8, low byte if tz < 16) << tz."""
+    li = 0
+    hi = 0
+    for r in range(tz.shape[0]):
+        t = np.uint32(tz[r])
+        for j in range(per):
+            v = np.uint32(0)
+            if t < 16:
+                v = np.uint32(low[li])
+                li += 1
+            if t < 8:
+                v |= np.uint32(high[hi]) << np.uint32(8)
+                hi += 1
+            v <<= t
+            i = r * per + j
+            b1[i] = (v >> np.uint32(8)) & np.uint32(0xFF)
+            b0[i] = v & np.uint32(0xFF)
+
+
 # ------------------------------------------------------------------------------------------------
 # streams
 # ------------------------------------------------------------------------------------------------
@@ -270,16 +291,18 @@ def _get_lo32(r: Reader, n: int, shape) -> np.ndarray:
     tz = E.decode(r.take(r.uvarint(len(r.data))), max_symbols=rows, what=r.what)
     if tz.size != rows or tz.dtype != np.uint8 or int(tz.max()) > 16:
         raise r.fail("row precisions do not match the tensor")
-    tze = np.repeat(tz, n // rows)
-    keep, high = tze < 16, tze < 8
-    v = np.zeros(n, dtype=np.uint32)
+    per = n // rows
     low_blob, high_blob = r.take(r.uvarint(len(r.data))), r.take(r.uvarint(len(r.data)))
-    if keep.any():
-        v[keep] = E.decode_context(low_blob, tze[keep], what=r.what)
-    if high.any():
-        v[high] |= E.decode_context(high_blob, tze[high], what=r.what).astype(np.uint32) << 8
-    v <<= tze.astype(np.uint32)
-    return (v >> 8).astype(np.uint8), (v & 0xFF).astype(np.uint8)
+    keep, high = tz[tz < 16], tz[tz < 8]
+    low = (E.decode_context(low_blob, np.repeat(keep, per), what=r.what) if keep.size
+           else np.zeros(0, np.uint8))
+    hi = (E.decode_context(high_blob, np.repeat(high, per), what=r.what) if high.size
+          else np.zeros(0, np.uint8))
+    if low.size != keep.size * per or hi.size != high.size * per:
+        raise r.fail("low mantissa fields do not match the row precisions")
+    b1, b0 = np.empty(n, np.uint8), np.empty(n, np.uint8)
+    _lo_join(tz, per, low, hi, b1, b0)
+    return b1, b0
 
 # ------------------------------------------------------------------------------------------------
 # field reassembly: one pass over the output instead of numpy's several temporaries

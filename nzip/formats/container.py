@@ -222,7 +222,7 @@ class Item:
                                         f"is corrupt ({why})")
         return CorruptDataError(f"{self.path}: array {name!r} cannot be read ({exc})")
 
-    def read_blob(self, name: str) -> bytes:
+    def read_blob(self, name: str) -> bytes | memoryview:
         """The bytes of a raw, one-chunk uint8 array (a codec's own stream), read straight from the
         store with its crc32c checked: no zarr machinery per array, which matters for checkpoints
         with hundreds of tensors. Other stores fall back to :meth:`read`."""
@@ -244,12 +244,12 @@ class Item:
         if data is None:
             return self.read(name).tobytes()
         if isinstance(self._store, ZipStore):
-            return data[:-4]  # zipfile checked the entry's CRC-32 over these very bytes
+            return memoryview(data)[:-4]  # zipfile checked the entry's CRC-32 over these very bytes
         import crc32c
 
         if len(data) < 4 or crc32c.crc32c(data[:-4]) != int.from_bytes(data[-4:], "little"):
             raise CorruptDataError(f"{self.path}: array {name!r} chunk 0 is corrupt (checksum mismatch)")
-        return data[:-4]
+        return memoryview(data)[:-4]
 
     def stored_bytes(self) -> int:
         """Bytes of the container (the whole file for .nz)."""
