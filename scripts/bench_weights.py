@@ -222,6 +222,13 @@ def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int):
                 allocation="separable")
     add(f"nzip weights/quant (Fisher, separable row/column steps) @{rates[-1]}",
         dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), time.perf_counter() - t0)
+    for codec in ("weights/quant", "weights/lr2vq"):  # very low rate: where VQ should shine
+        dst = work / "q.nz"
+        t0 = time.perf_counter()
+        nzip.encode(src, dst, codec=codec, overwrite=True, bpw=2.0, calib=calib)
+        add(f"nzip {codec} (Fisher steps) @2.0" if codec.endswith("quant")
+            else f"nzip {codec} (k-means, shared codebooks) @2.0",
+            dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), time.perf_counter() - t0)
     if calib_steps:
         dst = work / "q.nz"
         t0 = time.perf_counter()
