@@ -143,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nzip: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `nzip info big.nz | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

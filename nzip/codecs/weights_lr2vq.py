@@ -39,7 +39,7 @@ from ..formats.checkpoint import Checkpoint
 from ..formats.container import ArraySpec, Item
 from ..registry import register
 from .weights_lossless import CheckpointCodec, base_entry, lossless_array, lossless_bytes
-from .weights_quant import ARRAY_OVERHEAD_BITS, FLOATS, MIN_NUMEL, as_float32, from_float32
+from .weights_quant import ARRAY_OVERHEAD_BITS, FLOATS, MIN_NUMEL, as_float32, from_float32, side_file_bits
 
 MAX_K = 4096
 
@@ -179,6 +179,7 @@ class WeightsLR2VQ(CheckpointCodec):
             k = p["k"]
         elif "bpw" in p:  # the largest power of two whose plain code rate fits the budget
             fixed = (16 * sum(v.size for v in raw16.values()) + sum(8 * lossless_array(t).data.size for t in others)
+                     + side_file_bits(ck)
                      + sum(16 * t.shape[0] for t in vq)
                      + ARRAY_OVERHEAD_BITS * (2 * len(vq) + 3 * len(members) + len(raw16) + len(others) + 2))
             n_vec = sum(t.numel for t in vq) // m

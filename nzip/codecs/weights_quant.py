@@ -46,6 +46,14 @@ CHUNK = 1 << 20  # elements per code chunk
 ARRAY_OVERHEAD_BITS = 8 * 600  # container bytes per stored array (zarr.json + zip entry), measured + margin
 
 
+def side_file_bits(ck: Checkpoint) -> int:
+    """Bits the container spends on what is not a tensor: headers, gaps, a folder's other files."""
+    import zlib
+
+    blobs = [*ck.headers.values(), *ck.files.values(), *(g for gs in ck.gaps.values() for _, g in gs)]
+    return sum(8 * len(zlib.compress(b, 9)) for b in blobs)
+
+
 def as_float32(t: TensorRecord) -> np.ndarray:
     """The tensor's values as float32 (bf16 widened exactly)."""
     if t.dtype == "F32":
@@ -269,6 +277,7 @@ class WeightsQuant(CheckpointCodec):
                  if t.alias_of is None and t.dtype in FLOATS and t.name not in qnames}
         others = [t for t in ck.tensors if t.alias_of is None and t.dtype not in FLOATS]
         fixed_bits = (16 * sum(v.size for v in raw16.values()) + sum(8 * lossless_array(t).data.size for t in others)
+                      + side_file_bits(ck)
                       + ARRAY_OVERHEAD_BITS * (3 * len(quantised) + len(raw16) + len(others) + 2 + len(ck.files)))
         budget = bpw * n_params * 0.998 - fixed_bits  # 0.2 %: chunk headers and checksums of the codes
         if budget <= 0 or not quantised:
