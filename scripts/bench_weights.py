@@ -275,7 +275,7 @@ def plot(points, path: Path) -> None:
     ax.set_xlabel("bits per weight (everything counted)")
     ax.set_ylabel("mean cosine of sentence embeddings")
     ax.set_title("all-MiniLM-L6-v2: rate vs fidelity")
-    ax.set_ylim(0.85, 1.001)
+    ax.set_ylim(max(0.0, min(0.85, min(p[2] for p in points) - 0.02)), 1.001)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
