@@ -18,10 +18,14 @@ from .errors import InvalidInputError
 
 
 class SentenceCalibration:
-    """Mean-pooled, normalised sentence embeddings of a sentence-transformers model (BERT-style:
-    the first module's transformer body), distilled with 1 - cosine to the original's."""
+    """A sentence-transformers model (BERT-style: the first module's transformer body, mean
+    pooling, normalisation). Outputs are the last layer's token states and the sentence
+    embeddings; the distillation loss is 1 - cosine of the sentence embeddings plus the token
+    states' squared error relative to the original's energy (the token term gives Fisher
+    estimates and calibration far more signal per sentence than the pooled vector alone)."""
 
-    def __init__(self, model_dir: str | Path, texts: list[str], max_len: int = 64):
+    def __init__(self, model_dir: str | Path, texts: list[str], max_len: int = 64,
+                 token_weight: float = 1.0):
         try:
             import torch
             from sentence_transformers import SentenceTransformer
@@ -38,10 +42,16 @@ class SentenceCalibration:
         self.batches = self.tok(list(texts), padding=True, truncation=True, max_length=max_len,
                                 return_tensors="pt")
         self.n = len(texts)
+        self.token_weight = token_weight
         with torch.no_grad():
-            self.ref = self.outputs({}, torch.arange(self.n))
+            parts = [self.outputs({}, torch.arange(i, min(self.n, i + 128))) for i in range(0, self.n, 128)]
+            width = self.batches["input_ids"].shape[1]
+            self.ref_tokens = torch.zeros(self.n, width, parts[0][0].shape[-1])
+            for i, (tokens, _) in zip(range(0, self.n, 128), parts):
+                self.ref_tokens[i : i + len(tokens), : tokens.shape[1]] = tokens
+            self.ref = torch.cat([sent for _, sent in parts])
 
-    def embed(self, batch, params=None):
+    def _forward(self, batch, params):
         import torch
 
         out = torch.func.functional_call(self.body, params or {}, args=(),
@@ -49,14 +59,24 @@ class SentenceCalibration:
                                                      attention_mask=batch["attention_mask"]))
         h = out.last_hidden_state
         m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
-        return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)
+        sent = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)
+        return h * m, sent
+
+    def embed(self, batch, params=None):
+        """Normalised sentence embeddings of a tokenised batch under ``params``."""
+        return self._forward(batch, params)[1]
 
     def outputs(self, params, idx):
-        return self.embed({k: v[idx] for k, v in self.batches.items()}, params)
+        """(masked token states, sentence embeddings) of calibration inputs ``idx``."""
+        mask = self.batches["attention_mask"][idx]
+        width = int(mask.sum(1).max())
+        return self._forward({k: v[idx, :width] for k, v in self.batches.items()}, params)
 
     def loss(self, params, idx):
-        e = self.outputs(params, idx)
-        return (1 - (e * self.ref[idx]).sum(-1)).mean()
+        tokens, sent = self.outputs(params, idx)
+        ref_tokens = self.ref_tokens[idx, : tokens.shape[1]]
+        tok = ((tokens - ref_tokens) ** 2).sum() / (ref_tokens**2).sum().clamp(min=1e-12)
+        return (1 - (sent * self.ref[idx]).sum(-1)).mean() + self.token_weight * tok
 
 
 def from_text_file(model_dir: str | Path, path: str | Path) -> SentenceCalibration:

@@ -182,7 +182,7 @@ def rtn(sd, bits: int, group: int | None):
     return out, bits_total / n
 
 
-def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int):
+def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int, calib_only: bool = False):
     import nzip
     import torch
     from safetensors.torch import load_file
@@ -209,20 +209,24 @@ def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int):
         points.append((name.split(" @")[0].split(" qp")[0], bpw, c))
         print(rows[-1], flush=True)
 
-    for label, kw in (("nzip weights/quant (std steps)", {}), ("nzip weights/quant (Fisher steps)", {"calib": calib})):
+    for label, kw in (() if calib_only else (("nzip weights/quant (std steps)", {}),
+                                              ("nzip weights/quant (Fisher steps)", {"calib": calib}))):
         for bpw in rates:
             dst = work / "q.nz"
             t0 = time.perf_counter()
             nzip.encode(src, dst, codec="weights/quant", overwrite=True, bpw=bpw, **kw)
             secs = time.perf_counter() - t0
             add(f"{label} @{bpw}", dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), secs)
-    dst = work / "q.nz"
-    t0 = time.perf_counter()
-    nzip.encode(src, dst, codec="weights/quant", overwrite=True, bpw=rates[-1], calib=calib,
-                allocation="separable")
-    add(f"nzip weights/quant (Fisher, separable row/column steps) @{rates[-1]}",
-        dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), time.perf_counter() - t0)
-    for codec in ("weights/quant", "weights/lr2vq"):  # very low rate: where VQ should shine
+    if calib_only:
+        rates = []
+    for _ in rates[-1:]:
+        dst = work / "q.nz"
+        t0 = time.perf_counter()
+        nzip.encode(src, dst, codec="weights/quant", overwrite=True, bpw=rates[-1], calib=calib,
+                    allocation="separable")
+        add(f"nzip weights/quant (Fisher, separable row/column steps) @{rates[-1]}",
+            dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), time.perf_counter() - t0)
+    for codec in () if calib_only else ("weights/quant", "weights/lr2vq"):  # very low rate
         dst = work / "q.nz"
         t0 = time.perf_counter()
         nzip.encode(src, dst, codec=codec, overwrite=True, bpw=2.0, calib=calib)
@@ -236,6 +240,8 @@ def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int):
                     calib_steps=calib_steps)
         add(f"nzip weights/quant (Fisher + {calib_steps} distillation steps) @{calib_rate}",
             dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), time.perf_counter() - t0)
+    if calib_only:
+        return rows, points
     for bits, group in ((8, None), (4, 128), (4, None)):
         t0 = time.perf_counter()
         out, bpw = rtn(sd, bits, group)
@@ -289,6 +295,7 @@ def main() -> None:
     ap.add_argument("--rates", default="3,4,5")
     ap.add_argument("--calib-steps", type=int, default=150)
     ap.add_argument("--plot", default="docs/weights_rate_fidelity.png")
+    ap.add_argument("--calib-only", action="store_true", help="only the calibrated quant point")
     args = ap.parse_args()
     parts = args.parts.split(",")
     work = Path(args.workdir)
@@ -312,10 +319,11 @@ def main() -> None:
         print("\n### all-MiniLM-L6-v2 (fp32 source), lossy: rate vs fidelity\n")
         print("| method | bpw | mean cosine (512 eval sentences) | encode s |\n|---|---:|---:|---:|")
         rates = [float(r) for r in args.rates.split(",")]
-        _, points = lossy_rows(work, rates, rates[0], args.calib_steps)
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        plot(points, Path(args.plot))
-        print(f"\nplot: {args.plot}")
+        _, points = lossy_rows(work, rates, rates[0], args.calib_steps, args.calib_only)
+        if not args.calib_only:
+            Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+            plot(points, Path(args.plot))
+            print(f"\nplot: {args.plot}")
 
 
 if __name__ == "__main__":
