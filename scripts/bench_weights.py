@@ -273,8 +273,8 @@ def plot(points, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name in dict.fromkeys(p[0] for p in points):
-        xs = [p[1] for p in points if p[0] == name]
-        ys = [p[2] for p in points if p[0] == name]
+        pts = sorted((p[1], p[2]) for p in points if p[0] == name)
+        xs, ys = [x for x, _ in pts], [y for _, y in pts]
         ax.plot(xs, ys, "o-" if len(xs) > 1 else "s", label=name)
     ax.axhline(0.98, color="grey", lw=0.5, ls="--")
     ax.axhline(0.999, color="grey", lw=0.5, ls="--")
