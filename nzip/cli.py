@@ -98,7 +98,7 @@ def _cmd_info(a: argparse.Namespace) -> None:
         print(json.dumps(info, indent=2))
         return
     print(f"{info['path']}: nzip format {info['format']}, codec {info['codec']} v{info['codec_version']}")
-    source = {k: v for k, v in info["source"].items() if k != "tensors"}
+    source = {k: v for k, v in info["source"].items() if k not in ("tensors", "side")}
     print(f"  source  {json.dumps(source)}")
     print(f"  params  {json.dumps(info['params'])}")
     ratio = f"{info['ratio']:.3f}" if info["ratio"] else "-"

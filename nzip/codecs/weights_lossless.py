@@ -499,19 +499,24 @@ class CheckpointCodec(Codec):
     def encode(self, item: Any, progress=None, **params: Any) -> Encoded:
         ck = _as_checkpoint(item)
         manifest, arrays, recorded = self.encode_tensors(ck, params, progress)
+        side = []  # [array, kind, file, offset]: listed in the manifest so a reader needs no zarr attrs
+
+        def put(name, kind, rel, buf, offset=0):
+            blob = zlib.compress(buf, 9)
+            arrays[name] = ArraySpec(_bytes_array(blob), chunks=(max(1, len(blob)),), symbols=False,
+                                     attrs={"file": rel, "offset": offset})
+            side.append([name, kind, rel, offset])
+
         for j, (rel, header) in enumerate(sorted(ck.headers.items())):
-            arrays[f"h{j:04d}"] = ArraySpec(_bytes_array(zlib.compress(header, 9)), symbols=False,
-                                            attrs={"file": rel})
+            put(f"h{j:04d}", "header", rel, header)
         for j, (rel, gaps) in enumerate(sorted(ck.gaps.items())):
             for k, (off, g) in enumerate(gaps):
-                arrays[f"g{j:04d}_{k}"] = ArraySpec(_bytes_array(zlib.compress(g, 9)), symbols=False,
-                                                    attrs={"file": rel, "offset": off})
+                put(f"g{j:04d}_{k}", "gap", rel, g, off)
         for j, (rel, buf) in enumerate(sorted(ck.files.items())):
-            arrays[f"f{j:04d}"] = ArraySpec(_bytes_array(zlib.compress(buf, 9)), symbols=False,
-                                            attrs={"file": rel})
+            put(f"f{j:04d}", "file", rel, buf)
         n_params = sum(t.numel for t in ck.tensors if t.alias_of is None)
         source = {"modality": "weights", "format": ck.kind, "bytes": ck.nbytes, "n_params": n_params,
-                  "tensors": manifest}
+                  "tensors": manifest, "side": side}
         if ck.extras:
             source["extras"] = ck.extras
         return Encoded(arrays=arrays, params=recorded, source=source)
@@ -660,21 +665,25 @@ def load_checkpoint(container: Item, codec: CheckpointCodec, names=None, progres
     ck = Checkpoint(src.get("format", "safetensors"), tensors, extras=dict(src.get("extras", {})))
     if names is not None:
         return ck
-    for name in container.array_names():
-        if not name.startswith(("h", "g", "f")):
-            continue
-        attrs = dict(container.array(name).attrs)
-        if "file" in attrs:
-            try:
-                buf = zlib.decompress(container.read(name).tobytes())
-            except zlib.error:
-                raise CorruptDataError(f"{container.path}: array {name!r} is corrupt") from None
-            if name.startswith("h"):
-                ck.headers[attrs["file"]] = buf
-            elif name.startswith("g"):
-                ck.gaps.setdefault(attrs["file"], []).append((int(attrs["offset"]), buf))
-            else:
-                ck.files[attrs["file"]] = buf
+    side = src.get("side")
+    if not isinstance(side, list):
+        raise CorruptDataError(f"{container.path}: no list of headers and files")
+    for entry in side:
+        try:
+            name, kind, rel, offset = entry
+            buf = zlib.decompress(container.read_blob(name))
+        except (ValueError, TypeError):
+            raise CorruptDataError(f"{container.path}: malformed side entry {entry!r}") from None
+        except zlib.error:
+            raise CorruptDataError(f"{container.path}: array {entry[0]!r} is corrupt") from None
+        if kind == "header":
+            ck.headers[rel] = buf
+        elif kind == "gap":
+            ck.gaps.setdefault(rel, []).append((int(offset), buf))
+        elif kind == "file":
+            ck.files[rel] = buf
+        else:
+            raise CorruptDataError(f"{container.path}: unknown side entry kind {kind!r}")
     if ck.kind in ("safetensors", "folder") and not ck.headers:
         raise CorruptDataError(f"{container.path}: safetensors header is missing")
     return ck
