@@ -123,10 +123,7 @@ def _encode_words(sym: np.ndarray, freqs: np.ndarray, lanes: int, block: int):
     words = np.empty(n, dtype=np.uint16)
     first = np.empty(nblocks, dtype=np.int64)
     prec = int(freqs.sum()).bit_length() - 1
-    if nblocks == 1:  # no thread-pool launch for one block (it costs milliseconds on a busy host)
-        first[0] = K._encode_block(sym, 0, n, lanes, freq, cum, prec, states, words, n)
-    else:
-        K.encode_blocks(sym, block, lanes, freq, cum, prec, states, words, first)
+    K.encode_blocks(sym, block, lanes, freq, cum, prec, states, words, first)
     packed = _run_encoder(first, words, n, block, "a symbol has frequency 0 in the table")
     return states, _block_words(first, n, block), packed
 
@@ -330,11 +327,7 @@ def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
     slot_sym, slot_pack = decode_tables(freqs, prec)
     out = np.empty(n, dtype=slot_sym.dtype)
     status = np.empty(nblocks, dtype=np.int64)
-    if nblocks == 1:
-        status[0] = K._decode_block(words, woff[0], woff[1], states, out, 0, n, lanes, prec, slot_sym,
-                                    slot_pack)
-    else:
-        K.decode_blocks(words, woff, states, out, block, lanes, prec, slot_sym, slot_pack, status)
+    K.decode_blocks(words, woff, states, out, block, lanes, prec, slot_sym, slot_pack, status)
     _raise_status(status, what)
     return _unshift(out, offset, dtype, nalpha, r)
 
@@ -381,12 +374,8 @@ def encode_indexed(values, indexes, tables: IndexedTables, *, lanes: int | None 
     states = np.empty(nblocks * lanes, dtype=np.int64)
     words = np.empty(max(n, 1), dtype=np.uint16)
     first = np.empty(nblocks, dtype=np.int64)
-    if nblocks == 1:
-        first[0] = K._encode_block_indexed(v, ix, 0, n, lanes, tables.cdfs, tables.lengths,
-                                           tables.offsets, tables.precision, states, words, n)
-    else:
-        K.encode_blocks_indexed(v, ix, block, lanes, tables.cdfs, tables.lengths, tables.offsets,
-                                tables.precision, states, words, first)
+    K.encode_blocks_indexed(v, ix, block, lanes, tables.cdfs, tables.lengths, tables.offsets,
+                            tables.precision, states, words, first)
     packed = _run_encoder(first, words, n, block, "a table index is out of range")
     s = v.astype(np.int64) - tables.offsets[ix]
     escaped = v[(s < 0) | (s >= tables.lengths[ix] - 1)]
@@ -421,13 +410,8 @@ def decode_indexed(data: bytes | memoryview, indexes, tables: IndexedTables, *,
     words, woff, states = _parse_streams(r, n, lanes, block, nblocks, 0.0)
     out = np.empty(n, dtype=np.int32)
     status = np.empty(nblocks, dtype=np.int64)
-    if nblocks == 1:
-        status[0] = K._decode_block_indexed(words, woff[0], woff[1], states, out, ix, 0, n, lanes, prec,
-                                            tables.cdfs, tables.lengths, tables.offsets, tables.guide,
-                                            tables.guide_shift)
-    elif nblocks > 1:
-        K.decode_blocks_indexed(words, woff, states, out, ix, block, lanes, prec, tables.cdfs,
-                                tables.lengths, tables.offsets, tables.guide, tables.guide_shift, status)
+    K.decode_blocks_indexed(words, woff, states, out, ix, block, lanes, prec, tables.cdfs,
+                            tables.lengths, tables.offsets, tables.guide, tables.guide_shift, status)
     _raise_status(status, what)
     holes = np.flatnonzero(out == np.int32(-(2**31)))
     if len(holes) != n_esc:
@@ -473,10 +457,7 @@ def _encode_words_ctx(sym, ctx, freqs, prec, lanes, block):
     states = np.empty(nblocks * lanes, dtype=np.int64)
     words = np.empty(n, dtype=np.uint16)
     first = np.empty(nblocks, dtype=np.int64)
-    if nblocks == 1:
-        first[0] = K._encode_block_ctx(sym, ctx, 0, n, lanes, freqs, cum, prec, states, words, n)
-    else:
-        K.encode_blocks_ctx(sym, ctx, block, lanes, freqs, cum, prec, states, words, first)
+    K.encode_blocks_ctx(sym, ctx, block, lanes, freqs, cum, prec, states, words, first)
     packed = _run_encoder(first, words, n, block, "a symbol has frequency 0 in its context's table")
     return states, _block_words(first, n, block), packed
 
@@ -592,12 +573,7 @@ def decode_context(data: bytes | memoryview, contexts, *, what: str = "entropy b
         raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
     out = np.empty(n, dtype=slot_sym.dtype)
     status = np.empty(nblocks, dtype=np.int64)
-    cx = cx.astype(np.uint16, copy=False)
-    if nblocks == 1:
-        status[0] = K._decode_block_ctx(words, woff[0], woff[1], states, out, cx, 0, n, lanes, prec,
-                                        slot_sym, slot_pack)
-    else:
-        K.decode_blocks_ctx(words, woff, states, out, cx, block, lanes, prec, slot_sym, slot_pack,
-                            status)
+    K.decode_blocks_ctx(words, woff, states, out, cx.astype(np.uint16, copy=False), block, lanes, prec,
+                        slot_sym, slot_pack, status)
     _raise_status(status, what)
     return out

@@ -117,9 +117,7 @@ def _decode_block(words, wstart, wend, states, out, start, stop, lanes, prec, sl
 
 
 @nb.njit(parallel=True, **_JIT)
-def encode_blocks(sym, block, lanes, freq, cum, prec, states, words, first):
-    """Encode every block in parallel. Block b writes words[b*block : (b+1)*block) from the end;
-    first[b] receives its first word index (or an error code)."""
+def _encode_blocks_par(sym, block, lanes, freq, cum, prec, states, words, first):
     n = sym.shape[0]
     nblocks = first.shape[0]
     for b in nb.prange(nblocks):
@@ -130,7 +128,7 @@ def encode_blocks(sym, block, lanes, freq, cum, prec, states, words, first):
 
 
 @nb.njit(parallel=True, **_JIT)
-def decode_blocks(words, woffsets, states, out, block, lanes, prec, slot_sym, slot_pack, status):
+def _decode_blocks_par(words, woffsets, states, out, block, lanes, prec, slot_sym, slot_pack, status):
     n = out.shape[0]
     nblocks = status.shape[0]
     for b in nb.prange(nblocks):
@@ -219,7 +217,7 @@ def _decode_block_indexed(words, wstart, wend, states, out, idx, start, stop, la
 
 
 @nb.njit(parallel=True, **_JIT)
-def encode_blocks_indexed(val, idx, block, lanes, cdfs, lengths, offsets, prec, states, words, first):
+def _encode_blocks_indexed_par(val, idx, block, lanes, cdfs, lengths, offsets, prec, states, words, first):
     n = val.shape[0]
     nblocks = first.shape[0]
     for b in nb.prange(nblocks):
@@ -230,7 +228,7 @@ def encode_blocks_indexed(val, idx, block, lanes, cdfs, lengths, offsets, prec, 
 
 
 @nb.njit(parallel=True, **_JIT)
-def decode_blocks_indexed(words, woffsets, states, out, idx, block, lanes, prec, cdfs, lengths,
+def _decode_blocks_indexed_par(words, woffsets, states, out, idx, block, lanes, prec, cdfs, lengths,
                           offsets, guide, gshift, status):
     n = out.shape[0]
     nblocks = status.shape[0]
@@ -449,7 +447,7 @@ def _decode_block_ctx(words, wstart, wend, states, out, ctx, start, stop, lanes,
 
 
 @nb.njit(parallel=True, **_JIT)
-def encode_blocks_ctx(sym, ctx, block, lanes, freq, cum, prec, states, words, first):
+def _encode_blocks_ctx_par(sym, ctx, block, lanes, freq, cum, prec, states, words, first):
     n = sym.shape[0]
     nblocks = first.shape[0]
     for b in nb.prange(nblocks):
@@ -460,7 +458,7 @@ def encode_blocks_ctx(sym, ctx, block, lanes, freq, cum, prec, states, words, fi
 
 
 @nb.njit(parallel=True, **_JIT)
-def decode_blocks_ctx(words, woffsets, states, out, ctx, block, lanes, prec, slot_sym, slot_pack,
+def _decode_blocks_ctx_par(words, woffsets, states, out, ctx, block, lanes, prec, slot_sym, slot_pack,
                       status):
     n = out.shape[0]
     nblocks = status.shape[0]
@@ -470,3 +468,66 @@ def decode_blocks_ctx(words, woffsets, states, out, ctx, block, lanes, prec, slo
         status[b] = _decode_block_ctx(words, woffsets[b], woffsets[b + 1],
                                       states[b * lanes:(b + 1) * lanes], out, ctx, start, stop,
                                       lanes, prec, slot_sym, slot_pack)
+
+
+# ------------------------------------------------------------------------------------------------
+# entry points: one block runs its kernel directly (launching numba's thread pool costs
+# milliseconds on a busy host, more than a small block takes); several run in parallel
+# ------------------------------------------------------------------------------------------------
+
+
+def encode_blocks(sym, block, lanes, freq, cum, prec, states, words, first):
+    """Block b writes words[b*block : (b+1)*block) from the end; first[b] gets its first word index
+    (or an error code)."""
+    if first.shape[0] == 1:
+        n = sym.shape[0]
+        first[0] = _encode_block(sym, 0, n, lanes, freq, cum, prec, states, words, n)
+    else:
+        _encode_blocks_par(sym, block, lanes, freq, cum, prec, states, words, first)
+
+
+def decode_blocks(words, woffsets, states, out, block, lanes, prec, slot_sym, slot_pack, status):
+    if status.shape[0] == 1:
+        status[0] = _decode_block(words, woffsets[0], woffsets[1], states, out, 0, out.shape[0], lanes,
+                                  prec, slot_sym, slot_pack)
+    else:
+        _decode_blocks_par(words, woffsets, states, out, block, lanes, prec, slot_sym, slot_pack, status)
+
+
+def encode_blocks_indexed(val, idx, block, lanes, cdfs, lengths, offsets, prec, states, words, first):
+    if first.shape[0] == 1:
+        n = val.shape[0]
+        first[0] = _encode_block_indexed(val, idx, 0, n, lanes, cdfs, lengths, offsets, prec, states,
+                                         words, n)
+    else:
+        _encode_blocks_indexed_par(val, idx, block, lanes, cdfs, lengths, offsets, prec, states, words,
+                                   first)
+
+
+def decode_blocks_indexed(words, woffsets, states, out, idx, block, lanes, prec, cdfs, lengths,
+                          offsets, guide, gshift, status):
+    if status.shape[0] == 1:
+        status[0] = _decode_block_indexed(words, woffsets[0], woffsets[1], states, out, idx, 0,
+                                          out.shape[0], lanes, prec, cdfs, lengths, offsets, guide,
+                                          gshift)
+    else:
+        _decode_blocks_indexed_par(words, woffsets, states, out, idx, block, lanes, prec, cdfs,
+                                   lengths, offsets, guide, gshift, status)
+
+
+def encode_blocks_ctx(sym, ctx, block, lanes, freq, cum, prec, states, words, first):
+    if first.shape[0] == 1:
+        n = sym.shape[0]
+        first[0] = _encode_block_ctx(sym, ctx, 0, n, lanes, freq, cum, prec, states, words, n)
+    else:
+        _encode_blocks_ctx_par(sym, ctx, block, lanes, freq, cum, prec, states, words, first)
+
+
+def decode_blocks_ctx(words, woffsets, states, out, ctx, block, lanes, prec, slot_sym, slot_pack,
+                      status):
+    if status.shape[0] == 1:
+        status[0] = _decode_block_ctx(words, woffsets[0], woffsets[1], states, out, ctx, 0,
+                                      out.shape[0], lanes, prec, slot_sym, slot_pack)
+    else:
+        _decode_blocks_ctx_par(words, woffsets, states, out, ctx, block, lanes, prec, slot_sym,
+                               slot_pack, status)
