@@ -38,8 +38,18 @@ from ..errors import CorruptDataError, InvalidInputError
 from ..formats.checkpoint import Checkpoint
 from ..formats.container import ArraySpec, Item
 from ..registry import register
-from .weights_lossless import CheckpointCodec, base_entry, lossless_array, lossless_bytes
-from .weights_quant import ARRAY_OVERHEAD_BITS, FLOATS, MIN_NUMEL, as_float32, from_float32, side_file_bits
+from .weights_lossless import CheckpointCodec, base_entry
+from .weights_quant import (
+    ARRAY_OVERHEAD_BITS,
+    FLOATS,
+    MIN_NUMEL,
+    as_float32,
+    from_float32,
+    kept_decode,
+    kept_entry,
+    kept_tensors,
+    resolve_calib,
+)
 
 MAX_K = 4096
 
@@ -149,13 +159,7 @@ class WeightsLR2VQ(CheckpointCodec):
     description = "lossy checkpoints at very low rates: low-rank subvector VQ with shared k-means codebooks"
 
     def encode_tensors(self, ck: Checkpoint, params: dict[str, Any], progress=None):
-        calib = params.pop("calib", None)
-        if isinstance(calib, str):
-            from pathlib import Path
-
-            from ..calib import from_text_file
-
-            calib = from_text_file(Path(ck.path) if Path(ck.path).is_dir() else Path(ck.path).parent, calib)
+        calib = resolve_calib(params.pop("calib", None), ck)
         p = self.check_params(params, {"bpw": float, "k": int, "m": int, "rank": int, "calib_steps": int})
         m = p.get("m", 8)
         rank = p.get("rank", m)
@@ -164,10 +168,7 @@ class WeightsLR2VQ(CheckpointCodec):
         n_params = sum(t.numel for t in ck.tensors if t.alias_of is None)
         vq = [t for t in ck.tensors if t.alias_of is None and t.dtype in FLOATS and len(t.shape) >= 2
               and t.numel >= MIN_NUMEL and t.shape[-1] % m == 0]
-        vqn = {t.name for t in vq}
-        raw16 = {t.name: as_float32(t).astype(np.float16) for t in ck.tensors
-                 if t.alias_of is None and t.dtype in FLOATS and t.name not in vqn}
-        others = [t for t in ck.tensors if t.alias_of is None and t.dtype not in FLOATS]
+        raw16, kept_bits = kept_tensors(ck, {t.name for t in vq})
         if not vq:
             raise InvalidInputError(f"no tensor suits lr2vq (matrices of >= {MIN_NUMEL} values whose "
                                     f"last dimension is a multiple of m={m})")
@@ -178,10 +179,8 @@ class WeightsLR2VQ(CheckpointCodec):
         if "k" in p:
             k = p["k"]
         elif "bpw" in p:  # the largest power of two whose plain code rate fits the budget
-            fixed = (16 * sum(v.size for v in raw16.values()) + sum(8 * lossless_array(t).data.size for t in others)
-                     + side_file_bits(ck)
-                     + sum(16 * t.shape[0] for t in vq)
-                     + ARRAY_OVERHEAD_BITS * (2 * len(vq) + 3 * len(members) + len(raw16) + len(others) + 2))
+            fixed = (kept_bits + sum(16 * t.shape[0] for t in vq)
+                     + ARRAY_OVERHEAD_BITS * (2 * len(vq) + 3 * len(members)))
             n_vec = sum(t.numel for t in vq) // m
             k = 2
             while 2 * k <= MAX_K:
@@ -221,13 +220,8 @@ class WeightsLR2VQ(CheckpointCodec):
                                                                   c.shape[1]),
                                                        attrs={"tensor": t.name, "raw_bytes": int(t.data.size)})
                     arrays[entry["scales"]] = ArraySpec(scales[t.name], symbols=False)
-                elif t.name in raw16:
-                    entry.update(kind="f16", array=f"r{i:05d}")
-                    arrays[entry["array"]] = ArraySpec(raw16[t.name].reshape(-1), symbols=False,
-                                                       attrs={"tensor": t.name, "raw_bytes": int(t.data.size)})
                 else:
-                    entry.update(kind="lossless", array=f"t{i:05d}")
-                    arrays[entry["array"]] = lossless_array(t)
+                    kept_entry(i, t, entry, raw16, arrays)
             manifest.append(entry)
         recorded = {"k": k, "m": m, "rank": rank, "groups": len(groups),
                     "calib_steps": p.get("calib_steps", 0) if calib is not None else 0}
@@ -236,12 +230,11 @@ class WeightsLR2VQ(CheckpointCodec):
         return manifest, arrays, recorded
 
     def decode_entry(self, container: Item, entry: dict[str, Any], shape: list[int], numel: int) -> np.ndarray:
+        kept = kept_decode(container, entry, shape, numel)
+        if kept is not None:
+            return kept
         kind = entry.get("kind")
-        if kind == "lossless":
-            return lossless_bytes(container, entry, shape, numel, "best")
-        if kind == "f16":
-            x = container.read(entry["array"]).astype(np.float32)
-        elif kind == "vq":
+        if kind == "vq":
             gi = int(entry["group"])
             cache = container.__dict__.setdefault("_lr2vq_books", {})
             if gi not in cache:

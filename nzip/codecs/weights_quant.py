@@ -246,6 +246,49 @@ def calibrate(codes: dict[str, tuple[np.ndarray, np.ndarray]], raw16: dict[str, 
     return new_codes, new_raw
 
 
+def resolve_calib(calib, ck: Checkpoint):
+    """A calibration object as given, or (CLI) one built from a text file of sentences for the
+    sentence-transformers model in the checkpoint's folder."""
+    if not isinstance(calib, str):
+        return calib
+    from pathlib import Path
+
+    from ..calib import from_text_file
+
+    return from_text_file(Path(ck.path) if Path(ck.path).is_dir() else Path(ck.path).parent, calib)
+
+
+def kept_tensors(ck: Checkpoint, coded: set[str]):
+    """What a lossy weights codec keeps around its coded matrices: float tensors as float16,
+    the rest losslessly, and the container bits all of that takes (headers and files included)."""
+    raw16 = {t.name: as_float32(t).astype(np.float16) for t in ck.tensors
+             if t.alias_of is None and t.dtype in FLOATS and t.name not in coded}
+    others = [t for t in ck.tensors if t.alias_of is None and t.dtype not in FLOATS]
+    bits = (16 * sum(v.size for v in raw16.values()) + sum(8 * lossless_array(t).data.size for t in others)
+            + side_file_bits(ck) + ARRAY_OVERHEAD_BITS * (len(raw16) + len(others) + 2 + len(ck.files)))
+    return raw16, bits
+
+
+def kept_entry(i: int, t: TensorRecord, entry: dict[str, Any], raw16, arrays) -> None:
+    """Manifest entry and array of a tensor :func:`kept_tensors` kept."""
+    if t.name in raw16:
+        entry.update(kind="f16", array=f"r{i:05d}")
+        arrays[entry["array"]] = ArraySpec(raw16[t.name].reshape(-1), symbols=False,
+                                           attrs={"tensor": t.name, "raw_bytes": int(t.data.size)})
+    else:
+        entry.update(kind="lossless", array=f"t{i:05d}")
+        arrays[entry["array"]] = lossless_array(t)
+
+
+def kept_decode(container: Item, entry: dict[str, Any], shape, numel: int):
+    """Raw bytes of a kept tensor, or None when the entry is the codec's own kind."""
+    if entry.get("kind") == "lossless":
+        return lossless_bytes(container, entry, shape, numel, "best")
+    if entry.get("kind") == "f16":
+        return from_float32(container.read(entry["array"]).astype(np.float32), entry["dtype"])
+    return None
+
+
 @register
 class WeightsQuant(CheckpointCodec):
     name = "weights/quant"
@@ -254,14 +297,7 @@ class WeightsQuant(CheckpointCodec):
     description = "lossy checkpoints: per-row uniform quantisation at a target bpw, codes entropy coded"
 
     def encode_tensors(self, ck: Checkpoint, params: dict[str, Any], progress=None):
-        calib = params.pop("calib", None)
-        if isinstance(calib, str):  # CLI: a text file of sentences for a sentence-transformers model
-            from pathlib import Path
-
-            from ..calib import from_text_file
-
-            model_dir = Path(ck.path) if Path(ck.path).is_dir() else Path(ck.path).parent
-            calib = from_text_file(model_dir, calib)
+        calib = resolve_calib(params.pop("calib", None), ck)
         p = self.check_params(params, {"bpw": float, "calib_steps": int, "allocation": str})
         allocation = p.get("allocation", "tensor")
         if allocation not in ("tensor", "separable"):
@@ -272,13 +308,8 @@ class WeightsQuant(CheckpointCodec):
         n_params = sum(t.numel for t in ck.tensors if t.alias_of is None)
         quantised = [t for t in ck.tensors if t.alias_of is None and t.dtype in FLOATS
                      and len(t.shape) >= 2 and t.numel >= MIN_NUMEL]
-        qnames = {t.name for t in quantised}
-        raw16 = {t.name: as_float32(t).astype(np.float16) for t in ck.tensors
-                 if t.alias_of is None and t.dtype in FLOATS and t.name not in qnames}
-        others = [t for t in ck.tensors if t.alias_of is None and t.dtype not in FLOATS]
-        fixed_bits = (16 * sum(v.size for v in raw16.values()) + sum(8 * lossless_array(t).data.size for t in others)
-                      + side_file_bits(ck)
-                      + ARRAY_OVERHEAD_BITS * (3 * len(quantised) + len(raw16) + len(others) + 2 + len(ck.files)))
+        raw16, kept_bits = kept_tensors(ck, {t.name for t in quantised})
+        fixed_bits = kept_bits + ARRAY_OVERHEAD_BITS * 3 * len(quantised)
         budget = bpw * n_params * 0.998 - fixed_bits  # 0.2 %: chunk headers and checksums of the codes
         if budget <= 0 or not quantised:
             raise InvalidInputError(f"--bpw {bpw} leaves no room for the quantised tensors (the kept "
@@ -303,13 +334,8 @@ class WeightsQuant(CheckpointCodec):
                     if cf is not None:
                         entry["col_steps"] = f"c{i:05d}"
                         arrays[entry["col_steps"]] = ArraySpec(cf, symbols=False)
-                elif t.name in raw16:
-                    entry.update(kind="f16", array=f"r{i:05d}")
-                    arrays[entry["array"]] = ArraySpec(raw16[t.name].reshape(-1), symbols=False,
-                                                       attrs={"tensor": t.name, "raw_bytes": int(t.data.size)})
                 else:
-                    entry.update(kind="lossless", array=f"t{i:05d}")
-                    arrays[entry["array"]] = lossless_array(t)
+                    kept_entry(i, t, entry, raw16, arrays)
             manifest.append(entry)
         recorded = {"bpw_target": bpw, "steps": "fisher" if sens else "std",
                     "allocation": allocation if sens else "tensor",
@@ -317,12 +343,11 @@ class WeightsQuant(CheckpointCodec):
         return manifest, arrays, recorded
 
     def decode_entry(self, container: Item, entry: dict[str, Any], shape: list[int], numel: int) -> np.ndarray:
+        kept = kept_decode(container, entry, shape, numel)
+        if kept is not None:
+            return kept
         kind = entry.get("kind")
-        if kind == "lossless":
-            return lossless_bytes(container, entry, shape, numel, "best")
-        if kind == "f16":
-            x = container.read(entry["array"]).astype(np.float32)
-        elif kind == "q":
+        if kind == "q":
             q = container.read(entry["array"])
             s = container.read(entry["steps"])
             cf = container.read(entry["col_steps"]) if entry.get("col_steps") else None
