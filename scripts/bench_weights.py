@@ -21,12 +21,12 @@ import argparse
 import hashlib
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from bench_entropy import timed  # scripts/ is on sys.path when a script runs
 
 
 def minilm_file() -> Path:
@@ -41,15 +41,6 @@ def make_bf16(src: Path, dst: Path) -> None:
     sd = load_file(str(src))
     save_file({k: (v.bfloat16() if v.is_floating_point() else v).contiguous() for k, v in sd.items()},
               str(dst))
-
-
-def timed(fn, repeat):
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
 
 
 def sha(p) -> str:
