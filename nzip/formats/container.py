@@ -115,6 +115,13 @@ def _minify(data: bytes) -> bytes:
     return json.dumps(meta, separators=(",", ":")).encode()
 
 
+def nz_size(attrs: dict[str, Any], arrays: dict[str, ArraySpec]) -> int:
+    """Bytes of the .nz file that :func:`write_item` would write (codecs fitting a size budget)."""
+    mem = MemoryStore()
+    _fill_group(mem, {"format": FORMAT, **attrs}, arrays)
+    return len(_zip_bytes(mem))
+
+
 def write_item(dst: str | os.PathLike, attrs: dict[str, Any], arrays: dict[str, ArraySpec],
                overwrite: bool = False, progress=None) -> None:
     """Write one item atomically. ``attrs`` is the ``nzip`` attribute dict (format is added)."""

@@ -1,0 +1,316 @@
+"""``image/vqgan``: extreme-rate images as a grid of VQ indices, after "Extreme Image Compression
+using Fine-tuned VQGANs" (Mao et al., 2023).
+
+An image becomes one index per 16x16 pixels. The rate is chosen by the codebook *level*: the
+4096-code codebook of nzip's autoencoder and its k-means clusterings into 1024, 256 and 64 codes
+(the decoder is fine-tuned to serve all of them). Where the paper codes indices with a fixed length
+(log2(K) bits), nzip codes them with a learned prior: integer context tables (the classes of the
+left and upper neighbours pick the table) through ``nzip.entropy.grid``, so decoding the indices is
+exact on every machine; only the pixels come out of a float network.
+
+Any image size: the image is padded to a multiple of 16 (edge replicated) and cut into tiles of
+``tile`` pixels (default 1024); each tile's indices are an independent stream, so a region decodes
+from its own tiles (:func:`decode_region`). The network runs tile by tile with a margin, so large
+images need little memory and show no seams.
+
+``--param level=K`` picks a level; ``--bpp X`` (or ``--param bpp=X``) picks the largest level whose
+whole .nz file fits X bits per pixel. The network and tables are trained by scripts/train_vqgan.py
+and shipped in nzip/pretrained/ (see its manifest.json); containers name them by hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..entropy.grid import GridModel
+from ..errors import CorruptDataError, InvalidInputError, NzipError
+from ..formats.container import ArraySpec, Item, nz_size
+from ..formats.image import read_image, write_image
+from ..registry import Codec, Encoded, register
+
+PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
+MODEL_NAME = "vqgan-f16"
+F = 16  # pixels per index along each side
+DEFAULT_LEVEL = 256
+DEFAULT_TILE = 1024
+MARGIN = 4  # indices of context around a tile when the network runs tile by tile
+
+
+class ModelMissingError(NzipError):
+    """The shipped network of a learned codec is not installed."""
+
+    exit_code = 7
+
+
+@dataclass
+class _Model:
+    net: Any
+    books: dict[int, Any]  # level -> codebook (torch float32)
+    priors: dict[int, GridModel]
+    sha: str  # first 16 hex digits of sha256 over the weight files
+
+    @property
+    def levels(self) -> list[int]:
+        return sorted(self.books, reverse=True)
+
+
+_MODEL: _Model | None = None
+_MODEL_LOCK = threading.Lock()
+
+
+def load_model(folder: Path | None = None) -> _Model:
+    """The shipped network, codebook levels and prior tables (loaded once per process)."""
+    global _MODEL
+    with _MODEL_LOCK:
+        if _MODEL is not None and folder is None:
+            return _MODEL
+        import torch
+        from safetensors import safe_open
+        from safetensors.numpy import load_file as load_np
+
+        from .vqgan_net import VQAutoencoder
+
+        folder = PRETRAINED if folder is None else Path(folder)
+        net_file, prior_file = folder / f"{MODEL_NAME}.safetensors", folder / f"{MODEL_NAME}-prior.safetensors"
+        for f in (net_file, prior_file):
+            if not f.is_file():
+                raise ModelMissingError(f"image/vqgan: {f} is missing; train it with scripts/train_vqgan.py "
+                                        "or reinstall nzip")
+        h = hashlib.sha256()
+        for f in (net_file, prior_file):
+            h.update(f.read_bytes())
+        with safe_open(str(net_file), "pt") as fh:
+            meta = fh.metadata()
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        net = VQAutoencoder(json.loads(meta["config"]))
+        sd = {k: v.float() for k, v in tensors.items() if k.startswith(("encoder.", "decoder.")) or k == "codebook"}
+        net.load_state_dict(sd)
+        net.eval()
+        books = {int(net.codebook.shape[0]): net.codebook}
+        for k, v in tensors.items():
+            if k.startswith("codebook_") and int(k.split("_")[1]) in json.loads(meta["levels"]):
+                books[int(k.split("_")[1])] = v.float()
+        prior = load_np(str(prior_file))
+        priors = {}
+        for k in books:
+            priors[k] = GridModel(prior[f"freqs_{k}"].astype(np.int64), prior[f"classes_{k}"],
+                                  int(prior["precision"][0]))
+        model = _Model(net, books, priors, h.hexdigest()[:16])
+        if folder == PRETRAINED:
+            _MODEL = model
+        return model
+
+
+def _tiles(h: int, w: int, tile: int):
+    """(y0, y1, x0, x1) in index units for each tile, raster order."""
+    t = tile // F
+    for y in range(0, h, t):
+        for x in range(0, w, t):
+            yield y, min(h, y + t), x, min(w, x + t)
+
+
+def _pad(img: np.ndarray) -> np.ndarray:
+    H, W = img.shape[:2]
+    ph, pw = -H % F, -W % F
+    if ph or pw:
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    return img
+
+
+def _run_tiled(fn, grid_h: int, grid_w: int, tile: int, margin: int):
+    """Call fn(y0, y1, x0, x1) on each tile grown by ``margin`` indices; yield the crops to keep."""
+    for y0, y1, x0, x1 in _tiles(grid_h, grid_w, tile):
+        a0, a1 = max(0, y0 - margin), min(grid_h, y1 + margin)
+        b0, b1 = max(0, x0 - margin), min(grid_w, x1 + margin)
+        yield (y0, y1, x0, x1), fn(a0, a1, b0, b1), (y0 - a0, x0 - b0)
+
+
+def image_indices(model: _Model, img: np.ndarray, level: int, tile: int = DEFAULT_TILE) -> np.ndarray:
+    """The index grid (H/16, W/16) of a uint8 RGB image at a codebook level."""
+    import torch
+
+    img = _pad(img)
+    gh, gw = img.shape[0] // F, img.shape[1] // F
+    out = np.empty((gh, gw), np.int32)
+    x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        def enc(a0, a1, b0, b1):
+            part = x[:, :, a0 * F:a1 * F, b0 * F:b1 * F].float() / 255
+            return model.net.nearest(model.net.latents(part), model.books[level])[0].numpy()
+
+        for (y0, y1, x0, x1), idx, (dy, dx) in _run_tiled(enc, gh, gw, tile, MARGIN):
+            out[y0:y1, x0:x1] = idx[dy:dy + y1 - y0, dx:dx + x1 - x0]
+    return out
+
+
+def indices_image(model: _Model, grid: np.ndarray, level: int, tile: int = DEFAULT_TILE,
+                  device: str = "cpu") -> np.ndarray:
+    """uint8 RGB pixels (16 * grid shape) from an index grid."""
+    import torch
+
+    gh, gw = grid.shape
+    out = np.empty((gh * F, gw * F, 3), np.uint8)
+    dev = torch.device(device)
+    net = model.net.to(dev)
+    book = model.books[level].to(dev)
+    g = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.int64)).to(dev)
+    with torch.no_grad():
+        def dec(a0, a1, b0, b1):
+            y = net.decode_indices(g[None, a0:a1, b0:b1], book)[0]
+            return (y * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+        for (y0, y1, x0, x1), px, (dy, dx) in _run_tiled(dec, gh, gw, tile, MARGIN):
+            out[y0 * F:y1 * F, x0 * F:x1 * F] = px[dy * F:(dy + y1 - y0) * F, dx * F:(dx + x1 - x0) * F]
+    return out
+
+
+@register
+class ImageVQGAN(Codec):
+    name = "image/vqgan"
+    modality = "image"
+    version = 1
+    suffixes = ()  # images have no default codec yet: pass --codec image/vqgan
+    description = "extreme-rate images: VQ index grid (16x), k-means codebook levels, learned index prior"
+
+    def read(self, path: str) -> np.ndarray:
+        return read_image(path)
+
+    def write(self, item: np.ndarray, path: str, overwrite: bool = False) -> None:
+        write_image(item, path, overwrite)
+
+    def encode(self, item: Any, progress=None, **params: Any) -> Encoded:
+        p = self.check_params(params, {"level": int, "bpp": float, "tile": int})
+        img = np.asarray(item)
+        if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
+            raise InvalidInputError(f"image/vqgan codes uint8 (H, W) or (H, W, 3) images, not {img.dtype} "
+                                    f"{list(img.shape)}")
+        if min(img.shape[:2]) < 1:
+            raise InvalidInputError("image/vqgan: the image is empty")
+        grey = img.ndim == 2 or img.shape[2] == 1
+        rgb = np.repeat(img.reshape(*img.shape[:2], 1), 3, axis=2) if grey else img
+        tile = p.get("tile", DEFAULT_TILE)
+        if tile < F or tile % F:
+            raise InvalidInputError(f"tile must be a positive multiple of {F} pixels, got {tile}")
+        if "level" in p and "bpp" in p:
+            raise InvalidInputError("pass either level or bpp, not both")
+        model = load_model()
+        H, W = img.shape[:2]
+        gh, gw = -(-H // F), -(-W // F)
+        tiles = list(_tiles(gh, gw, tile))
+        src = {"modality": "image", "shape": list(img.shape), "dtype": "uint8"}
+        if "bpp" in p:
+            if not p["bpp"] > 0:
+                raise InvalidInputError(f"bpp must be positive, got {p['bpp']}")
+            for level in model.levels:  # the largest level whose whole .nz file fits
+                enc = self._encoded(model, rgb, level, tile, tiles, src)
+                attrs = {"codec": self.name, "codec_version": self.version, "params": enc.params, "source": src}
+                if nz_size(attrs, enc.arrays) * 8 <= p["bpp"] * H * W:
+                    break
+            else:
+                warnings.warn(f"image/vqgan: {p['bpp']} bpp is below the smallest level ({level} codes) for "
+                              "this image; using that level", stacklevel=3)
+        else:
+            level = p.get("level", DEFAULT_LEVEL)
+            if level not in model.books:
+                raise InvalidInputError(f"level must be one of {', '.join(map(str, model.levels))}, got {level}")
+            enc = self._encoded(model, rgb, level, tile, tiles, src)
+        if progress is not None:
+            progress(img.size)
+        return enc
+
+    def _encoded(self, model: _Model, rgb: np.ndarray, level: int, tile: int, tiles, src) -> Encoded:
+        grid = image_indices(model, rgb, level, tile)
+        streams = [model.priors[level].encode(grid[y0:y1, x0:x1]) for y0, y1, x0, x1 in tiles]
+        blob = np.frombuffer(b"".join(streams), np.uint8)
+        return Encoded(
+            arrays={"codes": ArraySpec(blob, symbols=False)},
+            params={"level": level, "tile": tile, "model": MODEL_NAME, "model_sha256": model.sha,
+                    "streams": [len(s) for s in streams]},
+            source=src,
+        )
+
+    def decode(self, container: Item, progress=None, device: str = "cpu") -> np.ndarray:
+        grid, level, tile = read_indices(container)
+        model = _checked_model(container)
+        shape = tuple(container.source["shape"])
+        out = indices_image(model, grid, level, tile, device)[: shape[0], : shape[1]]
+        if progress is not None:
+            progress(math.prod(shape))
+        if len(shape) == 2 or shape[2] == 1:
+            grey = np.rint(out.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
+            return grey.clip(0, 255).astype(np.uint8).reshape(shape)
+        return out
+
+
+def _checked_model(container: Item) -> _Model:
+    model = load_model()
+    prm = container.params
+    if prm.get("model") != MODEL_NAME or prm.get("model_sha256") != model.sha:
+        raise CorruptDataError(
+            f"{container.path}: made with model {prm.get('model')} {prm.get('model_sha256')}, but this nzip "
+            f"ships {MODEL_NAME} {model.sha}; decode it with the nzip version that wrote it")
+    return model
+
+
+def read_indices(container: Item, tiles_wanted: set[int] | None = None) -> tuple[np.ndarray, int, int]:
+    """The index grid of an image container (tiles not wanted stay -1), its level and tile size."""
+    prm, src = container.params, container.source
+    model = _checked_model(container)
+    level, tile = int(prm["level"]), int(prm["tile"])
+    if level not in model.priors:
+        raise CorruptDataError(f"{container.path}: unknown codebook level {level}")
+    H, W = src["shape"][:2]
+    gh, gw = -(-H // F), -(-W // F)
+    tiles = list(_tiles(gh, gw, tile))
+    lengths = [int(v) for v in prm["streams"]]
+    if len(lengths) != len(tiles):
+        raise CorruptDataError(f"{container.path}: {len(lengths)} index streams for {len(tiles)} tiles")
+    blob = container.read_blob("codes")
+    if sum(lengths) != len(blob):
+        raise CorruptDataError(f"{container.path}: index streams hold {len(blob)} bytes, expected {sum(lengths)}")
+    grid = np.full((gh, gw), -1, np.int32)
+    pos = 0
+    for t, ((y0, y1, x0, x1), n) in enumerate(zip(tiles, lengths)):
+        if tiles_wanted is None or t in tiles_wanted:
+            grid[y0:y1, x0:x1] = model.priors[level].decode(blob[pos:pos + n], (y1 - y0, x1 - x0),
+                                                            what=f"{container.path}: tile {t}")
+        pos += n
+    return grid, level, tile
+
+
+def decode_region(path: str, box: tuple[int, int, int, int], device: str = "cpu") -> np.ndarray:
+    """Pixels of the region (left, top, right, bottom) of an image container, decoding only the
+    tiles it touches (and their neighbours, for the network's context)."""
+    from ..formats.container import open_item
+
+    left, top, right, bottom = (int(v) for v in box)
+    with open_item(path) as it:
+        if it.codec != ImageVQGAN.name:
+            raise InvalidInputError(f"{path} holds {it.codec}, not an image/vqgan image")
+        H, W = it.source["shape"][:2]
+        if not (0 <= left < right <= W and 0 <= top < bottom <= H):
+            raise InvalidInputError(f"region {box} is not inside the {W}x{H} image")
+        tile = int(it.params["tile"])
+        gh, gw = -(-H // F), -(-W // F)
+        t = tile // F
+        a0, a1 = max(0, top // F - MARGIN), min(gh, -(-bottom // F) + MARGIN)
+        b0, b1 = max(0, left // F - MARGIN), min(gw, -(-right // F) + MARGIN)
+        cols = -(-gw // t)
+        wanted = {ty * cols + tx for ty in range(a0 // t, (a1 - 1) // t + 1) for tx in range(b0 // t, (b1 - 1) // t + 1)}
+        grid, level, _ = read_indices(it, wanted)
+        model = _checked_model(it)
+        sub = grid[a0:a1, b0:b1]
+        px = indices_image(model, sub, level, max(tile, F * max(sub.shape)), device)
+        out = px[top - a0 * F:bottom - a0 * F, left - b0 * F:right - b0 * F]
+        if len(it.source["shape"]) == 2:
+            out = np.rint(out.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+        return out
+

@@ -1,0 +1,377 @@
+"""Train image/vqgan's autoencoder, its k-means codebook levels and its index prior (issue 4).
+
+Data: the training pool made by scripts/prepare_images.py (data/images/train: opencv-doc photos,
+scikit-image colour photos, forensics-samples photos and video frames). The 14 lomiri test photos
+are never read here. Random crops at several scales (a window of 128..512 pixels resized to the
+crop size), random flips.
+
+Phases (each resumable; the state lives in --work, default out/vqgan):
+
+    python scripts/train_vqgan.py main --steps 6000        # autoencoder + 4096-code EMA codebook
+    python scripts/train_vqgan.py levels                   # k-means codebooks 1024/256/64 (+16 ctx)
+    python scripts/train_vqgan.py finetune --steps 2000    # shared decoder, a random level per batch
+    python scripts/train_vqgan.py prior                    # context tables of the index prior
+    python scripts/train_vqgan.py export                   # nzip/pretrained/vqgan-f16.safetensors
+
+Training runs in bfloat16 autocast (CPUs with AMX run it ~8x faster than float32); the exported
+weights are float16. `main` and `finetune` save every --save-every steps and on Ctrl-C, and resume
+where they stopped. `--init PATH` starts a phase from an exported model (when out/ was lost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nzip.codecs.vqgan_net import VQAutoencoder  # noqa: E402
+
+LEVELS = [1024, 256, 64]
+CTX_CLASSES = 16  # the coarse clustering whose classes of the left and upper neighbours form contexts
+
+
+# ---------------------------------------------------------------- data
+class Crops:
+    def __init__(self, folder: Path, size: int, seed: int) -> None:
+        files = sorted(folder.glob("*.png"))
+        if not files:
+            sys.exit(f"no training images in {folder}: run scripts/prepare_images.py first")
+        if any("lomiri" in f.name or "_by_" in f.name for f in files):
+            sys.exit("the training folder holds a lomiri test photo; refusing to train on it")
+        self.images = [Image.open(f).convert("RGB") for f in files]
+        for im in self.images:
+            im.load()
+        self.size = size
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> torch.Tensor:
+        out = np.empty((n, self.size, self.size, 3), np.uint8)
+        for i in range(n):
+            im = self.images[self.rng.integers(len(self.images))]
+            side = min(im.width, im.height)
+            lo = min(self.size, side)
+            win = int(self.rng.uniform(lo, min(side, 4 * self.size)))
+            x = self.rng.integers(0, im.width - win + 1)
+            y = self.rng.integers(0, im.height - win + 1)
+            crop = im.resize((self.size, self.size), Image.BICUBIC, box=(x, y, x + win, y + win))
+            a = np.asarray(crop)
+            if self.rng.random() < 0.5:
+                a = a[:, ::-1]
+            out[i] = a
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255).contiguous(
+            memory_format=torch.channels_last)
+
+
+# ---------------------------------------------------------------- state
+def save_state(work: Path, phase: str, model: VQAutoencoder, opt, step: int, extra: dict) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = work / f"{phase}.tmp"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp) + ".model",
+              metadata={"config": json.dumps(model.config)})
+    torch.save({"opt": opt.state_dict(), "extra": {k: v for k, v in extra.items() if torch.is_tensor(v)}},
+               str(tmp) + ".opt")
+    (work / f"{phase}.json").with_suffix(".json.tmp").write_text(
+        json.dumps({"step": step, **{k: v for k, v in extra.items() if not torch.is_tensor(v)}}))
+    Path(str(tmp) + ".model").replace(work / f"{phase}.safetensors")
+    Path(str(tmp) + ".opt").replace(work / f"{phase}.opt")
+    (work / f"{phase}.json.tmp").replace(work / f"{phase}.json")
+
+
+def load_model(path: Path) -> VQAutoencoder:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        config = json.loads(f.metadata()["config"])
+    model = VQAutoencoder(config)
+    sd = {k: v.float() for k, v in load_file(str(path)).items()}
+    model.load_state_dict(sd, strict=False)  # exports carry extra tensors (levels, prior)
+    return model
+
+
+# ---------------------------------------------------------------- losses
+def ms_ssim_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    from pytorch_msssim import ms_ssim
+
+    return 1 - ms_ssim(y.float(), x.float(), data_range=1.0, win_size=7)
+
+
+def psnr(y: torch.Tensor, x: torch.Tensor) -> float:
+    return float(-10 * torch.log10(F.mse_loss(y.float().clamp(0, 1), x).clamp_min(1e-10)))
+
+
+def train(args, phase: str) -> None:
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    ck = work / f"{phase}.safetensors"
+    step, extra = 0, {}
+    if ck.exists():
+        model = load_model(ck)
+        meta = json.loads((work / f"{phase}.json").read_text())
+        step = meta.pop("step")
+        extra.update(meta)
+        saved = torch.load(work / f"{phase}.opt", weights_only=True)
+        extra.update(saved["extra"])
+    elif phase == "finetune":
+        src = Path(args.init) if args.init else work / "main.safetensors"
+        model = load_model(src)
+    else:
+        model = load_model(Path(args.init)) if args.init else VQAutoencoder()
+    model.train()
+    model.to(memory_format=torch.channels_last)
+    params = list(model.encoder.parameters()) + list(model.decoder.parameters())
+    lr = args.lr if args.lr else (3e-4 if phase == "main" else 1e-4)
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
+    if ck.exists():
+        opt.load_state_dict(saved["opt"])
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+    K, d = model.codebook.shape
+    if phase == "main":
+        ema_n = extra.get("ema_n", torch.ones(K))
+        ema_s = extra.get("ema_s", model.codebook.clone())
+    else:
+        levels = load_file(str(work / "levels.safetensors"))
+        books = [model.codebook] + [levels[f"codebook_{k}"] for k in LEVELS]
+
+    data = Crops(Path(args.data), args.crop, args.seed + step)
+    from collections import deque
+
+    recent: deque = deque(maxlen=50)
+    bar = tqdm(total=args.steps, initial=min(step, args.steps), desc=phase, dynamic_ncols=True)
+    t_save = time.time()
+    hist: dict[str, list[float]] = {"loss": [], "psnr": [], "msssim": []}
+    try:
+        while step < args.steps:
+            x = data.batch(args.batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                z = model.latents(x)
+            if phase == "main":
+                book = model.codebook
+            else:
+                book = books[step % len(books)]
+            idx = model.nearest(z.detach(), book)
+            q = book[idx].permute(0, 3, 1, 2)
+            commit = F.mse_loss(z, q.detach()) * d
+            q_st = z + (q - z).detach()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = model.decode_codes(q_st.contiguous(memory_format=torch.channels_last))
+            l_ms = ms_ssim_loss(y, x)
+            l_mse = F.mse_loss(y.float(), x)
+            loss = l_ms + args.mse_weight * l_mse + 0.25 * commit
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            if phase == "main":
+                with torch.no_grad():
+                    flat = z.detach().permute(0, 2, 3, 1).reshape(-1, d)
+                    onehot_n = torch.bincount(idx.reshape(-1), minlength=K).float()
+                    sums = torch.zeros(K, d).index_add_(0, idx.reshape(-1), flat)
+                    ema_n.mul_(args.decay).add_(onehot_n, alpha=1 - args.decay)
+                    ema_s.mul_(args.decay).add_(sums, alpha=1 - args.decay)
+                    model.codebook.copy_(F.normalize(ema_s / ema_n.clamp_min(1e-6)[:, None], dim=1))
+                    recent.append(idx.reshape(-1))
+                    if step % 10 == 0:  # restart dead codes at the worst-quantised latents of this batch
+                        dead = (ema_n < args.dead).nonzero().reshape(-1)
+                        if len(dead):
+                            err = 1 - (flat * model.codebook[idx.reshape(-1)]).sum(1)
+                            order = torch.argsort(err, descending=True)
+                            pick = flat[order[torch.randint(min(len(flat), 4 * len(dead) + 1), (len(dead),))]]
+                            new = F.normalize(pick + 0.02 * torch.randn_like(pick), dim=1)
+                            model.codebook[dead] = new
+                            ema_s[dead] = new * args.dead * 3
+                            ema_n[dead] = args.dead * 3
+                extra.update(ema_n=ema_n, ema_s=ema_s)
+            step += 1
+            hist["loss"].append(float(loss))
+            hist["psnr"].append(psnr(y, x))
+            hist["msssim"].append(1 - float(l_ms))
+            if step % 10 == 0:
+                post = {k: f"{np.mean(v[-50:]):.4f}" for k, v in hist.items()}
+                if phase == "main":  # codes actually chosen over the last 50 batches
+                    post["used"] = int(torch.cat(list(recent)).unique().numel())
+                bar.set_postfix(post)
+            bar.update(1)
+            if step % args.save_every == 0 or time.time() - t_save > 600:
+                save_state(work, phase, model, opt, step, extra)
+                t_save = time.time()
+                with open(work / f"{phase}.log", "a") as f:
+                    f.write(json.dumps({"step": step, **{k: float(np.mean(v[-100:])) for k, v in hist.items()}}) + "\n")
+    except KeyboardInterrupt:
+        print("interrupted; saving", file=sys.stderr)
+    finally:
+        bar.close()
+        save_state(work, phase, model, opt, step, extra)
+
+
+# ---------------------------------------------------------------- levels: k-means of the codebook
+def weighted_kmeans(x: np.ndarray, w: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
+    """k-means++ seeded, usage-weighted k-means of unit vectors; centroids renormalised (cosine)."""
+    rng = np.random.default_rng(seed)
+    w = w + 1e-3 * w.mean()
+    cent = [x[rng.choice(len(x), p=w / w.sum())]]
+    d2 = ((x - cent[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        p = w * d2
+        cent.append(x[rng.choice(len(x), p=p / p.sum())])
+        d2 = np.minimum(d2, ((x - cent[-1]) ** 2).sum(1))
+    c = np.stack(cent)
+    for _ in range(iters):
+        a = (x @ c.T).argmax(1)
+        s = np.zeros_like(c)
+        np.add.at(s, a, x * w[:, None])
+        n = np.bincount(a, weights=w, minlength=k)
+        empty = n <= 0
+        c = np.where(empty[:, None], c, s / np.maximum(n, 1e-12)[:, None])
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+    return c.astype(np.float32)
+
+
+@torch.no_grad()
+def latent_maps(model: VQAutoencoder, folder: Path, scales=(1.0, 0.7, 0.5)) -> list[torch.Tensor]:
+    """Encoder outputs (dim, h, w) of every training image at a few scales (usage and the prior)."""
+    model.eval()
+    out = []
+    for f in tqdm(sorted(folder.glob("*.png")), desc="latents"):
+        im = Image.open(f).convert("RGB")
+        for s in scales:
+            w, h = (int(im.width * s) // 16 * 16, int(im.height * s) // 16 * 16)
+            if w < 64 or h < 64:
+                continue
+            a = np.asarray(im.resize((w, h), Image.LANCZOS))
+            x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() / 255
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out.append(model.latents(x)[0].float())
+    return out
+
+
+def levels(args) -> None:
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    model = load_model(work / "main.safetensors")
+    K = model.codebook.shape[0]
+    maps = [model.nearest(z[None], model.codebook)[0].numpy() for z in latent_maps(model, Path(args.data))]
+    usage = np.bincount(np.concatenate([m.ravel() for m in maps]), minlength=K).astype(np.float64)
+    cb = model.codebook.numpy().astype(np.float64)
+    out = {"usage": torch.from_numpy(usage.astype(np.float32))}
+    for k in LEVELS + [CTX_CLASSES]:
+        print(f"k-means {K} -> {k}")
+        out[f"codebook_{k}"] = torch.from_numpy(weighted_kmeans(cb, usage, k, 30, args.seed))
+    save_file(out, str(work / "levels.safetensors"))
+    print(f"codes used on the training pool: {(usage > 0).sum()} of {K}")
+
+
+# ---------------------------------------------------------------- prior: context tables
+def prior(args) -> None:
+    """Counts of each level's index given the coarse classes of its left and upper neighbours."""
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    src = work / ("finetune.safetensors" if (work / "finetune.safetensors").exists() else "main.safetensors")
+    model = load_model(src)
+    lv = load_file(str(work / "levels.safetensors"))
+    zs = latent_maps(model, Path(args.data))
+    ctx_book = lv[f"codebook_{CTX_CLASSES}"]
+    out = {}
+    for k in [model.codebook.shape[0]] + LEVELS:
+        book = model.codebook if k == model.codebook.shape[0] else lv[f"codebook_{k}"]
+        cls = model.nearest(book.T[None, :, :, None], ctx_book)[0, :, 0].numpy()  # class of each code
+        maps = [model.nearest(z[None], book)[0].numpy() for z in zs]
+        C = CTX_CLASSES + 1  # + "outside the image"
+        counts = np.zeros((C * C, k), np.int64)
+        for m in maps:
+            c = cls[m]
+            left = np.full_like(c, CTX_CLASSES)
+            left[:, 1:] = c[:, :-1]
+            up = np.full_like(c, CTX_CLASSES)
+            up[1:] = c[:-1]
+            np.add.at(counts, (left * C + up, m), 1)
+        out[f"prior_counts_{k}"] = torch.from_numpy(counts.astype(np.int32))
+        out[f"code_class_{k}"] = torch.from_numpy(cls.astype(np.int32))
+        n = counts.sum()
+        p0 = counts.sum(0) / n
+        h0 = -(p0[p0 > 0] * np.log2(p0[p0 > 0])).sum()
+        print(f"level {k}: {n} indices, order-0 entropy {h0:.2f} bits (uniform {math.log2(k):.2f})")
+    save_file(out, str(work / "prior.safetensors"))
+
+
+def export(args) -> None:
+    """The network (float16; codebooks float32) and the prior's integer tables, for nzip/pretrained."""
+    from safetensors.numpy import save_file as save_np
+
+    from nzip.entropy.grid import GridModel
+
+    work = Path(args.work)
+    src = work / ("finetune.safetensors" if (work / "finetune.safetensors").exists() else "main.safetensors")
+    model = load_model(src)
+    tensors = {k: v.half().contiguous() for k, v in model.state_dict().items() if k != "codebook"}
+    tensors["codebook"] = model.codebook.float().contiguous()
+    lv = load_file(str(work / "levels.safetensors"))
+    for k in LEVELS:
+        tensors[f"codebook_{k}"] = lv[f"codebook_{k}"].float().contiguous()
+    trained = {p: json.loads((work / f"{p}.json").read_text())["step"]
+               for p in ("main", "finetune") if (work / f"{p}.json").exists()}
+    meta = {"config": json.dumps(model.config), "levels": json.dumps(LEVELS), "trained": json.dumps(trained)}
+    pr = load_file(str(work / "prior.safetensors"))
+    prior = {"precision": np.array([16], np.int32)}
+    for k in [model.codebook.shape[0]] + LEVELS:
+        counts = pr[f"prior_counts_{k}"].numpy()
+        cls = pr[f"code_class_{k}"].numpy()
+        gm = GridModel.from_counts(counts, cls, 16, smoothing=args.smoothing)
+        prior[f"freqs_{k}"] = gm.freqs.astype(np.uint16)
+        prior[f"classes_{k}"] = cls.astype(np.uint8)
+        n = counts.sum()
+        print(f"level {k}: prior {(counts * (16 - np.log2(gm.freqs))).sum() / n:.3f} bits/index on the "
+              f"training maps (uniform {math.log2(k):.2f})")
+    dst = Path(args.out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for path, write in ((dst, lambda t: save_file(tensors, str(t), metadata=meta)),
+                        (dst.with_name(dst.stem + "-prior.safetensors"), lambda t: save_np(prior, str(t)))):
+        tmp = path.with_suffix(".tmp")
+        write(tmp)
+        tmp.replace(path)
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("phase", choices=["main", "levels", "finetune", "prior", "export"])
+    ap.add_argument("--data", default=str(ROOT / "data/images/train"))
+    ap.add_argument("--work", default=str(ROOT / "out/vqgan"))
+    ap.add_argument("--out", default=str(ROOT / "nzip/pretrained/vqgan-f16.safetensors"))
+    ap.add_argument("--init", help="start from this exported model")
+    ap.add_argument("--steps", type=int, default=6000, help="train until this step count")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--mse-weight", type=float, default=4.0)
+    ap.add_argument("--decay", type=float, default=0.97)
+    ap.add_argument("--dead", type=float, default=0.02, help="EMA usage below which a code is restarted")
+    ap.add_argument("--save-every", type=int, default=250)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--smoothing", type=float, default=0.5, help="prior: order-0 pseudo-counts per symbol")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    if a.phase in ("main", "finetune"):
+        train(a, a.phase)
+    else:
+        {"levels": levels, "prior": prior, "export": export}[a.phase](a)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
