@@ -139,6 +139,10 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
             arrays.append({"name": name, "shape": list(a.shape), "dtype": str(a.dtype),
                            "chunks": list(a.chunks), "n_chunks": nchunks,
                            "stored_bytes": int(a.nbytes_stored()), "raw_bytes": int(a.nbytes)})
+        for name in it.inline_names():
+            n = len(it.read_blob(name))
+            arrays.append({"name": name, "shape": [n], "dtype": "uint8", "chunks": [n], "n_chunks": 1,
+                           "stored_bytes": n, "raw_bytes": n, "inline": True})
         stored = it.stored_bytes()
         raw = _raw_bytes(it.source)
         return {"path": path, "format": it.meta.get("format"), "codec": it.codec,

@@ -174,3 +174,25 @@ def test_forged_chunk_shape_is_refused(tmp_path):
     _rewrite_zip(tmp_path / "a.nz", tmp_path / "b.nz", swap)
     with pytest.raises(CorruptDataError, match="chunk 0 .*more than the 10 expected"):
         nzip.decode(tmp_path / "b.nz")
+
+
+@pytest.mark.parametrize("name", ["i.nz", "i_dir", "memory://inline/i.nz"])
+def test_inline_streams(tmp_path, name):
+    from nzip.formats.container import ArraySpec, INLINE_MAX, nz_size, open_item, write_item
+
+    dst = name if "://" in name else str(tmp_path / name)
+    small = np.frombuffer(os.urandom(1400), np.uint8)
+    big = np.frombuffer(os.urandom(INLINE_MAX + 1), np.uint8)
+    arrays = {"s": ArraySpec(small, symbols=False, inline=True), "b": ArraySpec(big, symbols=False, inline=True)}
+    attrs = {"codec": "array/rans", "codec_version": 1}
+    write_item(dst, attrs, arrays)
+    with open_item(dst) as it:
+        assert it.inline_names() == ["s"] and it.array_names() == ["b"]  # too big to inline
+        assert bytes(it.read_blob("s")) == small.tobytes() and bytes(it.read_blob("b")) == big.tobytes()
+        assert np.array_equal(it.read("s"), small)
+    if name == "i.nz":
+        assert os.path.getsize(dst) == nz_size(attrs, arrays)
+        plain = {"s": ArraySpec(small, symbols=False), "b": arrays["b"]}
+        assert nz_size(attrs, plain) - nz_size(attrs, arrays) > 250  # what inlining saves
+        info = nzip.info(dst)
+        assert {a["name"] for a in info["arrays"]} == {"s", "b"}

@@ -117,21 +117,28 @@ def test_corrupt_streams_and_foreign_models(tmp_path, model):
     nzip.encode(img, tmp_path / "a.nz", codec="image/vqgan", level=model.levels[0])
     with zipfile.ZipFile(tmp_path / "a.nz") as z:
         entries = {n: z.read(n) for n in z.namelist()}
-    chunk = entries["codes/c/0"]
+    assert sorted(entries) == ["zarr.json"]  # the index stream is inline: one zip entry in all
 
     def rewrite(name, data):
         with zipfile.ZipFile(tmp_path / name, "w") as z:
             for n, d in entries.items():
                 z.writestr(n, data.get(n, d))
 
-    # a changed index stream whose crc32c is recomputed: the entropy layer's own check catches it
-    import crc32c
+    # a changed index stream (the zip CRC recomputed): the entropy layer's own check catches it
+    import base64
+    import json
 
-    body = bytearray(chunk[:-4])
+    meta = json.loads(entries["zarr.json"])
+    body = bytearray(base64.b64decode(meta["attributes"]["nzip"]["inline"]["codes"]))
     body[len(body) // 2] ^= 0x40
-    rewrite("flip.nz", {"codes/c/0": bytes(body) + crc32c.crc32c(bytes(body)).to_bytes(4, "little")})
+    meta["attributes"]["nzip"]["inline"]["codes"] = base64.b64encode(bytes(body)).decode()
+    rewrite("flip.nz", {"zarr.json": json.dumps(meta).encode()})
     with pytest.raises(CorruptDataError):
         nzip.decode(tmp_path / "flip.nz")
+    meta["attributes"]["nzip"]["inline"]["codes"] = "not base64!"
+    rewrite("b64.nz", {"zarr.json": json.dumps(meta).encode()})
+    with pytest.raises(CorruptDataError, match="base64"):
+        nzip.decode(tmp_path / "b64.nz")
     meta = entries["zarr.json"].replace(model.sha.encode(), b"0123456789abcdef")
     rewrite("sha.nz", {"zarr.json": meta})
     with pytest.raises(CorruptDataError, match="model"):

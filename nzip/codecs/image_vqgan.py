@@ -231,7 +231,7 @@ class ImageVQGAN(Codec):
         streams = [model.priors[level].encode(grid[y0:y1, x0:x1]) for y0, y1, x0, x1 in tiles]
         blob = np.frombuffer(b"".join(streams), np.uint8)
         return Encoded(
-            arrays={"codes": ArraySpec(blob, symbols=False)},
+            arrays={"codes": ArraySpec(blob, symbols=False, inline=True)},
             params={"level": level, "tile": tile, "model": MODEL_NAME, "model_sha256": model.sha,
                     "streams": [len(s) for s in streams]},
             source=src,
