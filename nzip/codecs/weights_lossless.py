@@ -68,9 +68,10 @@ def _outer_clip(a, b, bias, hi, out):
     cols = b.shape[0]
     for r in nb.prange(a.shape[0]):
         base = a[r] + bias
+        row = out[r * cols:(r + 1) * cols]  # a 0-based slice: the inner loop vectorises
         for c in range(cols):
             v = base + b[c]
-            out[r * cols + c] = 0 if v < 0 else (hi if v > hi else v)
+            row[c] = 0 if v < 0 else (hi if v > hi else v)
 
 
 @nb.njit(**_KJIT)
@@ -80,18 +81,25 @@ def _lo_join(tz, per, low, high, b1, b0):
     hi = 0
     for r in range(tz.shape[0]):
         t = np.uint32(tz[r])
-        for j in range(per):
-            v = np.uint32(0)
-            if t < 16:
-                v = np.uint32(low[li])
-                li += 1
-            if t < 8:
-                v |= np.uint32(high[hi]) << np.uint32(8)
-                hi += 1
-            v <<= t
-            i = r * per + j
-            b1[i] = (v >> np.uint32(8)) & np.uint32(0xFF)
-            b0[i] = v & np.uint32(0xFF)
+        o1, o0 = b1[r * per:(r + 1) * per], b0[r * per:(r + 1) * per]
+        if t >= 16:
+            o1[:] = 0
+            o0[:] = 0
+            continue
+        lw = low[li:li + per]
+        li += per
+        if t < 8:
+            hw = high[hi:hi + per]
+            hi += per
+            for j in range(per):
+                v = (np.uint32(lw[j]) | (np.uint32(hw[j]) << np.uint32(8))) << t
+                o1[j] = (v >> np.uint32(8)) & np.uint32(0xFF)
+                o0[j] = v & np.uint32(0xFF)
+        else:
+            for j in range(per):
+                v = np.uint32(lw[j]) << t
+                o1[j] = (v >> np.uint32(8)) & np.uint32(0xFF)
+                o0[j] = v & np.uint32(0xFF)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,22 +320,26 @@ _JIT = dict(cache=True, nogil=True, boundscheck=False)
 
 
 @nb.njit(**_JIT)
-def _join16_part(e, sm, lo, ebits, out, start, stop):
+def _join16_part(e, sm, lo, ebits, out):
     """sign | exponent | mantissa of 16-bit floats: bf16 (ebits 8, no lo) and fp16 (ebits 5, lo
-    holds the 3 low mantissa bits)."""
-    lobits = 3 if lo.shape[0] else 0
-    for i in range(start, stop):
-        m = np.uint16(sm[i])
-        v = ((m & np.uint16(0x80)) << np.uint16(8)) | (np.uint16(e[i]) << np.uint16(15 - ebits))
-        v |= (m & np.uint16(0x7F)) << np.uint16(lobits)
-        if lobits:
-            v |= np.uint16(lo[i])
-        out[i] = v
+    holds the 3 low mantissa bits). Loops run over range(len) of (sliced) arrays, so numba can
+    prove the index non-negative and vectorise: a range(start, stop) loop was 4-10x slower."""
+    shift = np.uint32(15 - ebits)
+    if lo.shape[0]:
+        for i in range(out.shape[0]):
+            m = np.uint32(sm[i])
+            out[i] = np.uint16(((m & np.uint32(0x80)) << np.uint32(8)) | (np.uint32(e[i]) << shift)
+                               | ((m & np.uint32(0x7F)) << np.uint32(3)) | np.uint32(lo[i]))
+    else:
+        for i in range(out.shape[0]):
+            m = np.uint32(sm[i])
+            out[i] = np.uint16(((m & np.uint32(0x80)) << np.uint32(8)) | (np.uint32(e[i]) << shift)
+                               | (m & np.uint32(0x7F)))
 
 
 @nb.njit(**_JIT)
-def _join32_part(e, sm, b1, b0, out, start, stop):
-    for i in range(start, stop):
+def _join32_part(e, sm, b1, b0, out):
+    for i in range(out.shape[0]):
         m = np.uint32(sm[i])
         out[i] = (((m & np.uint32(0x80)) << np.uint32(24)) | (np.uint32(e[i]) << np.uint32(23))
                   | ((m & np.uint32(0x7F)) << np.uint32(16)) | (np.uint32(b1[i]) << np.uint32(8))
@@ -338,14 +350,16 @@ def _join32_part(e, sm, b1, b0, out, start, stop):
 def _join16_par(e, sm, lo, ebits, out, parts):
     n = out.shape[0]
     for p in nb.prange(parts):
-        _join16_part(e, sm, lo, ebits, out, p * n // parts, (p + 1) * n // parts)
+        a, b = p * n // parts, (p + 1) * n // parts
+        _join16_part(e[a:b], sm[a:b], lo[a:b] if lo.shape[0] else lo, ebits, out[a:b])
 
 
 @nb.njit(parallel=True, **_JIT)
 def _join32_par(e, sm, b1, b0, out, parts):
     n = out.shape[0]
     for p in nb.prange(parts):
-        _join32_part(e, sm, b1, b0, out, p * n // parts, (p + 1) * n // parts)
+        a, b = p * n // parts, (p + 1) * n // parts
+        _join32_part(e[a:b], sm[a:b], b1[a:b], b0[a:b], out[a:b])
 
 
 PARALLEL_MIN = 1 << 20  # below this a thread-pool launch costs more than it saves
@@ -355,14 +369,14 @@ def _join16(e, sm, lo, ebits, out):
     if out.size >= PARALLEL_MIN:
         _join16_par(e, sm, lo, ebits, out, 8)
     else:
-        _join16_part(e, sm, lo, ebits, out, 0, out.size)
+        _join16_part(e, sm, lo, ebits, out)
 
 
 def _join32(e, sm, b1, b0, out):
     if out.size >= PARALLEL_MIN:
         _join32_par(e, sm, b1, b0, out, 8)
     else:
-        _join32_part(e, sm, b1, b0, out, 0, out.size)
+        _join32_part(e, sm, b1, b0, out)
 
 
 # ------------------------------------------------------------------------------------------------
