@@ -565,9 +565,9 @@ def decode_context(data: bytes | memoryview, contexts, *, what: str = "entropy b
         if K.read_table(np.frombuffer(tbytes, dtype=np.uint8), k, nalpha, 1 << prec, freqs) < 0:
             raise r.fail(f"frequency table of context {c} is malformed")
         min_bits = min(min_bits, prec - math.log2(int(freqs.max())))
-        ss, sp = decode_tables(freqs, prec)
-        slot_sym[c << prec:(c + 1) << prec] = ss
-        slot_pack[c << prec:(c + 1) << prec] = sp
+        if int(freqs.sum()) != 1 << prec:
+            raise r.fail(f"frequency table of context {c} does not sum to 2**{prec}")
+        K.fill_slots(freqs, slot_sym[c << prec:(c + 1) << prec], slot_pack[c << prec:(c + 1) << prec])
     words, woff, states = _parse_streams(r, n, lanes, block, nblocks, min_bits)
     if r.pos != len(r.data):
         raise r.fail(f"{len(r.data) - r.pos} trailing bytes")

@@ -241,6 +241,20 @@ def _decode_blocks_indexed_par(words, woffsets, states, out, idx, block, lanes, 
 
 
 @nb.njit(**_JIT)
+def fill_slots(freqs, sym, pack):
+    """Slot tables of one frequency table: the symbol of every slot and (freq << 16 | slot - start),
+    written straight into (slices of) the decoder's arrays. Returns the number of slots filled."""
+    pos = 0
+    for s in range(freqs.shape[0]):
+        f = np.uint64(freqs[s])
+        for k in range(freqs[s]):
+            sym[pos] = s
+            pack[pos] = np.uint32(((f << np.uint64(16)) | np.uint64(k)) & np.uint64(0xFFFFFFFF))
+            pos += 1
+    return pos
+
+
+@nb.njit(**_JIT)
 def compact_words(words, first, block, n, out):
     """Concatenate each block's words (words[first[b] : end of block b]) into out; returns length."""
     pos = 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CorruptDataError, InvalidInputError
+from .lanes import fill_slots
 
 MAX_PRECISION = 16
 # Indexed families default to 2**15: with 32-bit states and 16-bit words, rANS's own loss grows with
@@ -104,11 +105,11 @@ def decode_tables(freqs: np.ndarray, precision: int) -> tuple[np.ndarray, np.nda
     cum = cumulative(freqs)
     if cum[-1] != 1 << precision:
         raise CorruptDataError(f"frequency table sums to {cum[-1]}, not 2**{precision}")
-    symbols = np.repeat(np.arange(len(freqs), dtype=np.int64), freqs)
-    slots = np.arange(1 << precision, dtype=np.int64)
-    packed = (freqs[symbols] << 16) | (slots - cum[symbols])
     sym_dtype = np.uint8 if len(freqs) <= 256 else np.uint16 if len(freqs) <= 65536 else np.uint32
-    return symbols.astype(sym_dtype), packed.astype(np.uint32)
+    symbols = np.empty(1 << precision, dtype=sym_dtype)
+    packed = np.empty(1 << precision, dtype=np.uint32)
+    fill_slots(freqs, symbols, packed)
+    return symbols, packed
 
 
 # ---------------------------------------------------------------------------------------------
