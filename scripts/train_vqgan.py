@@ -5,13 +5,15 @@ scikit-image colour photos, forensics-samples photos and video frames). The 14 l
 are never read here. Random crops at several scales (a window of 128..512 pixels resized to the
 crop size), random flips.
 
+Needs ``pip install -e ".[train]"`` (pytorch-msssim; scikit-image and PyAV for the data script).
 Phases (each resumable; the state lives in --work, default out/vqgan):
 
     python scripts/train_vqgan.py main --steps 6000        # autoencoder + 4096-code EMA codebook
-    python scripts/train_vqgan.py levels                   # k-means codebooks 1024/256/64 (+16 ctx)
+    python scripts/train_vqgan.py levels                   # k-means codebooks 1024/512/256/64 (+16 ctx)
     python scripts/train_vqgan.py finetune --steps 2000    # shared decoder, a random level per batch
     python scripts/train_vqgan.py prior                    # context tables of the index prior
     python scripts/train_vqgan.py export                   # nzip/pretrained/vqgan-f16.safetensors
+    python scripts/train_vqgan.py eval --model main        # network alone per level, on the dev set
 
 Training runs in bfloat16 autocast (CPUs with AMX run it ~8x faster than float32); the exported
 weights are float16. `main` and `finetune` save every --save-every steps and on Ctrl-C, and resume
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from nzip.codecs.vqgan_net import VQAutoencoder  # noqa: E402
 
-LEVELS = [1024, 256, 64]
+LEVELS = [1024, 512, 256, 64]
 CTX_CLASSES = 16  # the coarse clustering whose classes of the left and upper neighbours form contexts
 
 
@@ -309,6 +311,36 @@ def prior(args) -> None:
     save_file(out, str(work / "prior.safetensors"))
 
 
+@torch.no_grad()
+def evaluate(args) -> None:
+    """PSNR / MS-SSIM of the network alone at every level (no entropy coding) on --images: shows
+    what fine-tuning for the k-means levels buys. Reporting only; nothing here trains."""
+    from nzip.metrics import ms_ssim, psnr as psnr_u8
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    model = load_model(work / f"{args.model}.safetensors")
+    model.eval()
+    lv = load_file(str(work / "levels.safetensors"))
+    books = {model.codebook.shape[0]: model.codebook, **{k: lv[f"codebook_{k}"] for k in LEVELS}}
+    files = sorted(Path(args.images).glob("*.png"))
+    res: dict[int, list[tuple[float, float]]] = {k: [] for k in books}
+    for f in tqdm(files, desc=f"eval {args.model}"):
+        a = np.asarray(Image.open(f).convert("RGB"))
+        h, w = a.shape[0] // 16 * 16, a.shape[1] // 16 * 16
+        a = np.ascontiguousarray(a[:h, :w])
+        x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
+        z = model.latents(x)
+        for k, book in books.items():
+            y = model.decode_indices(model.nearest(z, book), book)
+            b = (y[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            res[k].append((psnr_u8(a, b), ms_ssim(a, b)))
+    print(f"{args.model} ({json.loads((work / f'{args.model}.json').read_text())['step']} steps) on {len(files)} images")
+    for k in sorted(res, reverse=True):
+        v = np.array(res[k])
+        print(f"  level {k:5d}: PSNR {v[:, 0].mean():.2f} dB  MS-SSIM {v[:, 1].mean():.4f}")
+
+
 def export(args) -> None:
     """The network (float16; codebooks float32) and the prior's integer tables, for nzip/pretrained."""
     from safetensors.numpy import save_file as save_np
@@ -339,21 +371,46 @@ def export(args) -> None:
               f"training maps (uniform {math.log2(k):.2f})")
     dst = Path(args.out)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    written = []
     for path, write in ((dst, lambda t: save_file(tensors, str(t), metadata=meta)),
                         (dst.with_name(dst.stem + "-prior.safetensors"), lambda t: save_np(prior, str(t)))):
         tmp = path.with_suffix(".tmp")
         write(tmp)
         tmp.replace(path)
+        written.append(path)
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    manifest_update(dst.parent / "manifest.json", written, trained)
+
+
+def manifest_update(manifest: Path, files: list[Path], trained: dict) -> None:
+    """One line per shipped file: sha256, bytes, data, command; quality is filled by
+    scripts/bench_image.py --manifest (measured on the dev set, which training never reads)."""
+    import hashlib
+
+    entries = json.loads(manifest.read_text()) if manifest.exists() else {}
+    for f in files:
+        entries[f.name] = {
+            "sha256": hashlib.sha256(f.read_bytes()).hexdigest(), "bytes": f.stat().st_size,
+            "codec": "image/vqgan",
+            "data": "scripts/prepare_images.py training pool: opencv-doc photos, scikit-image colour photos, "
+                    "forensics-samples-files photos, frames of cockatoo.mp4, cityCC0.mpg, the forensics phone "
+                    "video, tree.avi and vtest.avi (no lomiri wallpaper)",
+            "command": "scripts/train_vqgan.py main; levels; finetune; prior; export",
+            "steps": trained,
+            "quality": entries.get(f.name, {}).get("quality", "not measured yet"),
+        }
+    manifest.write_text(json.dumps(entries, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=["main", "levels", "finetune", "prior", "export"])
+    ap.add_argument("phase", choices=["main", "levels", "finetune", "prior", "export", "eval"])
     ap.add_argument("--data", default=str(ROOT / "data/images/train"))
     ap.add_argument("--work", default=str(ROOT / "out/vqgan"))
     ap.add_argument("--out", default=str(ROOT / "nzip/pretrained/vqgan-f16.safetensors"))
     ap.add_argument("--init", help="start from this exported model")
+    ap.add_argument("--model", default="finetune", help="eval: which checkpoint (main or finetune)")
+    ap.add_argument("--images", default=str(ROOT / "data/images/test"), help="eval: a folder of PNGs")
     ap.add_argument("--steps", type=int, default=6000, help="train until this step count")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=128)
@@ -369,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.phase in ("main", "finetune"):
         train(a, a.phase)
     else:
-        {"levels": levels, "prior": prior, "export": export}[a.phase](a)
+        {"levels": levels, "prior": prior, "export": export, "eval": evaluate}[a.phase](a)
     return 0
 
 
