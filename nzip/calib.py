@@ -2,8 +2,10 @@
 
 A calibration object has ``n`` (number of inputs), ``outputs(params, idx)`` (the model's outputs
 on inputs ``idx`` with the tensors in ``params`` swapped in, torch tensors keyed by checkpoint
-name) and ``loss(params, idx)`` (a distillation loss against the original model's outputs).
-Codecs use it for Fisher-information step allocation and distillation fine-tuning.
+name) and ``loss(params, idx)`` (a distillation loss against the original model's outputs), and
+optionally ``linear_inputs(names)`` (the Gram matrix of each linear layer's inputs, keyed by its
+weight's name). Codecs use it for Fisher-information step allocation, error-feedback rounding
+and distillation fine-tuning.
 
 :class:`SentenceCalibration` builds one for a sentence-transformers model folder and a list of
 sentences (``nzip encode model/ m.nz --codec weights/quant --bpw 3 --param calib=texts.txt``);
@@ -71,6 +73,41 @@ class SentenceCalibration:
         mask = self.batches["attention_mask"][idx]
         width = int(mask.sum(1).max())
         return self._forward({k: v[idx, :width] for k, v in self.batches.items()}, params)
+
+    def linear_inputs(self, names, n: int = 512, batch_size: int = 64) -> dict:
+        """Gram matrices H = sum x x^T of the inputs of the linear layers whose weights are named
+        in ``names`` (over the real tokens of the first ``n`` calibration sentences), for
+        error-feedback (GPTQ-style) rounding. Weights that are not a linear layer's are absent."""
+        import torch
+
+        mods = {f"{m}.weight": mod for m, mod in self.body.named_modules() if isinstance(mod, torch.nn.Linear)}
+        want = {k: mods[k] for k in names if k in mods}
+        H = {k: torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for k, m in want.items()}
+        state = {}
+
+        def hook(name):
+            def fn(module, args):
+                x = args[0].detach().double()
+                x = x.reshape(-1, x.shape[-1])
+                keep = state["mask"].reshape(-1) > 0
+                if x.shape[0] == keep.shape[0]:  # token inputs: real tokens only (not the pooler's)
+                    x = x[keep]
+                H[name] += x.T @ x
+            return fn
+
+        handles = [m.register_forward_pre_hook(hook(k)) for k, m in want.items()]
+        try:
+            with torch.no_grad():
+                for i in range(0, min(n, self.n), batch_size):
+                    idx = torch.arange(i, min(n, self.n, i + batch_size))
+                    mask = self.batches["attention_mask"][idx]
+                    width = int(mask.sum(1).max())
+                    state["mask"] = mask[:, :width]
+                    self._forward({k: v[idx, :width] for k, v in self.batches.items()}, {})
+        finally:
+            for h in handles:
+                h.remove()
+        return {k: v.numpy() for k, v in H.items()}
 
     def loss(self, params, idx):
         tokens, sent = self.outputs(params, idx)

@@ -173,7 +173,8 @@ def rtn(sd, bits: int, group: int | None):
     return out, bits_total / n
 
 
-def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int, calib_only: bool = False):
+def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int, calib_only: bool = False,
+               rounding_only: bool = False):
     import nzip
     import torch
     from safetensors.torch import load_file
@@ -200,8 +201,19 @@ def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int, calib_onl
         points.append((name.split(" @")[0].split(" qp")[0], bpw, c))
         print(rows[-1], flush=True)
 
+    if rounding_only:  # the effect of GPTQ-style rounding alone: same steps, same budget
+        for alloc, rnd in (("tensor", "nearest"), ("tensor", "gptq"), ("separable", "nearest"), ("separable", "gptq")):
+            for bpw in rates if alloc == "tensor" else rates[-1:]:
+                dst = work / "q.nz"
+                t0 = time.perf_counter()
+                nzip.encode(src, dst, codec="weights/quant", overwrite=True, bpw=bpw, calib=calib,
+                            allocation=alloc, rounding=rnd)
+                add(f"nzip weights/quant (Fisher{', separable row/column' if alloc == 'separable' else ''} steps, "
+                    f"{'GPTQ' if rnd == 'gptq' else 'nearest'} rounding) @{bpw}",
+                    dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), time.perf_counter() - t0)
+        return rows, points
     for label, kw in (() if calib_only else (("nzip weights/quant (std steps)", {}),
-                                              ("nzip weights/quant (Fisher steps)", {"calib": calib}))):
+                                              ("nzip weights/quant (Fisher steps, GPTQ rounding)", {"calib": calib}))):
         for bpw in rates:
             dst = work / "q.nz"
             t0 = time.perf_counter()
@@ -215,7 +227,7 @@ def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int, calib_onl
         t0 = time.perf_counter()
         nzip.encode(src, dst, codec="weights/quant", overwrite=True, bpw=rates[-1], calib=calib,
                     allocation="separable")
-        add(f"nzip weights/quant (Fisher, separable row/column steps) @{rates[-1]}",
+        add(f"nzip weights/quant (Fisher, separable row/column steps, GPTQ rounding) @{rates[-1]}",
             dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), time.perf_counter() - t0)
     for codec in () if calib_only else ("weights/quant", "weights/lr2vq"):  # very low rate
         dst = work / "q.nz"
@@ -229,7 +241,7 @@ def lossy_rows(work: Path, rates, calib_rate: float, calib_steps: int, calib_onl
         t0 = time.perf_counter()
         nzip.encode(src, dst, codec="weights/quant", overwrite=True, bpw=calib_rate, calib=calib,
                     calib_steps=calib_steps)
-        add(f"nzip weights/quant (Fisher + {calib_steps} distillation steps) @{calib_rate}",
+        add(f"nzip weights/quant (Fisher, GPTQ rounding + {calib_steps} distillation steps) @{calib_rate}",
             dst.stat().st_size * 8 / n, cos(nzip.weights.load(dst)), time.perf_counter() - t0)
     if calib_only:
         return rows, points
@@ -287,6 +299,8 @@ def main() -> None:
     ap.add_argument("--calib-steps", type=int, default=150)
     ap.add_argument("--plot", default="docs/weights_rate_fidelity.png")
     ap.add_argument("--calib-only", action="store_true", help="only the calibrated quant point")
+    ap.add_argument("--rounding-only", action="store_true",
+                    help="only weights/quant with Fisher steps, nearest vs GPTQ rounding")
     args = ap.parse_args()
     parts = args.parts.split(",")
     work = Path(args.workdir)
@@ -310,8 +324,8 @@ def main() -> None:
         print("\n### all-MiniLM-L6-v2 (fp32 source), lossy: rate vs fidelity\n")
         print("| method | bpw | mean cosine (512 eval sentences) | encode s |\n|---|---:|---:|---:|")
         rates = [float(r) for r in args.rates.split(",")]
-        _, points = lossy_rows(work, rates, rates[0], args.calib_steps, args.calib_only)
-        if not args.calib_only:
+        _, points = lossy_rows(work, rates, rates[0], args.calib_steps, args.calib_only, args.rounding_only)
+        if not (args.calib_only or args.rounding_only):
             Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
             plot(points, Path(args.plot))
             print(f"\nplot: {args.plot}")

@@ -97,3 +97,30 @@ def test_calibration_object(tmp_path):
                                          torch.arange(64)))
     assert errs[30] < errs[0]  # distillation moved the steps towards the original's outputs
     assert nzip.info(tmp_path / "c30.nz")["params"]["steps"] == "fisher"
+
+
+class _GramCalib(_LinearCalib):
+    def linear_inputs(self, names):
+        with torch.no_grad():
+            h = self.x @ self.sd["a.weight"].T + self.sd["a.bias"]
+        grams = {"a.weight": (self.x.T @ self.x).double().numpy(), "b.weight": (h.T @ h).double().numpy()}
+        return {k: v for k, v in grams.items() if k in names}
+
+
+def test_gptq_rounding_lowers_output_error_within_budget(tmp_path):
+    p, sd = _model(tmp_path)
+    cal = _GramCalib(sd)
+    n = sum(v.numel() for v in sd.values())
+    errs = {}
+    for rounding in ("nearest", "gptq"):
+        out = tmp_path / f"{rounding}.nz"
+        nzip.encode(p, out, codec="weights/quant", bpw=3, calib=cal, rounding=rounding)
+        assert out.stat().st_size * 8 / n <= 3
+        assert nzip.info(out)["params"]["rounding"] == rounding
+        back = nzip.weights.load(out)
+        with torch.no_grad():
+            errs[rounding] = float(cal.loss({k: v.float() for k, v in back.items() if v.is_floating_point()},
+                                            torch.arange(64)))
+    assert errs["gptq"] < 0.9 * errs["nearest"]
+    with pytest.raises(InvalidInputError, match="rounding"):
+        nzip.encode(p, tmp_path / "x.nz", codec="weights/quant", bpw=3, calib=_LinearCalib(sd), rounding="gptq")

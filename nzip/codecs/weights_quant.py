@@ -29,6 +29,7 @@ folder must hold the model's configuration).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -114,6 +115,59 @@ def reconstruct_tensor(q: np.ndarray, s: np.ndarray, t: np.ndarray | None = None
     if t is not None:
         x = x * t.astype(np.float32)[None, :]
     return x.reshape(q.shape)
+
+
+def gptq_codes(w: np.ndarray, s: np.ndarray, t: np.ndarray | None, H: np.ndarray, damp: float = 0.01,
+               block: int = 128) -> np.ndarray:
+    """Codes on the same grid (step s_r * t_c) chosen column by column with error feedback, after
+    GPTQ (Frantar et al., 2023): each column's rounding error is spread over the columns not yet
+    rounded, weighted by the inverse Gram matrix ``H`` of the layer's inputs, so the layer's
+    *outputs* on the calibration data move least. Decoding is unchanged (codes times steps)."""
+    import torch
+
+    W = torch.from_numpy(w.reshape(w.shape[0], -1).astype(np.float64)).clone()
+    n = W.shape[1]
+    grid = torch.from_numpy(s.astype(np.float64))[:, None].expand(-1, n).clone()
+    if t is not None:
+        grid = grid * torch.from_numpy(t.astype(np.float64))[None, :]
+    H = torch.from_numpy(np.asarray(H, np.float64)).clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(n, dtype=torch.float64)
+    try:
+        Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    except RuntimeError:  # not positive definite even with damping: plain rounding
+        return np.rint(w.reshape(W.shape) / grid.numpy()).astype(np.int64).reshape(w.shape)
+    Q = torch.zeros_like(W)
+    for i1 in range(0, n, block):
+        i2 = min(n, i1 + block)
+        W1 = W[:, i1:i2].clone()
+        E1 = torch.zeros_like(W1)
+        Hi = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = W1[:, i]
+            g = grid[:, i1 + i]
+            q = torch.round(col / g)
+            Q[:, i1 + i] = q
+            err = (col - q * g) / Hi[i, i]
+            W1[:, i:] -= err[:, None] * Hi[i, i:][None, :]
+            E1[:, i] = err
+        W[:, i2:] -= E1 @ Hinv[i1:i2, i2:]
+    return Q.numpy().astype(np.int64).reshape(w.shape)
+
+
+def apply_gptq(codes: dict, weights: dict[str, np.ndarray], grams: dict[str, np.ndarray]) -> dict:
+    """Re-round every tensor that has a Gram matrix (same steps); the others keep their codes."""
+    out = dict(codes)
+    for k, H in grams.items():
+        if k in codes:
+            _, s, t = codes[k]
+            out[k] = (_codes_dtype(gptq_codes(weights[k], s, t, H)), s, t)
+    return out
+
+
+def codes_bits(codes: dict) -> int:
+    return sum(_real_bits(q) + 16 * s.size + (16 * t.size if t is not None else 0) for q, s, t in codes.values())
 
 
 def _est_bits(q: np.ndarray) -> float:
@@ -298,10 +352,15 @@ class WeightsQuant(CheckpointCodec):
 
     def encode_tensors(self, ck: Checkpoint, params: dict[str, Any], progress=None):
         calib = resolve_calib(params.pop("calib", None), ck)
-        p = self.check_params(params, {"bpw": float, "calib_steps": int, "allocation": str})
+        p = self.check_params(params, {"bpw": float, "calib_steps": int, "allocation": str, "rounding": str})
         allocation = p.get("allocation", "tensor")
         if allocation not in ("tensor", "separable"):
             raise InvalidInputError(f"allocation must be tensor or separable, got {allocation!r}")
+        rounding = p.get("rounding", "gptq" if calib is not None and hasattr(calib, "linear_inputs") else "nearest")
+        if rounding not in ("nearest", "gptq"):
+            raise InvalidInputError(f"rounding must be nearest or gptq, got {rounding!r}")
+        if rounding == "gptq" and not hasattr(calib, "linear_inputs"):
+            raise InvalidInputError("rounding=gptq needs calibration data with linear_inputs (e.g. calib=sentences.txt)")
         if "bpw" not in p:
             raise InvalidInputError("weights/quant needs a rate: --bpw B (bits per weight, all included)")
         bpw = p["bpw"]
@@ -317,6 +376,20 @@ class WeightsQuant(CheckpointCodec):
         weights = {t.name: as_float32(t) for t in quantised}
         sens = fisher_sensitivity(weights, calib) if calib is not None else None
         codes = fit(weights, budget, sens, progress, separable=allocation == "separable")
+        if rounding == "gptq":  # error feedback moves codes; refit the steps until the bits fit
+            grams = calib.linear_inputs(list(weights))
+            goal = budget
+            for _ in range(6):
+                codes = apply_gptq(codes, weights, grams)
+                real = codes_bits(codes)
+                if real <= budget:
+                    break
+                goal *= (budget / real) ** 1.5 * 0.998  # error feedback inflates the codes' entropy
+                codes = fit(weights, goal, sens, None, separable=allocation == "separable")
+            else:  # error feedback never fitted the budget: plain rounding, which does
+                codes = fit(weights, budget, sens, None, separable=allocation == "separable")
+                rounding = "nearest"
+                warnings.warn(f"weights/quant: GPTQ rounding did not fit {bpw} bpw; used nearest rounding")
         if calib is not None and p.get("calib_steps", 0) > 0:
             codes, raw16 = calibrate(codes, raw16, calib, steps=p["calib_steps"])
         arrays: dict[str, ArraySpec] = {}
@@ -337,7 +410,7 @@ class WeightsQuant(CheckpointCodec):
                 else:
                     kept_entry(i, t, entry, raw16, arrays)
             manifest.append(entry)
-        recorded = {"bpw_target": bpw, "steps": "fisher" if sens else "std",
+        recorded = {"bpw_target": bpw, "steps": "fisher" if sens else "std", "rounding": rounding,
                     "allocation": allocation if sens else "tensor",
                     "calib_steps": p.get("calib_steps", 0) if calib is not None else 0}
         return manifest, arrays, recorded
