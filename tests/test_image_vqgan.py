@@ -8,7 +8,7 @@ import pytest
 
 import nzip
 from nzip.codecs import image_vqgan as iv
-from nzip.errors import CorruptDataError, InvalidInputError
+from nzip.errors import CorruptDataError, InvalidInputError, OutputExistsError
 from nzip.formats.image import read_image, write_image
 from nzip.metrics import psnr
 
@@ -156,3 +156,20 @@ def test_cli_bpp(tmp_path, model):
     assert r.returncode == 0, r.stderr
     assert read_image(tmp_path / "q.png").shape == img.shape
     assert (tmp_path / "p.nz").stat().st_size * 8 / (128 * 192) <= 0.5
+
+
+def test_image_io(tmp_path):
+    from PIL import Image
+
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:5, ..., 3] = 255  # top half opaque red, bottom half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    a = read_image(tmp_path / "a.png")
+    assert a.shape == (10, 12, 3) and tuple(a[0, 0]) == (200, 0, 0) and tuple(a[9, 0]) == (255, 255, 255)
+    Image.fromarray(np.full((7, 9), 77, np.uint8), "L").save(tmp_path / "g.png")
+    assert read_image(tmp_path / "g.png").shape == (7, 9)
+    write_image(a, tmp_path / "b.jpg")
+    assert (tmp_path / "b.jpg").read_bytes()[:2] == b"\xff\xd8"
+    with pytest.raises(OutputExistsError):
+        write_image(a, tmp_path / "b.jpg")

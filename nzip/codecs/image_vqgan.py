@@ -2,7 +2,7 @@
 using Fine-tuned VQGANs" (Mao et al., 2023).
 
 An image becomes one index per 16x16 pixels. The rate is chosen by the codebook *level*: the
-4096-code codebook of nzip's autoencoder and its k-means clusterings into 1024, 256 and 64 codes
+4096-code codebook of nzip's autoencoder and its k-means clusterings into 1024, 512, 256 and 64 codes
 (the decoder is fine-tuned to serve all of them). Where the paper codes indices with a fixed length
 (log2(K) bits), nzip codes them with a learned prior: integer context tables (the classes of the
 left and upper neighbours pick the table) through ``nzip.entropy.grid``, so decoding the indices is
