@@ -145,7 +145,12 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
                            "stored_bytes": n, "raw_bytes": n, "inline": True})
         stored = it.stored_bytes()
         raw = _raw_bytes(it.source)
-        return {"path": path, "format": it.meta.get("format"), "codec": it.codec,
+        extra = {}
+        if it.source.get("modality") == "embedding" and it.source.get("shape"):
+            n = max(1, int(it.source["shape"][0]))
+            codes = next((a["stored_bytes"] for a in arrays if a["name"] == "codes"), 0)
+            extra = {"bytes_per_vector": stored / n, "code_bytes_per_vector": codes / n}
+        return {**extra, "path": path, "format": it.meta.get("format"), "codec": it.codec,
                 "codec_version": it.meta.get("codec_version"), "params": it.params,
                 "source": it.source, "stored_bytes": stored, "raw_bytes": raw,
                 "ratio": raw / stored if stored else None, "arrays": arrays}

@@ -103,6 +103,10 @@ def _cmd_info(a: argparse.Namespace) -> None:
     print(f"  params  {json.dumps(info['params'])}")
     ratio = f"{info['ratio']:.3f}" if info["ratio"] else "-"
     print(f"  size    {_human(info['raw_bytes'])} -> {_human(info['stored_bytes'])}  ratio {ratio}")
+    if "bytes_per_vector" in info:
+        n, d = info["source"]["shape"]
+        print(f"  vectors {n:,} x {d}: {info['bytes_per_vector']:.2f} bytes per vector in all, "
+              f"{info['code_bytes_per_vector']:.2f} of them codes")
     if info["source"].get("modality") == "weights":
         from .weights import tensors
 

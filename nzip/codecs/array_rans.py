@@ -46,7 +46,7 @@ class ArrayRans(Codec):
         if a.dtype.kind not in "iub":
             raise InvalidInputError(
                 f"array/rans codes integer and bool arrays, not {a.dtype} (floats: use a weights or "
-                "embedding codec)")
+                "embedding codec, e.g. --codec embedding/opq --bytes 16)")
         chunk = p.get("chunk", DEFAULT_CHUNK)
         if chunk < 1:
             raise InvalidInputError("chunk must be >= 1 element")

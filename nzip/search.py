@@ -1,0 +1,138 @@
+"""Search an embedding container without decompressing it: asymmetric-distance lookup tables and a
+top-k scan over the codes (numba, parallel over queries).
+
+    ids, scores = nzip.search("passages.nz", queries, k=10)
+    index = nzip.open_index("passages.nz")   # decode the codes once, search many times
+    ids, scores = index.search(queries, k=10, rerank=vectors)   # exact re-rank of the candidates
+
+Scores are inner products (``metric=ip``, the default for unit-norm vectors) or minus squared L2
+distances; higher is better. ``rerank`` takes the float vectors the user kept (n x d) and re-scores
+the best ``k * rerank_factor`` candidates exactly.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numba as nb
+import numpy as np
+
+from .errors import InvalidInputError
+from .formats.container import open_item
+
+_JIT = dict(cache=True, nogil=True, boundscheck=False)
+
+
+@nb.njit(**_JIT)
+def _scan_one(codes, offs, lut, k, out_i, out_s):
+    """Top-k of sum_j lut[offs[j] + codes[n, j]] over all n (ties: the lower id first)."""
+    n, m = codes.shape
+    best_s = np.full(k, -np.inf, np.float32)
+    best_i = np.full(k, -1, np.int64)
+    worst = np.float32(-np.inf)
+    wpos = 0
+    for r in range(n):
+        s = np.float32(0)
+        for j in range(m):
+            s += lut[offs[j] + codes[r, j]]
+        if s > worst:
+            best_s[wpos] = s
+            best_i[wpos] = r
+            wpos = 0
+            worst = best_s[0]
+            for t in range(1, k):  # the new weakest: lowest score, then highest id
+                if best_s[t] < worst or (best_s[t] == worst and best_i[t] > best_i[wpos]):
+                    worst = best_s[t]
+                    wpos = t
+    order = np.argsort(-best_s, kind="mergesort")
+    for t in range(k):
+        out_i[t] = best_i[order[t]]
+        out_s[t] = best_s[order[t]]
+
+
+@nb.njit(parallel=True, **_JIT)
+def _scan(codes, offs, lut, k, out_i, out_s):
+    for q in nb.prange(lut.shape[0]):
+        _scan_one(codes, offs, lut[q], k, out_i[q], out_s[q])
+
+
+def adc_topk(codes: np.ndarray, offs: np.ndarray, lut: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores), each (q, k): the k codes with the highest summed table entries per query."""
+    q = lut.shape[0]
+    ids = np.empty((q, k), np.int64)
+    scores = np.empty((q, k), np.float32)
+    if q:
+        _scan(np.ascontiguousarray(codes), offs.astype(np.int64), np.ascontiguousarray(lut, np.float32),
+              k, ids, scores)
+    return ids, scores
+
+
+def adc_topk_reference(codes, offs, lut, k):
+    """The numpy twin of :func:`adc_topk` (tests; small inputs)."""
+    s = np.zeros((lut.shape[0], codes.shape[0]), np.float32)
+    for j in range(codes.shape[1]):
+        s += lut[:, offs[j] + codes[:, j].astype(np.int64)]
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(s, order, 1)
+
+
+class Index:
+    """An embedding container's codes decoded once, for repeated searches."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from .codecs.embedding_pq import load_index
+
+        self.path = os.fspath(path)
+        with open_item(self.path) as it:
+            if it.source.get("modality") != "embedding":
+                raise InvalidInputError(f"{self.path}: not an embedding container (codec {it.codec})")
+            self.pq = load_index(it)
+
+    @property
+    def n(self) -> int:
+        return self.pq.n
+
+    @property
+    def dim(self) -> int:
+        return self.pq.dim
+
+    def search(self, queries, k: int = 10, *, rerank: Any = None, rerank_factor: int = 10):
+        q = np.asarray(queries)
+        if q.ndim == 1:
+            q = q[None]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise InvalidInputError(f"queries of shape {list(np.shape(queries))} do not match the index's "
+                                    f"{self.dim}-d vectors")
+        if q.dtype.kind != "f" or not np.isfinite(q).all():
+            raise InvalidInputError("queries must be finite floats")
+        if not 1 <= k:
+            raise InvalidInputError(f"k must be >= 1, got {k}")
+        k_eff = min(k, self.n)
+        depth = k_eff if rerank is None else min(self.n, k_eff * max(1, rerank_factor))
+        lut, offs = self.pq.tables(q.astype(np.float32))
+        ids, scores = adc_topk(self.pq.codes, offs, lut, depth)
+        if rerank is not None:
+            ids, scores = self._rerank(q.astype(np.float32), ids, rerank, k_eff)
+        return ids[:, :k_eff], scores[:, :k_eff]
+
+    def _rerank(self, q, ids, vectors, k):
+        v = np.asarray(vectors)
+        if v.shape != (self.n, self.dim):
+            raise InvalidInputError(f"rerank vectors of shape {list(v.shape)}; the index holds "
+                                    f"{[self.n, self.dim]}")
+        cand = v[ids].astype(np.float32)  # (q, depth, d)
+        s = np.einsum("qd,qcd->qc", q, cand)
+        if self.pq.metric == "l2":
+            s = 2 * s - (cand * cand).sum(2) - (q * q).sum(1)[:, None]
+        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(ids, order, 1), np.take_along_axis(s, order, 1).astype(np.float32)
+
+
+def open_index(path: str | os.PathLike) -> Index:
+    return Index(path)
+
+
+def search(path: str | os.PathLike, queries, k: int = 10, *, rerank: Any = None,
+           rerank_factor: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (ids, scores) of each query over an embedding container's compressed codes."""
+    return Index(path).search(queries, k, rerank=rerank, rerank_factor=rerank_factor)

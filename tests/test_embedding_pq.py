@@ -1,0 +1,175 @@
+"""embedding/pq and embedding/opq: rate accounting, the entropy-constrained quantiser, OPQ, search."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nzip
+from nzip.codecs import embedding_pq as epq
+from nzip.errors import InvalidInputError
+from nzip.search import adc_topk, adc_topk_reference
+
+
+def _clustered(n=3000, d=32, seed=0, rotate=True):
+    """Unit vectors from a few hundred anisotropic clusters, mixed by a random rotation."""
+    rng = np.random.default_rng(seed)
+    scales = np.geomspace(1.0, 0.05, d)
+    centres = rng.normal(size=(200, d)) * scales
+    x = centres[rng.integers(0, 200, n)] + 0.3 * rng.normal(size=(n, d)) * scales
+    if rotate:
+        q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        x = x @ q
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _mse(a, b):
+    return float(((a - b) ** 2).sum(1).mean())
+
+
+def _code_bytes(path):
+    with nzip.open(path) as it:
+        arr = it.array("codes")
+        return int(arr.nbytes_stored())
+
+
+def test_fixed_rate_pq_round_trip(tmp_path):
+    x = _clustered()
+    rep = nzip.encode(x, tmp_path / "p.nz", codec="embedding/pq", bytes=8, entropy=0)
+    y = nzip.decode(tmp_path / "p.nz")
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert _mse(x, y) < 0.5 * _mse(x, np.zeros_like(x))
+    with nzip.open(tmp_path / "p.nz") as it:
+        assert it.params["m"] == 8 and it.params["metric"] == "ip" and it.read("codes").dtype == np.uint8
+    assert _code_bytes(tmp_path / "p.nz") <= 8 * len(x) + 2048  # one table per chunk on top
+    assert rep.stored_bytes > 8 * len(x)  # the centroids are counted too
+
+
+def test_entropy_constrained_codes_fit_and_beat_fixed_rate(tmp_path):
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(6000, 16)) * np.geomspace(1, 0.1, 16)).astype(np.float32)
+    nzip.encode(x, tmp_path / "f.nz", codec="embedding/pq", bytes=4, entropy=0)
+    nzip.encode(x, tmp_path / "e.nz", codec="embedding/pq", bytes=4, k=512)
+    assert _code_bytes(tmp_path / "e.nz") <= 4 * len(x) + 400  # coded codes fit (+ zarr's array json)
+    mse_f = _mse(x, nzip.decode(tmp_path / "f.nz"))
+    mse_e = _mse(x, nzip.decode(tmp_path / "e.nz"))
+    assert mse_e < 0.85 * mse_f, (mse_e, mse_f)
+    # more sub-spaces than bytes: the rate still fits (lambda reaches the popular centroids)
+    nzip.encode(x, tmp_path / "m.nz", codec="embedding/pq", bytes=2, m=8, k=64)
+    assert _code_bytes(tmp_path / "m.nz") <= 2 * len(x) + 400
+    with nzip.open(tmp_path / "e.nz") as it:
+        assert max(it.params["sizes"]) > 256  # more centroids than 8 fixed bits allow
+
+
+def test_opq_rotation_helps_on_redundant_dimensions(tmp_path):
+    """Two noisy copies of the same 16 dims: PQ spends bits on both, OPQ rotates the redundancy
+    into a few low-variance directions."""
+    rng = np.random.default_rng(2)
+    u = rng.normal(size=(3000, 16)) * np.geomspace(1, 0.2, 16)
+    x = np.concatenate([u, u + 0.05 * rng.normal(size=u.shape)], 1).astype(np.float32)
+    nzip.encode(x, tmp_path / "p.nz", codec="embedding/pq", bytes=8, entropy=0)
+    nzip.encode(x, tmp_path / "o.nz", codec="embedding/opq", bytes=8, entropy=0)
+    assert _mse(x, nzip.decode(tmp_path / "o.nz")) < 0.6 * _mse(x, nzip.decode(tmp_path / "p.nz"))
+    with nzip.open(tmp_path / "o.nz") as it:
+        assert it.read("rotation").shape == (32, 32)
+
+
+def test_scan_matches_its_twin():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 50, size=(700, 6)).astype(np.uint16)
+    offs = np.arange(6) * 50
+    lut = rng.normal(size=(9, 300)).astype(np.float32)
+    ids, scores = adc_topk(codes, offs, lut, 7)
+    ref_ids, ref_scores = adc_topk_reference(codes, offs, lut, 7)
+    assert np.array_equal(ids, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5)
+
+
+def test_search_recall_and_rerank(tmp_path):
+    x = _clustered(3000, seed=4)
+    rng = np.random.default_rng(5)
+    q = x[rng.choice(len(x), 40, replace=False)] + 0.05 * rng.normal(size=(40, 32)).astype(np.float32)
+    exact = np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :10]
+    nzip.encode(x, tmp_path / "o.nz", codec="embedding/opq", bytes=8, k=256, rounds=8)
+    ids, scores = nzip.search(tmp_path / "o.nz", q, k=10)
+    assert ids.shape == (40, 10) and (np.diff(scores, axis=1) <= 0).all()
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact)])
+    assert recall > 0.5, recall
+    index = nzip.open_index(tmp_path / "o.nz")
+    ids_r, _ = index.search(q, k=10, rerank=x, rerank_factor=20)
+    recall_r = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids_r, exact)])
+    assert recall_r > max(recall, 0.9), (recall, recall_r)
+
+
+def test_bad_input(tmp_path):
+    x = _clustered(500)
+    bad = x.copy()
+    bad[17, 3] = np.nan
+    with pytest.raises(InvalidInputError, match="row 17"):
+        nzip.encode(bad, tmp_path / "a.nz", codec="embedding/pq", bytes=4)
+    with pytest.raises(InvalidInputError, match="empty"):
+        nzip.encode(np.zeros((0, 8), np.float32), tmp_path / "a.nz", codec="embedding/pq", bytes=4)
+    with pytest.raises(InvalidInputError, match="fewer"):
+        nzip.encode(x[:100], tmp_path / "a.nz", codec="embedding/pq", bytes=4, k=256)
+    with pytest.raises(InvalidInputError, match="--bytes"):
+        nzip.encode(x, tmp_path / "a.nz", codec="embedding/pq")
+    assert not (tmp_path / "a.nz").exists()
+    nzip.encode(x, tmp_path / "ok.nz", codec="embedding/pq", bytes=4, entropy=0)
+    with pytest.raises(InvalidInputError, match="do not match"):
+        nzip.search(tmp_path / "ok.nz", np.ones((2, 31), np.float32))
+    with pytest.raises(InvalidInputError, match="not an embedding"):
+        np.save(tmp_path / "i.npy", np.arange(10))
+        nzip.encode(tmp_path / "i.npy", tmp_path / "i.nz")
+        nzip.search(tmp_path / "i.nz", np.ones((1, 32), np.float32))
+
+
+def test_cli(tmp_path):
+    x = _clustered(600)
+    np.save(tmp_path / "e.npy", x.astype(np.float16))
+    run = [sys.executable, "-m", "nzip.cli"]
+    r = subprocess.run(run + ["encode", str(tmp_path / "e.npy"), str(tmp_path / "e.nz"), "--codec",
+                              "embedding/opq", "--bytes", "4"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(run + ["info", str(tmp_path / "e.nz")], capture_output=True, text=True)
+    assert "bytes per vector" in r.stdout
+    r = subprocess.run(run + ["decode", str(tmp_path / "e.nz"), str(tmp_path / "d.npy")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "d.npy").dtype == np.float16
+    np.save(tmp_path / "n.npy", np.full((5, 4), np.inf, np.float32))
+    r = subprocess.run(run + ["encode", str(tmp_path / "n.npy"), str(tmp_path / "n.nz"), "--codec",
+                              "embedding/pq", "--bytes", "2"], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "NaN or Inf" in r.stderr
+
+
+def _mrr(ids, answers):
+    rr = [1.0 / (np.flatnonzero(r == a)[0] + 1) if (r == a).any() else 0.0 for r, a in zip(ids, answers)]
+    return float(np.mean(rr))
+
+
+def test_jpq_learns_the_query_side(tmp_path):
+    """Queries live in a linearly distorted space: JPQ's ranking loss on training pairs (centroids
+    plus the query adapter) must find held-out queries' passages better than OPQ's codes do."""
+    x = _clustered(3000, seed=6)
+    rng = np.random.default_rng(7)
+    A = np.eye(32) + 0.6 * rng.normal(size=(32, 32)) / np.sqrt(32)
+
+    def queries(ids):
+        v = x[ids] @ A + 0.08 * rng.normal(size=(len(ids), 32))
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    perm = rng.permutation(len(x))
+    train_ids, test_ids = perm[:2000], perm[2000:2300]
+    nzip.encode(x, tmp_path / "o.nz", codec="embedding/opq", bytes=8, k=256, rounds=6)
+    nzip.encode(x, tmp_path / "j.nz", codec="embedding/jpq", bytes=8, k=256, rounds=6, queries=queries(train_ids),
+                positives=train_ids)
+    tq = queries(test_ids)
+    mrr_o = _mrr(nzip.search(tmp_path / "o.nz", tq, k=10)[0], test_ids)
+    mrr_j = _mrr(nzip.search(tmp_path / "j.nz", tq, k=10)[0], test_ids)
+    assert mrr_j > mrr_o + 0.03, (mrr_o, mrr_j)
+    with nzip.open(tmp_path / "j.nz") as it:
+        assert it.params["jpq"]["queries"] == 2000 and "query_map" in it.array_names()
+    with pytest.raises(InvalidInputError, match="training pairs"):
+        nzip.encode(x, tmp_path / "bad.nz", codec="embedding/jpq", bytes=8)
+    with pytest.raises(InvalidInputError, match="outside"):
+        nzip.encode(x, tmp_path / "bad.nz", codec="embedding/jpq", bytes=8, queries=queries(train_ids[:5]),
+                    positives=np.array([0, 1, 2, 3, 99999]))
