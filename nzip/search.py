@@ -25,7 +25,8 @@ _JIT = dict(cache=True, nogil=True, boundscheck=False)
 
 @nb.njit(**_JIT)
 def _scan_one(codes, offs, lut, k, out_i, out_s):
-    """Top-k of sum_j lut[offs[j] + codes[n, j]] over all n (ties: the lower id first)."""
+    """Top-k of sum_j lut[offs[j] + codes[n, j]] over all n (ties: the lower id first). (Summing
+    four rows side by side, for independent add chains, measured 4.5x slower than this loop.)"""
     n, m = codes.shape
     best_s = np.full(k, -np.inf, np.float32)
     best_i = np.full(k, -1, np.int64)
@@ -44,10 +45,15 @@ def _scan_one(codes, offs, lut, k, out_i, out_s):
                 if best_s[t] < worst or (best_s[t] == worst and best_i[t] > best_i[wpos]):
                     worst = best_s[t]
                     wpos = t
-    order = np.argsort(-best_s, kind="mergesort")
-    for t in range(k):
-        out_i[t] = best_i[order[t]]
-        out_s[t] = best_s[order[t]]
+    for t in range(k):  # k is small: selection sort by score, then id
+        b = t
+        for u in range(t + 1, k):
+            if best_s[u] > best_s[b] or (best_s[u] == best_s[b] and best_i[u] < best_i[b]):
+                b = u
+        best_s[t], best_s[b] = best_s[b], best_s[t]
+        best_i[t], best_i[b] = best_i[b], best_i[t]
+        out_i[t] = best_i[t]
+        out_s[t] = best_s[t]
 
 
 @nb.njit(parallel=True, **_JIT)

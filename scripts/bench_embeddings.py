@@ -125,7 +125,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cache", default=str(ROOT / "data/embeddings"))
-    ap.add_argument("--methods", default="nzip-opq,nzip-jpq,nzip-pq,nzip-opq-fixed,faiss-pq,faiss-opq,faiss-rq")
+    ap.add_argument("--methods", default="nzip-opq,nzip-opq-ecvq,nzip-jpq,nzip-pq,faiss-pq,faiss-opq,faiss-rq")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import faiss
@@ -151,8 +151,8 @@ def main() -> None:
             t0 = time.perf_counter()
             if meth.startswith("nzip"):
                 codec = {"nzip-opq": "embedding/opq", "nzip-jpq": "embedding/jpq"}.get(
-                    meth.removesuffix("-fixed"), "embedding/pq")
-                kw = {"entropy": 0} if meth.endswith("fixed") else {}
+                    meth.removesuffix("-ecvq"), "embedding/pq")
+                kw = {"entropy": 1} if meth.endswith("-ecvq") else {}  # entropy-constrained
                 if codec == "embedding/jpq":
                     kw.update(queries=tq, positives=tpos)
                 dst = work / f"{meth}{B}.nz"

@@ -49,13 +49,13 @@ def test_entropy_constrained_codes_fit_and_beat_fixed_rate(tmp_path):
     rng = np.random.default_rng(1)
     x = (rng.normal(size=(6000, 16)) * np.geomspace(1, 0.1, 16)).astype(np.float32)
     nzip.encode(x, tmp_path / "f.nz", codec="embedding/pq", bytes=4, entropy=0)
-    nzip.encode(x, tmp_path / "e.nz", codec="embedding/pq", bytes=4, k=512)
+    nzip.encode(x, tmp_path / "e.nz", codec="embedding/pq", bytes=4, k=512, entropy=1)
     assert _code_bytes(tmp_path / "e.nz") <= 4 * len(x) + 400  # coded codes fit (+ zarr's array json)
     mse_f = _mse(x, nzip.decode(tmp_path / "f.nz"))
     mse_e = _mse(x, nzip.decode(tmp_path / "e.nz"))
     assert mse_e < 0.85 * mse_f, (mse_e, mse_f)
     # more sub-spaces than bytes: the rate still fits (lambda reaches the popular centroids)
-    nzip.encode(x, tmp_path / "m.nz", codec="embedding/pq", bytes=2, m=8, k=64)
+    nzip.encode(x, tmp_path / "m.nz", codec="embedding/pq", bytes=2, m=8, k=64, entropy=1)
     assert _code_bytes(tmp_path / "m.nz") <= 2 * len(x) + 400
     with nzip.open(tmp_path / "e.nz") as it:
         assert max(it.params["sizes"]) > 256  # more centroids than 8 fixed bits allow
@@ -83,9 +83,14 @@ def test_scan_matches_its_twin():
     ref_ids, ref_scores = adc_topk_reference(codes, offs, lut, 7)
     assert np.array_equal(ids, ref_ids)
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-5)
+    ties = rng.integers(0, 3, size=(5, 300)).astype(np.float32)  # many equal sums: lower id first
+    for n in (699, 3):  # the four-row loop, its remainder, and fewer rows than k
+        ids, scores = adc_topk(codes[:n], offs, ties, min(7, n))
+        ref_ids, ref_scores = adc_topk_reference(codes[:n], offs, ties, min(7, n))
+        assert np.array_equal(ids, ref_ids) and np.array_equal(scores, ref_scores)
 
 
-def test_search_recall_and_rerank(tmp_path):
+def test_search_recall_and_rerank(tmp_path):  # (default fixed-rate codes)
     x = _clustered(3000, seed=4)
     rng = np.random.default_rng(5)
     q = x[rng.choice(len(x), 40, replace=False)] + 0.05 * rng.normal(size=(40, 32)).astype(np.float32)
