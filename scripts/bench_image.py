@@ -187,6 +187,23 @@ def print_summary(mean: dict) -> None:
               f"{'meets the target' if ok else 'does not meet it'}")
 
 
+def manifest_quality(mean: dict, manifest: Path, n_images: int) -> None:
+    """Record nzip's measured dev-set quality on the shipped network's manifest line."""
+    nz = {s: v for (c, s), v in mean.items() if c == "nzip"}
+    if not nz or not manifest.exists():
+        return
+    entries = json.loads(manifest.read_text())
+    quality = {"measured": f"scripts/bench_image.py, {datetime.date.today().isoformat()}",
+               "data": f"dev set: {n_images} lomiri wallpaper photos, 768x512 (never trained on)",
+               **{s: {"bpp": round(v["bpp"], 4), "psnr_db": round(v["psnr"], 2), "ms_ssim": round(v["ms_ssim"], 4)}
+                  for s, v in nz.items()}}
+    for name in entries:
+        if entries[name].get("codec") == NZIP_CODEC:
+            entries[name]["quality"] = quality
+    manifest.write_text(json.dumps(entries, indent=1) + "\n")
+    print(f"wrote the measured quality into {manifest}")
+
+
 def plot_rd(mean: dict, dst: Path) -> None:
     import matplotlib
     import matplotlib.ticker
@@ -262,7 +279,19 @@ def main(argv: list[str] | None = None) -> None:
                     help="torch threads (MS-SSIM, nzip); 1 is fastest for MS-SSIM on a busy 2-core machine")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs/image_rate_distortion.png")
     ap.add_argument("--sheet", type=Path, default=ROOT / "docs/image_contact_sheet.png")
+    ap.add_argument("--manifest", type=Path, help="write nzip's measured quality into this manifest "
+                    "(nzip/pretrained/manifest.json)")
+    ap.add_argument("--from-results", action="store_true",
+                    help="no encoding: reprint the table (and --manifest) from OUT/results.json")
     args = ap.parse_args(argv)
+    if args.from_results:
+        saved = json.loads((args.out / "results.json").read_text())
+        mean = means(saved["results"])
+        print_table(mean)
+        print_summary(mean)
+        if args.manifest:
+            manifest_quality(mean, args.manifest, len(saved["meta"]["images"]))
+        return
     import torch
 
     torch.set_num_threads(args.threads)
@@ -307,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "results.json").write_text(json.dumps(
         {"meta": meta, "results": rows,
          "means": [{"codec": c, "setting": s, **v} for (c, s), v in mean.items()]}, indent=1))
+    if args.manifest:
+        manifest_quality(mean, args.manifest, len(images))
     plot_rd(mean, args.plot)
     contact_sheet(rows, thumbs, originals, args.sheet)
     print(f"\nwrote {args.out / 'results.json'}, {args.plot}, {args.sheet}")
