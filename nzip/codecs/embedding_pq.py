@@ -435,7 +435,7 @@ def load_index(container: Item) -> PQIndex:
 @register
 class EmbeddingPQ(_PQBase):
     name = "embedding/pq"
-    description = "embedding matrices: entropy-constrained product quantisation, searchable"
+    description = "embedding matrices: product quantisation (optionally entropy-constrained), searchable"
 
 
 @register
@@ -462,7 +462,7 @@ class EmbeddingJPQ(_PQBase):
 
     name = "embedding/jpq"
     rotate = True
-    description = "embedding matrices: OPQ codes with centroids trained for ranking (JPQ)"
+    description = "embedding matrices: OPQ codes with a query adapter trained for ranking (JPQ)"
 
     def extra_params(self, params):
         out = {k: params.pop(k) for k in ("queries", "positives", "epochs", "adapter", "negatives", "lr",
