@@ -166,8 +166,14 @@ def apply_gptq(codes: dict, weights: dict[str, np.ndarray], grams: dict[str, np.
     return out
 
 
+def _side_bits(s: np.ndarray, t: np.ndarray | None) -> int:
+    """The float16 row steps (and column factors) stored beside a tensor's codes."""
+    return 16 * s.size + (16 * t.size if t is not None else 0)
+
+
 def codes_bits(codes: dict) -> int:
-    return sum(_real_bits(q) + 16 * s.size + (16 * t.size if t is not None else 0) for q, s, t in codes.values())
+    """The coded size of every tensor's codes and steps."""
+    return sum(_real_bits(q) + _side_bits(s, t) for q, s, t in codes.values())
 
 
 def _est_bits(q: np.ndarray) -> float:
@@ -245,11 +251,8 @@ def fit(weights: dict[str, np.ndarray], budget_bits: float, sens=None, progress=
     def quantize_all(c):
         return {k: quantize_tensor(w, c * base[k], *rel.get(k, (None, None))) for k, w in weights.items()}
 
-    def side(s, t):
-        return 16 * s.size + (16 * t.size if t is not None else 0)
-
     def est(c):
-        return sum(_est_bits(q) + side(s, t) for q, s, t in quantize_all(c).values())
+        return sum(_est_bits(q) + _side_bits(s, t) for q, s, t in quantize_all(c).values())
 
     goal = budget_bits
     for _ in range(4):
@@ -258,14 +261,14 @@ def fit(weights: dict[str, np.ndarray], budget_bits: float, sens=None, progress=
             mid = 0.5 * (lo + hi)
             lo, hi = (mid, hi) if est(2**mid) > goal else (lo, mid)
         out = quantize_all(2**hi)
-        real = sum(_real_bits(q) + side(s, t) for q, s, t in out.values())
+        real = codes_bits(out)
         if real <= budget_bits and real >= 0.997 * budget_bits:
             break
         goal *= budget_bits / max(real, 1)
     while real > budget_bits:  # never over the budget
         hi += 0.005
         out = quantize_all(2**hi)
-        real = sum(_real_bits(q) + side(s, t) for q, s, t in out.values())
+        real = codes_bits(out)
     if progress is not None:
         progress(sum(w.size for w in weights.values()))
     return out
