@@ -61,27 +61,17 @@ class PQIndex:
     def dim(self) -> int:
         return int(self.splits[-1])
 
-    def rotate(self, x: np.ndarray) -> np.ndarray:
-        if self.rotation is None:
-            return np.asarray(x, np.float32)
-        return (np.asarray(x, np.float64) @ self.rotation.astype(np.float64)).astype(np.float32)
-
-    def reconstruct(self, rows=None) -> np.ndarray:
-        codes = self.codes if rows is None else self.codes[rows]
-        y = np.empty((codes.shape[0], self.dim), np.float32)
+    def reconstruct(self) -> np.ndarray:
+        y = np.empty((self.n, self.dim), np.float32)
         for j, book in enumerate(self.books):
-            y[:, self.splits[j]:self.splits[j + 1]] = book[codes[:, j]]
-        if self.rotation is not None:
-            y = (y.astype(np.float64) @ self.rotation.astype(np.float64).T).astype(np.float32)
-        return y
+            y[:, self.splits[j]:self.splits[j + 1]] = book[self.codes[:, j]]
+        return _rotate(y, None if self.rotation is None else self.rotation.T)
 
     def tables(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Asymmetric-distance lookup tables of rotated queries: (q, sum k_j) float32 scores
         (inner product, or minus the squared distance for l2: higher is better) and each
         sub-space's offset into them."""
-        if self.query_map is not None:  # jpq's query-side adapter
-            queries = (np.asarray(queries, np.float64) @ self.query_map.astype(np.float64)).astype(np.float32)
-        q = self.rotate(queries)
+        q = _rotate(_rotate(queries, self.query_map), self.rotation)  # (jpq's query adapter first)
         offs = np.zeros(len(self.books) + 1, np.int64)
         offs[1:] = np.cumsum([len(b) for b in self.books])
         lut = np.empty((q.shape[0], int(offs[-1])), np.float32)
@@ -97,6 +87,13 @@ class PQIndex:
 # ------------------------------------------------------------------------------------------------
 # training
 # ------------------------------------------------------------------------------------------------
+
+
+def _rotate(x: np.ndarray, R: np.ndarray | None) -> np.ndarray:
+    """x @ R as a float64 product rounded to float32 (x itself, as float32, when R is None)."""
+    if R is None:
+        return np.asarray(x, np.float32)
+    return (np.asarray(x, np.float64) @ R.astype(np.float64)).astype(np.float32)
 
 
 def _splits(d: int, m: int) -> np.ndarray:
@@ -239,7 +236,7 @@ def train_opq(x: np.ndarray, m: int, k: int, outer: int, rng) -> tuple[np.ndarra
     splits = _splits(x.shape[1], m)
     books = None
     for it in range(outer):
-        xr = (x.astype(np.float64) @ R).astype(np.float32)
+        xr = _rotate(x, R)
         subs = _subvectors(xr, splits)
         if books is None:
             books = [kmeans(s, k, 6, rng) for s in subs]
@@ -253,7 +250,7 @@ def train_opq(x: np.ndarray, m: int, k: int, outer: int, rng) -> tuple[np.ndarra
         u, _, vt = np.linalg.svd(x.T.astype(np.float64) @ y.astype(np.float64))
         R = u @ vt
     # the books were fitted to the previous rotation: refit them to the final one
-    subs = _subvectors((x.astype(np.float64) @ R).astype(np.float32), splits)
+    subs = _subvectors(_rotate(x, R), splits)
     for j, s in enumerate(subs):
         for _ in range(8):
             books[j], _ = _means(s, _nearest(s, books[j]), books[j])
@@ -334,11 +331,11 @@ class _PQBase(Codec):
         else:
             R, books = None, train_pq(xt, m, k, 12, rng)
         splits = _splits(d, m)
-        xr = x if R is None else (x.astype(np.float64) @ R).astype(np.float32)
+        xr = _rotate(x, R)
         subs = _subvectors(xr, splits)
         lam = 0.0
         if entropy:
-            xtr = xt if R is None else (xt.astype(np.float64) @ R).astype(np.float32)
+            xtr = _rotate(xt, R)
             books, lens, lam = train_ecvq(xtr, books, 8 * B, iters)
             cands = [_rate_candidates(s, b, ln) for s, b, ln in zip(subs, books, lens)]
             target = 8 * B * n
@@ -398,7 +395,7 @@ def _coded_bytes(arr: np.ndarray) -> int:
 
 
 def load_index(container: Item) -> PQIndex:
-    """The decoded codes, centroids and rotation of an embedding/pq or /opq container."""
+    """The decoded codes, centroids, rotation and query map of an embedding container."""
     src, prm = container.source, container.params
     try:
         n, d = (int(v) for v in src["shape"])

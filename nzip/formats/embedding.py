@@ -10,9 +10,6 @@ from ..errors import InvalidInputError
 from .array import read_npy, write_npy
 from .atomic import atomic_file
 
-FLOATS = (np.float16, np.float32, np.float64)
-
-
 def check_matrix(a, what: str = "embeddings") -> np.ndarray:
     """The matrix as C-contiguous float32, or a clear error: not 2-D, empty, not float, NaN/Inf."""
     a = np.asarray(a)
