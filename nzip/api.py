@@ -75,7 +75,8 @@ def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwr
         if _same_file(src, dst):
             raise OutputExistsError(f"output {dst} is the input; choose another name")
         c = registry.get(codec) if codec else registry.for_path(src)
-        item = c.read(src)
+        wanted = {k: params.pop(k) for k in c.read_params if k in params}
+        item = c.read(src, **c.check_params(wanted, c.read_params))
     else:
         if codec is None:
             raise InvalidInputError("pass codec= when encoding an in-memory item")

@@ -41,10 +41,12 @@ class Codec(ABC):
     suffixes: ClassVar[tuple[str, ...]] = ()  # input file suffixes this codec is the default for
     folder_suffix: ClassVar[str | None] = None  # default for folders holding files with this suffix
     description: ClassVar[str] = ""
+    read_params: ClassVar[dict[str, type]] = {}  # parameters of read(), not of encode()
 
     @abstractmethod
-    def read(self, path: str) -> Any:
-        """Read the user's input file into the codec's in-memory item."""
+    def read(self, path: str, **read_params: Any) -> Any:
+        """Read the user's input file into the codec's in-memory item (``read_params``: the
+        parameters named in the class's ``read_params``, e.g. which tensor of a file)."""
 
     @abstractmethod
     def write(self, item: Any, path: str, overwrite: bool = False) -> None:

@@ -178,3 +178,16 @@ def test_jpq_learns_the_query_side(tmp_path):
     with pytest.raises(InvalidInputError, match="outside"):
         nzip.encode(x, tmp_path / "bad.nz", codec="embedding/jpq", bytes=8, queries=queries(train_ids[:5]),
                     positives=np.array([0, 1, 2, 3, 99999]))
+
+
+def test_safetensors_input_names_its_matrix(tmp_path):
+    from safetensors.numpy import save_file
+
+    x = _clustered(600)
+    save_file({"a": x, "b": x[:, :16].copy()}, str(tmp_path / "two.safetensors"))
+    with pytest.raises(InvalidInputError, match="tensor=NAME"):
+        nzip.encode(tmp_path / "two.safetensors", tmp_path / "t.nz", codec="embedding/pq", bytes=4)
+    nzip.encode(tmp_path / "two.safetensors", tmp_path / "t.nz", codec="embedding/pq", bytes=4, tensor="b")
+    assert nzip.decode(tmp_path / "t.nz").shape == (600, 16)
+    with pytest.raises(InvalidInputError, match="no tensor 'c'"):
+        nzip.encode(tmp_path / "two.safetensors", tmp_path / "u.nz", codec="embedding/pq", bytes=4, tensor="c")

@@ -286,9 +286,10 @@ class _PQBase(Codec):
     version = 1
     suffixes = ()
     rotate = False
+    read_params = {"tensor": str}  # which matrix of a safetensors file
 
-    def read(self, path: str) -> np.ndarray:
-        return read_embeddings(path)
+    def read(self, path: str, tensor: str | None = None) -> np.ndarray:
+        return read_embeddings(path, tensor)
 
     def write(self, item: np.ndarray, path: str, overwrite: bool = False) -> None:
         write_embeddings(item, path, overwrite)
