@@ -85,10 +85,14 @@ def adc_topk_reference(codes, offs, lut, k):
 class Index:
     """An embedding container's codes decoded once, for repeated searches."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
         from .codecs.embedding_pq import load_index
+        from .kernels import use_kernel
 
         self.path = os.fspath(path)
+        self.device = device
+        self._codes_dev = None
+        self._kernel = use_kernel(device)
         with open_item(self.path) as it:
             if it.source.get("modality") != "embedding":
                 raise InvalidInputError(f"{self.path}: not an embedding container (codec {it.codec})")
@@ -116,10 +120,26 @@ class Index:
         k_eff = min(k, self.n)
         depth = k_eff if rerank is None else min(self.n, k_eff * max(1, rerank_factor))
         lut, offs = self.pq.tables(q.astype(np.float32))
-        ids, scores = adc_topk(self.pq.codes, offs, lut, depth)
+        if self._kernel:
+            ids, scores = self._scan_device(lut, offs, depth)
+        else:
+            ids, scores = adc_topk(self.pq.codes, offs, lut, depth)
         if rerank is not None:
             ids, scores = self._rerank(q.astype(np.float32), ids, rerank, k_eff)
         return ids[:, :k_eff], scores[:, :k_eff]
+
+    def _scan_device(self, lut, offs, depth):
+        """The PQ scan kernel (``nzip.kernels.pq_scan``): codes stay on the device between
+        searches; the tables are the CPU's, so the ranking is the CPU scan's exactly."""
+        import torch
+
+        from .kernels import pq_scan
+
+        if self._codes_dev is None:
+            self._codes_dev = torch.from_numpy(np.ascontiguousarray(self.pq.codes)).to(self.device)
+        ids, scores = pq_scan.topk(self._codes_dev, offs, torch.from_numpy(lut).to(self.device), depth,
+                                   kernel=True)
+        return ids.cpu().numpy(), scores.cpu().numpy()
 
     def _rerank(self, q, ids, vectors, k):
         v = np.asarray(vectors)
@@ -134,11 +154,12 @@ class Index:
         return np.take_along_axis(ids, order, 1), np.take_along_axis(s, order, 1).astype(np.float32)
 
 
-def open_index(path: str | os.PathLike) -> Index:
-    return Index(path)
+def open_index(path: str | os.PathLike, device: str = "cpu") -> Index:
+    """An :class:`Index`; on a CUDA ``device`` its codes live there and the scan runs as a kernel."""
+    return Index(path, device)
 
 
 def search(path: str | os.PathLike, queries, k: int = 10, *, rerank: Any = None,
-           rerank_factor: int = 10) -> tuple[np.ndarray, np.ndarray]:
+           rerank_factor: int = 10, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Top-k (ids, scores) of each query over an embedding container's compressed codes."""
-    return Index(path).search(queries, k, rerank=rerank, rerank_factor=rerank_factor)
+    return Index(path, device).search(queries, k, rerank=rerank, rerank_factor=rerank_factor)

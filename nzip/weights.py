@@ -16,16 +16,25 @@ from . import registry
 from .errors import InvalidInputError
 from .formats.checkpoint import to_torch
 from .formats.container import open_item
+from .kernels import use_kernel
 
 __all__ = ["load", "tensors"]
 
 
 def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, Any]:
-    """A ``{name: torch.Tensor}`` state dict, decoding only the tensors in ``names`` (all if None)."""
+    """A ``{name: torch.Tensor}`` state dict, decoding only the tensors in ``names`` (all if None).
+
+    On a CUDA ``device`` a weights/lossless container decodes on the GPU (rANS lane and float
+    kernels, ``nzip.kernels``): the compressed bytes travel, the tensors are born on the device."""
     with open_item(os.fspath(path)) as it:
         if it.source.get("modality") != "weights":
             raise InvalidInputError(f"{path}: holds {it.source.get('modality', 'no')} data, not weights")
         codec = registry.get(it.codec)
+        if it.codec == "weights/lossless" and use_kernel(device):
+            from .codecs.weights_lossless import load_device
+
+            out = load_device(it, list(names) if names is not None else None, device)
+            return out if names is None else {n: out[n] for n in names}
         ck = codec.decode(it, names=list(names) if names is not None else None)
     out: dict[str, Any] = {}
     for t in ck.tensors:

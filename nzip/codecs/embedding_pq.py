@@ -61,11 +61,30 @@ class PQIndex:
     def dim(self) -> int:
         return int(self.splits[-1])
 
-    def reconstruct(self) -> np.ndarray:
+    def reconstruct(self, device: str = "cpu") -> np.ndarray:
+        from ..kernels import use_kernel
+
+        if use_kernel(device) and len({len(b) for b in self.books}) == 1 and len(set(np.diff(self.splits))) == 1:
+            return self._reconstruct_device(device)
         y = np.empty((self.n, self.dim), np.float32)
         for j, book in enumerate(self.books):
             y[:, self.splits[j]:self.splits[j + 1]] = book[self.codes[:, j]]
         return _rotate(y, None if self.rotation is None else self.rotation.T)
+
+    def _reconstruct_device(self, device) -> np.ndarray:
+        """The PQ gather kernel on the device (sub-spaces of equal width and size), then the
+        rotation back there (a float64 matmul rounded to float32, as on the CPU; a GPU's
+        summation order may still move the last bit)."""
+        import torch
+
+        from ..kernels import gather
+
+        codes = torch.from_numpy(np.ascontiguousarray(self.codes)).to(device)
+        books = torch.from_numpy(np.stack(self.books)).to(device)
+        y = gather.pq(codes, books)
+        if self.rotation is not None:  # as _rotate: a float64 product rounded to float32
+            y = (y.double() @ torch.from_numpy(self.rotation.T.astype(np.float64)).to(device)).float()
+        return y.cpu().numpy()
 
     def tables(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Asymmetric-distance lookup tables of rotated queries: (q, sum k_j) float32 scores
@@ -381,7 +400,7 @@ class _PQBase(Codec):
 
     def decode(self, container: Item, progress=None, device: str = "cpu") -> np.ndarray:
         index = load_index(container)
-        out = index.reconstruct()
+        out = index.reconstruct(device)
         if progress is not None:
             progress(out.size)
         return out.astype(container.source.get("dtype", "float32"), copy=False)

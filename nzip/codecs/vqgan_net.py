@@ -93,7 +93,11 @@ class VQAutoencoder(nn.Module):
         return out.view(n, h, w)
 
     def embed(self, idx: torch.Tensor, codebook: torch.Tensor | None = None) -> torch.Tensor:
+        from ..kernels import gather, use_kernel
+
         cb = self.codebook if codebook is None else codebook
+        if use_kernel(idx.device) and not torch.is_grad_enabled():  # decode: the VQ gather kernel
+            return gather.vq(idx, cb.float(), kernel=True).permute(0, 3, 1, 2).contiguous()
         return cb[idx].permute(0, 3, 1, 2).contiguous()
 
     def decode_codes(self, q: torch.Tensor) -> torch.Tensor:

@@ -120,19 +120,83 @@ def _put_stream(out: bytearray, blob: bytes | None, raw: np.ndarray | None = Non
         out += blob
 
 
-def _get_stream(r: Reader, dtype, n: int) -> np.ndarray:
+class _CPU:
+    """Where the fields decode: numpy arrays on the CPU (this) or torch tensors on a device
+    (:class:`_Device`, through the GPU kernels). The stream parsing above them is shared."""
+
+    @staticmethod
+    def raw(data, dtype) -> np.ndarray:
+        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
+
+    @staticmethod
+    def static(data, n: int, what: str):
+        return E.decode(data, max_symbols=n, what=what)
+
+    @staticmethod
+    def context(data, ctx, what: str):
+        return E.decode_context(data, ctx, what=what)
+
+    @staticmethod
+    def cast(a, dtype):
+        return a.astype(dtype, copy=False)
+
+    @staticmethod
+    def ctx_of(e, top: np.ndarray):
+        return _ctx_of(e, top)
+
+    @staticmethod
+    def scale_contexts(a: np.ndarray, b: np.ndarray):
+        return _scale_contexts(a, b)
+
+
+class _Device:
+    """Fields as torch tensors on ``device``: entropy blobs through the rANS lane kernel."""
+
+    def __init__(self, device) -> None:
+        import torch
+
+        from ..kernels import rans
+
+        self.torch, self.rans, self.device = torch, rans, device
+
+    def raw(self, data, dtype):
+        return self.torch.from_numpy(_CPU.raw(data, dtype).copy()).to(self.device)
+
+    def static(self, data, n: int, what: str):
+        return self.rans.decode(data, self.device, what=what)
+
+    def context(self, data, ctx, what: str):
+        return self.rans.decode(data, self.device, contexts=ctx, what=what)
+
+    def cast(self, a, dtype):
+        return a.to({np.uint8: self.torch.uint8, np.int16: self.torch.int16}[np.dtype(dtype).type])
+
+    def ctx_of(self, e, top: np.ndarray):
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[top] = np.arange(1, len(top) + 1, dtype=np.uint8)
+        return self.torch.from_numpy(lut).to(self.device)[e.long()]
+
+    def scale_contexts(self, a: np.ndarray, b: np.ndarray):
+        t = self.torch
+        ta = t.from_numpy(a.astype(np.int32)).to(self.device)
+        tb = t.from_numpy(b.astype(np.int32)).to(self.device)
+        c = (ta[:, None] + tb[None, :] + SCALE_CONTEXTS // 2).clamp_(0, SCALE_CONTEXTS - 1)
+        return c.reshape(-1).to(t.uint8)
+
+
+def _get_stream(r: Reader, dtype, n: int, dev=_CPU):
     mode = r.byte()
     data = r.take(r.uvarint(len(r.data)))
     if mode == RAW:
         if len(data) != n * np.dtype(dtype).itemsize:
             raise r.fail(f"raw field holds {len(data)} bytes, expected {n * np.dtype(dtype).itemsize}")
-        return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
+        return dev.raw(data, dtype)
     if mode != CODED:
         raise r.fail(f"unknown stream mode {mode}")
-    out = E.decode(data, max_symbols=n, what=r.what)
-    if out.size != n:
-        raise r.fail(f"field holds {out.size} values, expected {n}")
-    return out.astype(dtype, copy=False)
+    out = dev.static(data, n, r.what)
+    if out.shape[0] != n:
+        raise r.fail(f"field holds {out.shape[0]} values, expected {n}")
+    return dev.cast(out, dtype)
 
 
 def _context_map(e: np.ndarray) -> np.ndarray:
@@ -161,9 +225,9 @@ def _put_sm(out: bytearray, sm: np.ndarray, e: np.ndarray, mode: str) -> None:
     _put_stream(out, E.encode_context(sm, _ctx_of(e, top), TOP_CONTEXTS + 1), sm)
 
 
-def _get_sm(r: Reader, e: np.ndarray, n: int, mode: str) -> np.ndarray:
+def _get_sm(r: Reader, e, n: int, mode: str, dev=_CPU):
     if mode == "fast" or n < 4096:
-        return _get_stream(r, np.uint8, n)
+        return _get_stream(r, np.uint8, n, dev)
     k = r.byte()
     if k > TOP_CONTEXTS:
         raise r.fail("bad exponent context map")
@@ -173,10 +237,10 @@ def _get_sm(r: Reader, e: np.ndarray, n: int, mode: str) -> np.ndarray:
     if m == RAW:
         if len(data) != n:
             raise r.fail("raw sign/mantissa field has the wrong size")
-        return np.frombuffer(data, dtype=np.uint8)
+        return dev.raw(data, np.uint8)
     if m != CODED:
         raise r.fail(f"unknown stream mode {m}")
-    return E.decode_context(data, _ctx_of(e, top), what=r.what).astype(np.uint8, copy=False)
+    return dev.cast(dev.context(data, dev.ctx_of(e, top), r.what), np.uint8)
 
 
 
@@ -232,10 +296,10 @@ def _put_e(out: bytearray, e: np.ndarray, shape, mode: str) -> None:
     _put_stream(out, plain, e)
 
 
-def _get_e(r: Reader, n: int, shape) -> np.ndarray:
+def _get_e(r: Reader, n: int, shape, dev=_CPU):
     flag = r.byte()
     if flag == 0:
-        return _get_stream(r, np.uint8, n)
+        return _get_stream(r, np.uint8, n, dev)
     if flag != 1:
         raise r.fail(f"unknown exponent model {flag}")
     rows, cols = _rows_cols(shape, n)
@@ -243,8 +307,8 @@ def _get_e(r: Reader, n: int, shape) -> np.ndarray:
     b = E.decode(r.take(r.uvarint(len(r.data))), max_symbols=cols, what=r.what)
     if a.size != rows or b.size != cols or a.dtype != np.int16 or b.dtype != np.int16:
         raise r.fail("row/column scale offsets do not match the tensor's shape")
-    ctx = _scale_contexts(a, b)
-    return E.decode_context(r.take(r.uvarint(len(r.data))), ctx, what=r.what).astype(np.uint8, copy=False)
+    ctx = dev.scale_contexts(a, b)
+    return dev.cast(dev.context(r.take(r.uvarint(len(r.data))), ctx, r.what), np.uint8)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -472,6 +536,45 @@ def decode_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = 
     return out
 
 
+def decode_tensor_device(blob: bytes | memoryview, dtype: str, numel: int, mode: str, device,
+                         what: str = "tensor", shape=None):
+    """:func:`decode_tensor` on a device: bf16/fp16 and fp32 (plain low bytes) fields decode with
+    the rANS lane kernel and join with the float kernel, into a torch tensor of ``dtype`` and
+    ``shape``; the other layouts decode on the CPU and move. Bit-identical to the CPU path."""
+    import torch
+
+    from ..formats.checkpoint import torch_dtype
+    from ..kernels import floats
+
+    tdt = torch_dtype(dtype)
+    dims = list(shape) if shape is not None else [numel]
+    r = Reader(blob, what)
+    v = r.byte()
+    dev = _Device(device)
+    if v == STREAM_VERSION and dtype in ("BF16", "F16"):
+        e = _get_e(r, numel, shape, dev)
+        sm = _get_sm(r, e, numel, mode, dev)
+        lo = _get_stream(r, np.uint8, numel, dev) if dtype == "F16" else None
+        bits = floats.join16(e, sm, lo, 8 if dtype == "BF16" else 5)
+    elif v == STREAM_VERSION and dtype == "F32":
+        e = _get_e(r, numel, shape, dev)
+        sm = _get_sm(r, e, numel, mode, dev)
+        if r.pos >= len(r.data) or r.data[r.pos] != 0:  # per-row precision (or corrupt): CPU
+            b1, b0 = (torch.from_numpy(x).to(device) for x in _get_lo32(r, numel, shape))
+        else:
+            r.byte()
+            b1, b0 = _get_stream(r, np.uint8, numel, dev), _get_stream(r, np.uint8, numel, dev)
+        bits = floats.join32(e, sm, b1, b0)
+    else:
+        raw = decode_tensor(blob, dtype, numel, mode, what, shape)
+        if raw.size == 0:
+            return torch.empty(dims, dtype=tdt, device=device)
+        return torch.from_numpy(raw.copy()).view(tdt).reshape(dims).to(device)
+    if r.pos != len(r.data):
+        raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
+    return bits.view(tdt).reshape(dims)
+
+
 # ------------------------------------------------------------------------------------------------
 # the codec
 # ------------------------------------------------------------------------------------------------
@@ -637,10 +740,10 @@ def _as_checkpoint(item: Any) -> Checkpoint:
     raise InvalidInputError(f"weights codecs encode checkpoints or state dicts, not {type(item).__name__}")
 
 
-def load_checkpoint(container: Item, codec: CheckpointCodec, names=None, progress=None) -> Checkpoint:
-    """Rebuild a checkpoint (or, with ``names``, only those tensors and their aliases' targets)."""
-    src = container.source
-    manifest = src.get("tensors")
+def select_tensors(container: Item, names=None) -> list[tuple[dict[str, Any], list[int], int]]:
+    """Manifest entries to restore, as (entry, shape, numel): all, or ``names`` and the tensors
+    their aliases point at."""
+    manifest = container.source.get("tensors")
     if not isinstance(manifest, list):
         raise CorruptDataError(f"{container.path}: no tensor manifest")
     by_name = {m["name"]: m for m in manifest}
@@ -651,15 +754,41 @@ def load_checkpoint(container: Item, codec: CheckpointCodec, names=None, progres
         if unknown:
             raise InvalidInputError(f"{container.path}: no tensor named {unknown[0]!r}")
         want |= {by_name[n]["alias_of"] for n in list(want) if by_name[n].get("alias_of")}
-    tensors: list[TensorRecord] = []
-    jobs = []
+    out = []
     for m in manifest:
         if want is not None and m["name"] not in want:
             continue
         shape = [int(s) for s in m["shape"]]
         if m["dtype"] not in DTYPES:
             raise CorruptDataError(f"{container.path}: tensor {m['name']!r} has unknown dtype {m['dtype']}")
-        numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        out.append((m, shape, int(np.prod(shape, dtype=np.int64)) if shape else 1))
+    return out
+
+
+def load_device(container: Item, names, device) -> dict[str, Any]:
+    """weights/lossless straight to a device's memory: ``{name: tensor}`` decoded by the kernels
+    (aliases share their target's tensor)."""
+    mode = container.params.get("mode", "best")
+    out: dict[str, Any] = {}
+    chosen = select_tensors(container, names)
+    for m, shape, numel in chosen:
+        if not m.get("alias_of"):
+            blob = container.read_blob(m["array"])
+            out[m["name"]] = decode_tensor_device(
+                blob, m["dtype"], numel, mode, device, what=f"{container.path}: tensor {m['name']!r}",
+                shape=shape)
+    for m, _, _ in chosen:
+        if m.get("alias_of"):
+            out[m["name"]] = out[m["alias_of"]]
+    return out
+
+
+def load_checkpoint(container: Item, codec: CheckpointCodec, names=None, progress=None) -> Checkpoint:
+    """Rebuild a checkpoint (or, with ``names``, only those tensors and their aliases' targets)."""
+    src = container.source
+    tensors: list[TensorRecord] = []
+    jobs = []
+    for m, shape, numel in select_tensors(container, names):
         rec = TensorRecord(m["name"], m["dtype"], shape, np.empty(0, np.uint8), m.get("file", ""),
                            m.get("alias_of") or None)
         tensors.append(rec)

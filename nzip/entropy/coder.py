@@ -21,6 +21,7 @@ makes table plus data smallest, so the blob's size sits within a hair of the emp
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -293,23 +294,59 @@ def _raise_status(status: np.ndarray, what: str) -> None:
         raise CorruptDataError(f"{what}: block {b} is corrupt ({why})")
 
 
-def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
-           what: str = "entropy blob") -> np.ndarray:
-    """Decode a blob from :func:`encode` to a 1-D array of the original dtype."""
+@dataclass
+class LaneStreams:
+    """A parsed static or context blob, ready for a lane decoder (the CPU's or a GPU kernel).
+
+    ``slot_sym``/``slot_pack`` hold the decode tables (all contexts side by side for a context
+    blob: context c's slot s is entry ``(c << prec) | s``); ``words[woff[b]:woff[b+1]]`` and
+    ``states[b*lanes:(b+1)*lanes]`` are block b's. Static blobs also carry how to turn the decoded
+    symbols back into values (``offset``, ``dtype``, ``nalpha``); EMPTY/CONSTANT blobs have
+    ``constant`` set (None for an empty blob) and no streams.
+    """
+
+    kind: int
+    n: int
+    dtype: np.dtype
+    lanes: int = 1
+    prec: int = 1
+    block: int = 1
+    nblocks: int = 0
+    words: np.ndarray | None = None
+    woff: np.ndarray | None = None
+    states: np.ndarray | None = None
+    slot_sym: np.ndarray | None = None
+    slot_pack: np.ndarray | None = None
+    offset: int = 0
+    nalpha: int = 0
+    nctx: int = 0
+    constant: int | None = None
+    what: str = "entropy blob"
+
+    def finish(self, out: np.ndarray) -> np.ndarray:
+        """Decoded symbols -> values of the blob's dtype (static blobs)."""
+        return _unshift(out, self.offset, self.dtype, self.nalpha, Reader(b"", self.what))
+
+
+def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
+          what: str = "entropy blob") -> LaneStreams:
+    """Parse and check a static blob from :func:`encode` (every size checked before allocation)."""
     r = Reader(data, what)
     kind, dtype, n = _parse_head(r)
     if n > max_symbols:
         raise r.fail(f"declares {n} symbols, more than the {max_symbols} expected")
     if kind == EMPTY:
-        return np.empty(0, dtype=dtype)
+        return LaneStreams(EMPTY, 0, dtype, what=what)
     if kind == CONSTANT:
         v = r.svarint()
         try:
-            return np.full(n, v, dtype=dtype)
+            np.array(v, dtype=dtype)
         except OverflowError:
             raise r.fail(f"constant {v} does not fit {dtype}") from None
+        return LaneStreams(CONSTANT, n, dtype, constant=v, what=what)
     if kind != STATIC:
-        raise r.fail("this is an indexed blob: decode it with decode_indexed(data, indexes, tables)")
+        raise r.fail("this is an indexed or context blob: decode it with decode_indexed / "
+                     "decode_context")
     lanes, prec, block, nblocks = _parse_layout(r, n)
     offset = r.svarint()
     nalpha = r.uvarint(MAX_ALPHABET)
@@ -325,11 +362,24 @@ def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
     if r.pos != len(r.data):
         raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
     slot_sym, slot_pack = decode_tables(freqs, prec)
-    out = np.empty(n, dtype=slot_sym.dtype)
-    status = np.empty(nblocks, dtype=np.int64)
-    K.decode_blocks(words, woff, states, out, block, lanes, prec, slot_sym, slot_pack, status)
+    return LaneStreams(STATIC, n, dtype, lanes, prec, block, nblocks, words, woff, states, slot_sym,
+                       slot_pack, offset, nalpha, 1, what=what)
+
+
+def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
+           what: str = "entropy blob") -> np.ndarray:
+    """Decode a blob from :func:`encode` to a 1-D array of the original dtype."""
+    p = parse(data, max_symbols=max_symbols, what=what)
+    if p.kind == EMPTY:
+        return np.empty(0, dtype=p.dtype)
+    if p.kind == CONSTANT:
+        return np.full(p.n, p.constant, dtype=p.dtype)
+    out = np.empty(p.n, dtype=p.slot_sym.dtype)
+    status = np.empty(p.nblocks, dtype=np.int64)
+    K.decode_blocks(p.words, p.woff, p.states, out, p.block, p.lanes, p.prec, p.slot_sym,
+                    p.slot_pack, status)
     _raise_status(status, what)
-    return _unshift(out, offset, dtype, nalpha, r)
+    return p.finish(out)
 
 
 def _unshift(out: np.ndarray, offset: int, dtype: np.dtype, nalpha: int, r: Reader) -> np.ndarray:
@@ -533,24 +583,23 @@ def encode_context(symbols, contexts, num_contexts: int, *, lanes: int | None = 
     return bytes(out)
 
 
-def decode_context(data: bytes | memoryview, contexts, *, what: str = "entropy blob") -> np.ndarray:
-    """Decode a blob from :func:`encode_context` given the same contexts (uint16 symbols)."""
+def parse_context(data: bytes | memoryview, n_contexts_given: int, *,
+                  what: str = "entropy blob") -> LaneStreams:
+    """Parse and check a blob from :func:`encode_context` that ``n_contexts_given`` contexts (one
+    per symbol) will decode."""
     r = Reader(data, what)
     kind, _, n = _parse_head(r)
-    cx = np.ascontiguousarray(np.asarray(contexts).reshape(-1))
-    if kind == EMPTY and cx.size == 0:
-        return np.empty(0, dtype=np.uint16)
+    if kind == EMPTY and n_contexts_given == 0:
+        return LaneStreams(EMPTY, 0, np.dtype(np.uint16), what=what)
     if kind != CONTEXT:
         raise r.fail("not a context-coded blob")
-    if n != cx.size:
-        raise r.fail(f"holds {n} symbols but {cx.size} contexts were given")
+    if n != n_contexts_given:
+        raise r.fail(f"holds {n} symbols but {n_contexts_given} contexts were given")
     lanes, prec, block, nblocks = _parse_layout(r, n)
     nalpha = r.uvarint(1 << 16)
     nctx = r.uvarint(MAX_CONTEXTS)
     if nalpha < 2 or nctx < 1:
         raise r.fail("bad context table header")
-    if cx.dtype.kind not in "iu" or int(cx.min()) < 0 or int(cx.max()) >= nctx:
-        raise InvalidInputError(f"contexts must be integers in 0..{nctx - 1}")
     slot_sym = np.zeros(nctx << prec, dtype=np.uint8 if nalpha <= 256 else np.uint16)
     slot_pack = np.zeros(nctx << prec, dtype=np.uint32)
     min_bits = float(prec)
@@ -571,9 +620,25 @@ def decode_context(data: bytes | memoryview, contexts, *, what: str = "entropy b
     words, woff, states = _parse_streams(r, n, lanes, block, nblocks, min_bits)
     if r.pos != len(r.data):
         raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
-    out = np.empty(n, dtype=slot_sym.dtype)
-    status = np.empty(nblocks, dtype=np.int64)
-    K.decode_blocks_ctx(words, woff, states, out, cx.astype(np.uint16, copy=False), block, lanes, prec,
-                        slot_sym, slot_pack, status)
+    return LaneStreams(CONTEXT, n, np.dtype(np.uint16), lanes, prec, block, nblocks, words, woff,
+                       states, slot_sym, slot_pack, 0, nalpha, nctx, what=what)
+
+
+def check_contexts(cx: np.ndarray, nctx: int) -> None:
+    if cx.size and (cx.dtype.kind not in "iu" or int(cx.min()) < 0 or int(cx.max()) >= nctx):
+        raise InvalidInputError(f"contexts must be integers in 0..{nctx - 1}")
+
+
+def decode_context(data: bytes | memoryview, contexts, *, what: str = "entropy blob") -> np.ndarray:
+    """Decode a blob from :func:`encode_context` given the same contexts (uint16 symbols)."""
+    cx = np.ascontiguousarray(np.asarray(contexts).reshape(-1))
+    p = parse_context(data, cx.size, what=what)
+    if p.kind == EMPTY:
+        return np.empty(0, dtype=np.uint16)
+    check_contexts(cx, p.nctx)
+    out = np.empty(p.n, dtype=p.slot_sym.dtype)
+    status = np.empty(p.nblocks, dtype=np.int64)
+    K.decode_blocks_ctx(p.words, p.woff, p.states, out, cx.astype(np.uint16, copy=False), p.block,
+                        p.lanes, p.prec, p.slot_sym, p.slot_pack, status)
     _raise_status(status, what)
     return out

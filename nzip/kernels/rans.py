@@ -1,0 +1,260 @@
+"""rANS lane decode on the GPU: many static or context blobs of the shared entropy layer in one
+launch, straight into torch tensors on the device.
+
+One program decodes ``ROWS`` blocks side by side as a (ROWS, 32) tile: row r is a block, column
+l its lane l (blocks with fewer lanes mask the rest). A step decodes one group of ``lanes``
+symbols per block: every lane's table lookup at once, then the renormalisation hands out the next
+16-bit words to the lanes that fell below 2**16 by an exclusive prefix sum over the lanes, which is
+exactly the order the CPU decoder reads them in (``nzip/entropy/lanes.py``). All arithmetic is
+uint32, as on the CPU, so the symbols are bit-identical.
+
+The twin is the CPU decoder itself (``nzip.entropy.decode`` / ``decode_context``, numba).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..entropy import coder as C
+from ..entropy import lanes as K
+from ..errors import CorruptDataError, InvalidInputError
+from . import triton_available, use_kernel
+
+ROWS = 16  # blocks per program
+
+if triton_available():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _rans_kernel(words_ptr, states_ptr, out_ptr, ctx_ptr, sym_ptr, pack_ptr,
+                     b_wstart, b_wend, b_state, b_out, b_n, b_lanes, b_prec, b_table, b_ctx,
+                     p_steps, status_ptr, nblocks,
+                     ROWS: tl.constexpr, HAS_CTX: tl.constexpr):
+        pid = tl.program_id(0)
+        rows = pid * ROWS + tl.arange(0, ROWS)
+        rmask = rows < nblocks
+        lane = tl.arange(0, 32)
+        wstart = tl.load(b_wstart + rows, mask=rmask, other=0)
+        wend = tl.load(b_wend + rows, mask=rmask, other=0)
+        sbase = tl.load(b_state + rows, mask=rmask, other=0)
+        obase = tl.load(b_out + rows, mask=rmask, other=0)
+        n = tl.load(b_n + rows, mask=rmask, other=0)
+        nl = tl.load(b_lanes + rows, mask=rmask, other=1)
+        prec = tl.load(b_prec + rows, mask=rmask, other=1).to(tl.uint32)
+        tbase = tl.load(b_table + rows, mask=rmask, other=0)
+        cbase = tl.load(b_ctx + rows, mask=rmask, other=0)
+        lmask = (lane[None, :] < nl[:, None]) & rmask[:, None]
+        x = tl.load(states_ptr + sbase[:, None] + lane[None, :], mask=lmask, other=65536)
+        x = x.to(tl.uint32, bitcast=True)
+        smask = (tl.full((ROWS,), 1, tl.uint32) << prec) - 1
+        ptr = wstart
+        j = tl.zeros((ROWS,), dtype=tl.int64)
+        steps = tl.load(p_steps + pid)
+        for _ in range(steps):
+            pos = j[:, None] + lane[None, :]
+            active = lmask & (pos < n[:, None])
+            slot = (x & smask[:, None]).to(tl.int64)
+            if HAS_CTX:
+                c = tl.load(ctx_ptr + cbase[:, None] + pos, mask=active, other=0).to(tl.int64)
+                slot = slot | (c << prec[:, None].to(tl.int64))
+            idx = tbase[:, None] + slot
+            sym = tl.load(sym_ptr + idx, mask=active, other=0)
+            pk = tl.load(pack_ptr + idx, mask=active, other=0).to(tl.uint32, bitcast=True)
+            xn = (pk >> 16) * (x >> prec[:, None]) + (pk & 0xFFFF)
+            x = tl.where(active, xn, x)
+            tl.store(out_ptr + obase[:, None] + pos, sym.to(out_ptr.dtype.element_ty), mask=active)
+            need = active & (x < 65536)
+            needi = need.to(tl.int64)
+            before = tl.cumsum(needi, axis=1) - needi
+            wpos = ptr[:, None] + before
+            w = tl.load(words_ptr + wpos, mask=need & (wpos < wend[:, None]), other=0)
+            w = (w.to(tl.int32) & 0xFFFF).to(tl.uint32)
+            x = tl.where(need, (x << 16) | w, x)
+            ptr += tl.sum(needi, axis=1)
+            j += nl.to(tl.int64)
+        bad_state = tl.sum((lmask & (x != 65536)).to(tl.int32), axis=1) > 0
+        # the CPU decoder's codes: -2 words do not match (K.ERR_OVERRUN), -3 final states (ERR_STATE)
+        status = tl.where(ptr != wend, -2, tl.where(bad_state, -3, 0))
+        tl.store(status_ptr + rows, status.to(tl.int32), mask=rmask)
+
+
+@dataclass
+class _Job:
+    p: C.LaneStreams
+    ctx: np.ndarray | torch.Tensor | None
+
+
+def _parse(blobs, contexts, what) -> list[_Job]:
+    jobs = []
+    for i, blob in enumerate(blobs):
+        name = f"{what} {i}" if len(blobs) > 1 else what
+        cx = None if contexts is None else contexts[i]
+        if cx is None:
+            jobs.append(_Job(C.parse(blob, what=name), None))
+        else:
+            jobs.append(_Job(C.parse_context(blob, int(cx.numel() if torch.is_tensor(cx) else np.size(cx)),
+                                             what=name), cx))
+    return jobs
+
+
+def _twin(job: _Job, device) -> torch.Tensor:
+    p = job.p
+    if p.kind == C.EMPTY:
+        out = np.empty(0, dtype=p.dtype)
+    elif p.kind == C.CONSTANT:
+        out = np.full(p.n, p.constant, dtype=p.dtype)
+    elif p.kind == C.STATIC:
+        sym = np.empty(p.n, dtype=p.slot_sym.dtype)
+        status = np.empty(p.nblocks, dtype=np.int64)
+        K.decode_blocks(p.words, p.woff, p.states, sym, p.block, p.lanes, p.prec, p.slot_sym,
+                        p.slot_pack, status)
+        C._raise_status(status, p.what)
+        out = p.finish(sym)
+    else:
+        cx = job.ctx.cpu().numpy() if torch.is_tensor(job.ctx) else np.asarray(job.ctx)
+        cx = np.ascontiguousarray(cx.reshape(-1))
+        C.check_contexts(cx, p.nctx)
+        out = np.empty(p.n, dtype=p.slot_sym.dtype)
+        status = np.empty(p.nblocks, dtype=np.int64)
+        K.decode_blocks_ctx(p.words, p.woff, p.states, out, cx.astype(np.uint16, copy=False), p.block,
+                            p.lanes, p.prec, p.slot_sym, p.slot_pack, status)
+        C._raise_status(status, p.what)
+    return torch.from_numpy(np.ascontiguousarray(out)).to(device)
+
+
+def _finish_on_device(p: C.LaneStreams, sym: torch.Tensor) -> torch.Tensor:
+    """Decoded symbols (int32 on the device) -> the blob's values, as p.finish does on the CPU."""
+    if p.kind == C.CONTEXT:
+        return sym.to(torch.int32) if p.nalpha > 256 else sym.to(torch.uint8)
+    lo, hi = p.offset, p.offset + p.nalpha - 1
+    if p.dtype == np.bool_:
+        if lo < 0 or hi > 1:
+            raise CorruptDataError(f"{p.what}: bool values out of range")
+        return (sym + lo).to(torch.bool)
+    info = np.iinfo(p.dtype)
+    if lo < info.min or hi > info.max:
+        raise CorruptDataError(f"{p.what}: values out of range of {p.dtype}")
+    tdt = _TORCH.get(np.dtype(p.dtype))
+    v = sym.to(torch.int64) + lo
+    return v.to(tdt) if tdt is not None else v
+
+
+_TORCH = {np.dtype(np.int8): torch.int8, np.dtype(np.uint8): torch.uint8,
+          np.dtype(np.int16): torch.int16, np.dtype(np.int32): torch.int32,
+          np.dtype(np.int64): torch.int64, np.dtype(np.uint16): torch.uint16,
+          np.dtype(np.uint32): torch.uint32, np.dtype(np.uint64): torch.uint64}
+
+
+def _run_kernel(jobs: list[_Job], device) -> list[torch.Tensor]:
+    coded = [j for j in jobs if j.p.kind in (C.STATIC, C.CONTEXT)]
+    results: dict[int, torch.Tensor] = {}
+    for kind_ctx in (False, True):
+        group = [j for j in coded if (j.p.kind == C.CONTEXT) == kind_ctx]
+        if group:
+            for j, t in zip(group, _launch(group, device, kind_ctx)):
+                results[id(j)] = t
+    out = []
+    for j in jobs:
+        p = j.p
+        if p.kind == C.EMPTY:
+            out.append(torch.empty(0, dtype=_TORCH.get(np.dtype(p.dtype), torch.bool), device=device))
+        elif p.kind == C.CONSTANT:
+            out.append(torch.full((p.n,), p.constant, dtype=_TORCH.get(np.dtype(p.dtype), torch.bool),
+                                  device=device))
+        else:
+            out.append(_finish_on_device(p, results[id(j)]))
+    return out
+
+
+def _launch(group: list[_Job], device, has_ctx: bool) -> list[torch.Tensor]:
+    nb = sum(j.p.nblocks for j in group)
+    wstart, wend, sbase, obase, nsym, nl, prec, tbase, cbase = (np.zeros(nb, np.int64) for _ in range(9))
+    words, states, syms, packs, ctxs = [], [], [], [], []
+    wofs = sofs = oofs = tofs = cofs = 0
+    b = 0
+    for j in group:
+        p = j.p
+        for k in range(p.nblocks):
+            wstart[b] = wofs + p.woff[k]
+            wend[b] = wofs + p.woff[k + 1]
+            sbase[b] = sofs + k * p.lanes
+            obase[b] = oofs + k * p.block
+            nsym[b] = min(p.block, p.n - k * p.block)
+            nl[b], prec[b], tbase[b], cbase[b] = p.lanes, p.prec, tofs, cofs + k * p.block
+            b += 1
+        words.append(p.words[: int(p.woff[-1])])
+        states.append(p.states.astype(np.uint32).view(np.int32))
+        syms.append(p.slot_sym.astype(np.int32))
+        packs.append(p.slot_pack.view(np.int32))
+        wofs += int(p.woff[-1])
+        sofs += p.states.size
+        oofs += p.n
+        tofs += p.slot_sym.size
+        if has_ctx:
+            cx = j.ctx if torch.is_tensor(j.ctx) else torch.from_numpy(
+                np.ascontiguousarray(j.ctx).astype(np.int32, copy=False))
+            cx = cx.reshape(-1).to(device=device, dtype=torch.int32)
+            if cx.numel() and (int(cx.min()) < 0 or int(cx.max()) >= p.nctx):
+                raise InvalidInputError(f"contexts must be integers in 0..{p.nctx - 1}")
+            ctxs.append(cx.to(device=device, dtype=torch.int32))
+            cofs += p.n
+    steps = -(-nsym // nl)
+    nprog = -(-nb // ROWS)
+    psteps = np.zeros(nprog * ROWS, np.int64)
+    psteps[:nb] = steps
+    psteps = psteps.reshape(nprog, ROWS).max(1)
+
+    def dev(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    wcat = np.concatenate(words) if wofs else np.zeros(1, np.uint16)
+    t_words = dev(wcat.view(np.int16))
+    out = torch.empty(max(oofs, 1), dtype=torch.int32, device=device)
+    ctx = torch.cat(ctxs) if has_ctx else torch.zeros(1, dtype=torch.int32, device=device)
+    status = torch.empty(nb, dtype=torch.int32, device=device)
+    _rans_kernel[(nprog,)](t_words, dev(np.concatenate(states)), out, ctx, dev(np.concatenate(syms)),
+                           dev(np.concatenate(packs)), dev(wstart), dev(wend), dev(sbase), dev(obase),
+                           dev(nsym), dev(nl), dev(prec), dev(tbase), dev(cbase), dev(psteps), status,
+                           nb, ROWS=ROWS, HAS_CTX=has_ctx)
+    st = status.cpu().numpy()
+    results, b, o = [], 0, 0
+    for j in group:
+        C._raise_status(st[b:b + j.p.nblocks].astype(np.int64), j.p.what)
+        b += j.p.nblocks
+        results.append(out[o:o + j.p.n])
+        o += j.p.n
+    return results
+
+
+def decode_blobs(blobs, device="cpu", contexts=None, *, kernel: bool | None = None,
+                 what: str = "entropy blob") -> list[torch.Tensor]:
+    """Decode static blobs (``contexts[i] is None``) and context blobs (``contexts[i]`` the
+    per-symbol contexts) into 1-D torch tensors on ``device``: one kernel launch per kind on a CUDA
+    device, the CPU decoder otherwise. Context blobs come back as uint8 (alphabets <= 256) or
+    int32; static blobs in their own dtype."""
+    blobs = list(blobs)
+    if contexts is not None and len(contexts) != len(blobs):
+        raise InvalidInputError(f"{len(blobs)} blobs but {len(contexts)} context arrays")
+    jobs = _parse(blobs, contexts, what)
+    if use_kernel(device, kernel):
+        return _run_kernel(jobs, device)
+    return [_finish_twin(_twin(j, device), j.p) for j in jobs]
+
+
+def _finish_twin(t: torch.Tensor, p: C.LaneStreams) -> torch.Tensor:
+    if p.kind == C.CONTEXT:
+        return t.to(torch.int32) if p.nalpha > 256 else t
+    return t
+
+
+def decode(blob, device="cpu", contexts=None, *, kernel: bool | None = None,
+           what: str = "entropy blob") -> torch.Tensor:
+    """One blob: :func:`decode_blobs` of a list of one."""
+    return decode_blobs([blob], device, None if contexts is None else [contexts], kernel=kernel,
+                        what=what)[0]
+
+
+__all__ = ["decode_blobs", "decode"]
