@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import registry
+from . import dataset, registry
 from .errors import InvalidInputError, OutputExistsError
 from .formats.container import Item, open_item, write_item
 
@@ -68,6 +68,9 @@ def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwr
     ones are refused. The container is written atomically; ``dst`` must not be ``src``."""
     t0 = time.perf_counter()
     dst = os.fspath(dst)
+    if isinstance(src, (str, os.PathLike)) and os.path.isdir(src) and (
+            dst.rstrip("/").endswith(DATASET_SUFFIX) or {"workers", "scheduler"} & set(params)):
+        return _build_dataset(os.fspath(src), dst, codec, overwrite, progress, params)
     if isinstance(src, (str, os.PathLike)):
         src = os.fspath(src)
         if not os.path.exists(src) and "://" not in src:
@@ -97,9 +100,17 @@ def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwr
 def decode(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, overwrite: bool = False,
            device: str = "cpu", progress: bool = False) -> Any:
     """Decode a container. With ``dst``, write the item there (atomically) and return a
-    :class:`Report`; without, return the item itself (e.g. a numpy array)."""
+    :class:`Report`; without, return the item itself (e.g. a numpy array). A data set decodes
+    into the folder ``dst``, every item under its key."""
     t0 = time.perf_counter()
     src = os.fspath(src)
+    if dataset.is_dataset(src):
+        if dst is None:
+            raise InvalidInputError(f"{src} is a data set: decode it into a folder, or read it with "
+                                    "nzip.data.ContainerDataset / nzip.dataset.open_dataset")
+        ds = dataset.open_dataset(src)
+        dataset.extract(src, dst, overwrite=overwrite, progress=progress)
+        return Report(ds.codec, ds.raw_bytes(), ds.stored_bytes(), time.perf_counter() - t0)
     if dst is not None:
         dst = os.fspath(dst)
         if _same_file(src, dst):
@@ -130,8 +141,18 @@ def open(path: str | os.PathLike) -> Item:  # noqa: A001 - mirrors zarr.open / n
 
 
 def info(path: str | os.PathLike) -> dict[str, Any]:
-    """Codec, params, source, sizes, ratio and per-array chunking of a container."""
+    """Codec, params, source, sizes, ratio and per-array chunking of a container (for a data set:
+    its codec, items, shards and sizes)."""
     path = os.fspath(path)
+    if dataset.is_dataset(path):
+        ds = dataset.open_dataset(path)
+        raw, stored = ds.raw_bytes(), ds.stored_bytes()
+        return {"path": path, "format": ds.meta.get("format"), "codec": ds.codec, "dataset": True,
+                "codec_version": ds.meta.get("codec_version"), "params": ds.meta.get("params", {}),
+                "source": {"modality": "dataset", "n_items": ds.n, "shard_size": ds.shard_size,
+                           "n_shards": ds.n_shards},
+                "stored_bytes": stored, "raw_bytes": raw, "ratio": raw / stored if stored else None,
+                "arrays": []}
     with open_item(path) as it:
         arrays = []
         for name in it.array_names():
@@ -155,6 +176,21 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
                 "codec_version": it.meta.get("codec_version"), "params": it.params,
                 "source": it.source, "stored_bytes": stored, "raw_bytes": raw,
                 "ratio": raw / stored if stored else None, "arrays": arrays}
+
+
+DATASET_SUFFIX = ".nzip"
+
+
+def _build_dataset(src: str, dst: str, codec: str | None, overwrite: bool, progress: bool,
+                   params: dict[str, Any]) -> Report:
+    if codec is None:
+        raise InvalidInputError(f"pass --codec to build a data set from the folder {src} (see `nzip codecs`)")
+    workers = int(params.pop("workers", 0) or 0)
+    scheduler = params.pop("scheduler", None)
+    shard = int(params.pop("shard_size", dataset.DEFAULT_SHARD))
+    r = dataset.build(src, dst, codec, workers=workers, scheduler=scheduler, shard_size=shard,
+                      overwrite=overwrite, progress=progress, **params)
+    return Report(r.codec, r.raw_bytes, r.stored_bytes, r.seconds)
 
 
 def list_codecs() -> dict[str, str]:

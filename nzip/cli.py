@@ -48,13 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"nzip {__import__('nzip').__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    e = sub.add_parser("encode", help="encode a file into a container (.nz file or directory)")
+    e = sub.add_parser("encode", help="encode a file into a container (.nz file or directory), or a "
+                       "folder into a data set (NAME.nzip)")
     e.add_argument("input")
     e.add_argument("output")
     e.add_argument("--codec", help="codec name (default: chosen from the input; see `nzip codecs`)")
     e.add_argument("--param", action="append", default=[], metavar="K=V", help="codec parameter")
     for k, t in _COMMON.items():
         e.add_argument(f"--{k}", type=t, default=None, help=f"codec parameter {k}")
+    e.add_argument("--workers", type=int, default=None,
+                   help="data sets (DIR -> NAME.nzip): encode on a local dask cluster of N processes")
+    e.add_argument("--scheduler", default=None, help="data sets: use this dask.distributed scheduler")
+    e.add_argument("--shard-size", type=int, default=None, help="data sets: items per shard (64)")
     e.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     e.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
@@ -79,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_encode(a: argparse.Namespace) -> None:
     params = _params(a.param)
     params.update({k: getattr(a, k) for k in _COMMON if getattr(a, k) is not None})
+    params.update({k: v for k, v in (("workers", a.workers), ("scheduler", a.scheduler),
+                                     ("shard_size", a.shard_size)) if v is not None})
     r = api.encode(a.input, a.output, a.codec, overwrite=a.force, progress=sys.stderr.isatty(), **params)
     if not a.quiet:
         print(f"{a.input} -> {a.output}  [{r.codec}]  {_human(r.raw_bytes)} -> {_human(r.stored_bytes)}"
@@ -97,7 +104,8 @@ def _cmd_info(a: argparse.Namespace) -> None:
     if a.json:
         print(json.dumps(info, indent=2))
         return
-    print(f"{info['path']}: nzip format {info['format']}, codec {info['codec']} v{info['codec_version']}")
+    print(f"{info['path']}: nzip {'data set ' if info.get('dataset') else ''}format {info['format']}, "
+          f"codec {info['codec']} v{info['codec_version']}")
     source = {k: v for k, v in info["source"].items() if k not in ("tensors", "side")}
     print(f"  source  {json.dumps(source)}")
     print(f"  params  {json.dumps(info['params'])}")

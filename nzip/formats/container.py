@@ -266,6 +266,28 @@ class Item:
                                         f"is corrupt ({why})")
         return CorruptDataError(f"{self.path}: array {name!r} cannot be read ({exc})")
 
+    def read_chunk_bytes(self, name: str, index: tuple[int, ...]) -> bytes | memoryview:
+        """The stored bytes of one chunk of an array (its codec's output, crc32c checked and
+        stripped) without decoding it: what a batched GPU decode collects."""
+        key = "/".join([name, "c", *map(str, index)])
+        try:
+            proto = __import__("zarr.core.buffer", fromlist=["default_buffer_prototype"]).default_buffer_prototype()
+            from zarr.core.sync import sync
+
+            buf = sync(self._store.get(key, prototype=proto))
+        except Exception as exc:  # noqa: BLE001
+            raise CorruptDataError(f"{self.path}: array {name!r} chunk {'.'.join(map(str, index))} "
+                                   f"cannot be read ({exc})") from None
+        if buf is None:
+            raise CorruptDataError(f"{self.path}: array {name!r} chunk {'.'.join(map(str, index))} is missing")
+        data = buf.to_bytes()
+        import crc32c
+
+        if len(data) < 4 or crc32c.crc32c(data[:-4]) != int.from_bytes(data[-4:], "little"):
+            raise CorruptDataError(f"{self.path}: array {name!r} chunk {'.'.join(map(str, index))} is "
+                                   "corrupt (checksum mismatch)")
+        return memoryview(data)[:-4]
+
     def read_blob(self, name: str) -> bytes | memoryview:
         """The bytes of a raw, one-chunk uint8 array (a codec's own stream), read straight from the
         store with its crc32c checked: no zarr machinery per array, which matters for checkpoints

@@ -1,0 +1,230 @@
+"""Data sets (nzip.dataset) and the PyTorch datasets over them (nzip.data)."""
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import nzip
+from nzip import dataset as D
+from nzip.data import Compressed, ContainerDataset, StreamingDataset, collate
+from nzip.errors import CorruptDataError, OutputExistsError
+
+
+def _folder(root, n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    src = root / "src"
+    for i in range(n):
+        sub = src / ("odd" if i % 2 else "even")
+        sub.mkdir(parents=True, exist_ok=True)
+        np.save(sub / f"x{i:03d}.npy", rng.integers(-60, 60, (12, 10)).astype(np.int16))
+    (src / "README.txt").write_text("not an array")  # ignored: array/rans reads .npy
+    return src
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    src = _folder(root)
+    rep = nzip.encode(src, root / "d.nzip", codec="array/rans", shard_size=6)
+    return src, root / "d.nzip", rep
+
+
+def _keys(loader):
+    return [k for b in loader for k in b["key"]]
+
+
+def test_build_and_random_access(built, tmp_path):
+    src, path, rep = built
+    assert rep.codec == "array/rans" and rep.raw_bytes == 40 * 12 * 10 * 2
+    ds = ContainerDataset(path)
+    assert len(ds) == 40 and ds.keys()[0] == "even/x000.npy"
+    # reading an item touches only that item: the others can be gone
+    copy = tmp_path / "copy.nzip"
+    shutil.copytree(path, copy)
+    for p in (copy / "items").glob("*/*"):
+        if p.is_dir() and p.name != "00003":
+            shutil.rmtree(p)
+    item = ContainerDataset(copy)[3]
+    assert np.array_equal(item["data"], np.load(src / item["key"]))
+    info = nzip.api.info(path)
+    assert info["dataset"] and info["source"]["n_items"] == 40 and info["source"]["n_shards"] == 7
+
+
+def test_map_style_loader_and_decode_to_folder(built, tmp_path):
+    src, path, _ = built
+    batches = list(DataLoader(ContainerDataset(path), batch_size=8, num_workers=2, collate_fn=collate))
+    assert batches[0]["data"].shape == (8, 12, 10) and batches[0]["data"].dtype == torch.int16
+    assert sorted(_keys(batches)) == sorted(D.open_dataset(path).keys)
+    nzip.decode(path, tmp_path / "out")
+    for key in D.open_dataset(path).keys:
+        assert np.array_equal(np.load(tmp_path / "out" / key), np.load(src / key))
+
+
+def test_exactly_once_over_workers_and_ranks(built):
+    _, path, _ = built
+    seen = []
+    for rank in range(2):
+        ds = StreamingDataset(path, seed=3, rank=rank, world_size=2, shuffle_buffer=4, batch_size=3)
+        keys = _keys(DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate))
+        assert len(keys) == len(ds)
+        seen += keys
+    assert sorted(seen) == sorted(D.open_dataset(path).keys)
+
+
+def test_order_is_seeded_by_epoch(built):
+    _, path, _ = built
+
+    def run(seed, epoch):
+        ds = StreamingDataset(path, seed=seed, shuffle_buffer=8, batch_size=4)
+        ds.set_epoch(epoch)
+        return _keys(DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate))
+
+    a = run(1, 0)
+    assert a == run(1, 0) and sorted(a) == sorted(D.open_dataset(path).keys)
+    assert a != run(1, 1) and a != run(2, 0)
+    plain = StreamingDataset(path, shuffle=False)
+    assert [b["key"] for b in plain] == D.open_dataset(path).keys
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch(built, workers):
+    _, path, _ = built
+    bs = 4
+
+    def loader(ds):
+        return DataLoader(ds, batch_size=bs, num_workers=workers, collate_fn=collate)
+
+    ds = StreamingDataset(path, seed=5, shuffle_buffer=6, batch_size=bs)
+    ds.set_epoch(2)
+    full = _keys(loader(ds))
+    done = []
+    for step, b in enumerate(loader(ds)):
+        done += b["key"]
+        if step == 3:
+            break
+    state = ds.state_dict(samples_seen=None if workers == 0 else len(done))
+    assert state["samples_seen"] == len(done) == 16
+    fresh = StreamingDataset(path, seed=5, shuffle_buffer=6, batch_size=bs)
+    fresh.load_state_dict(state)
+    assert done + _keys(loader(fresh)) == full
+
+
+def test_corrupt_chunk_is_named_or_skipped(built, tmp_path):
+    _, path, _ = built
+    bad = tmp_path / "bad.nzip"
+    shutil.copytree(path, bad)
+    chunk = next((bad / "items" / "00001" / "00002" / "symbols" / "c").rglob("*"))
+    while chunk.is_dir():
+        chunk = next(chunk.iterdir())
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError, match=r"item 8 .*chunk 0"):
+        ContainerDataset(bad)[8]
+    ds = StreamingDataset(bad, shuffle=False, on_error="skip")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        keys = [b["key"] for b in ds]
+    assert len(keys) == 39 and any("item 8" in str(x.message) for x in w)
+
+
+def test_interrupted_build_resumes(tmp_path):
+    src = _folder(tmp_path, n=12)
+    dst = tmp_path / "r.nzip"
+    nzip.encode(src, dst, codec="array/rans", shard_size=5)
+    shutil.rmtree(dst / "items" / "00001")  # as if the build had stopped in shard 1
+    (dst / "items" / "00002" / "zarr.json").unlink()
+    with pytest.raises(CorruptDataError):
+        ContainerDataset(dst).keys()
+    r = D.build(src, dst, "array/rans", shard_size=5)
+    assert r.skipped_shards == 1 and r.n_shards == 3
+    assert len(ContainerDataset(dst).keys()) == 12
+    with pytest.raises(OutputExistsError):  # other settings: refused without overwrite
+        D.build(src, dst, "array/rans", shard_size=4)
+    assert D.build(src, dst, "array/rans", shard_size=4, overwrite=True).n_shards == 3
+
+
+def test_dask_local_cluster_build(tmp_path):
+    pytest.importorskip("dask.distributed")
+    src = _folder(tmp_path, n=10)
+    r = D.build(src, tmp_path / "k.nzip", "array/rans", workers=2, shard_size=3)
+    assert r.n_items == 10 and r.n_shards == 4
+    ds = ContainerDataset(tmp_path / "k.nzip")
+    assert all(np.array_equal(ds[i]["data"], np.load(src / ds[i]["key"])) for i in range(10))
+
+
+def test_batched_gpu_decode_in_collate(built, monkeypatch):
+    """Workers hand over compressed chunks; collate decodes the batch in one rANS kernel launch
+    (under the interpreter here), with array/rans's delta predictor undone on the device."""
+    src, path, _ = built
+    raw = StreamingDataset(path, shuffle=False, decode_device="cuda")
+    items = [it for _, it in zip(range(5), raw)]
+    assert all(isinstance(it["data"], Compressed) for it in items)
+    monkeypatch.setenv("NZIP_KERNELS", "1" if not torch.cuda.is_available() else "")
+    out = collate(items, device="cuda" if torch.cuda.is_available() else "cpu")
+    for key, t in zip(out["key"], out["data"]):
+        assert torch.equal(t.cpu(), torch.from_numpy(np.load(src / key)))
+    dsrc = src.parent / "delta"
+    dsrc.mkdir()
+    a = np.cumsum(np.random.default_rng(1).integers(-3, 4, (3, 50, 40)), -1).astype(np.int16)
+    np.save(dsrc / "a.npy", a)
+    nzip.encode(dsrc, src.parent / "delta.nzip", codec="array/rans", predict="delta", chunk=512)
+    item = next(iter(StreamingDataset(src.parent / "delta.nzip", decode_device="cuda")))
+    assert len(item["data"].blobs) > 1
+    assert torch.equal(collate([item], device="cpu")["data"][0], torch.from_numpy(a))
+
+
+def test_s3_round_trip_through_moto(tmp_path, monkeypatch):
+    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    import fsspec
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+                     "AWS_ENDPOINT_URL_S3": endpoint}.items():
+            monkeypatch.setenv(k, v)
+        fsspec.config.conf["s3"] = {"client_kwargs": {"endpoint_url": endpoint}}
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir("nzip-test")
+        src = _folder(tmp_path, n=9)
+        url = "s3://nzip-test/data/a.nzip"
+        rep = nzip.encode(src, url, codec="array/rans", shard_size=4)
+        assert rep.raw_bytes == 9 * 240 and rep.stored_bytes > 0
+        ds = ContainerDataset(url)
+        assert len(ds) == 9
+        for i in (0, 8):
+            assert np.array_equal(ds[i]["data"], np.load(src / ds[i]["key"]))
+        keys = [b["key"] for b in StreamingDataset(url, seed=0)]
+        assert sorted(keys) == sorted(D.list_inputs(str(src), nzip.registry.get("array/rans")))
+        nzip.encode(tmp_path / "src" / "even" / "x000.npy", "s3://nzip-test/one.nz")  # single items too
+        assert np.array_equal(nzip.decode("s3://nzip-test/one.nz"), np.load(src / "even" / "x000.npy"))
+    finally:
+        fsspec.config.conf.pop("s3", None)
+        server.stop()
+
+
+def test_cli_builds_inspects_and_decodes_a_data_set(tmp_path):
+    src = _folder(tmp_path, n=7)
+    nz = [sys.executable, "-m", "nzip.cli"]
+    r = subprocess.run([*nz, "encode", str(src), str(tmp_path / "c.nzip"), "--codec", "array/rans",
+                        "--shard-size", "3"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*nz, "info", str(tmp_path / "c.nzip")], capture_output=True, text=True)
+    assert "data set" in r.stdout and '"n_items": 7' in r.stdout
+    r = subprocess.run([*nz, "decode", str(tmp_path / "c.nzip"), str(tmp_path / "back")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and len(list((tmp_path / "back").rglob("*.npy"))) == 7
+    r = subprocess.run([*nz, "encode", str(src), str(tmp_path / "c.nz"), "--codec", "array/rans",
+                        "--workers", "2"], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "not a .nz file" in r.stderr
