@@ -13,13 +13,14 @@
         for step, batch in enumerate(loader): ...
         state = ds.state_dict(samples_seen=(step + 1) * 32)  # later: ds.load_state_dict(state)
 
-Items come back as ``{"key": relative path, "data": value}``: numpy arrays for arrays and images
-(``collate`` stacks equal shapes into tensors and keeps lists otherwise), a ``{name: tensor}`` state
+Items come back as ``{"key": relative path, "data": value}``: torch tensors for arrays and images
+(``collate`` stacks equal shapes and keeps lists otherwise), a ``{name: tensor}`` state
 dict for checkpoints. ``transform`` applies to ``data``.
 
-StreamingDataset splits the data set's shards over distributed ranks (every ``world_size``-th
-shard of the epoch's shard order, from ``rank``), then over the rank's DataLoader workers the same
-way, shuffles twice (the shard order, then a buffer of item indices), seeded by
+StreamingDataset splits the data set's shards (halved, never straddling a shard, until each rank
+has at least 16 of them) over distributed ranks (every ``world_size``-th shard of the epoch's
+shard order, from ``rank``), then over the rank's DataLoader workers the same way, shuffles twice
+(the shard order, then a buffer of item indices), seeded by
 ``(seed, epoch)``, and yields every item exactly once per epoch. Resuming mid-epoch skips item
 indices, not decoded items: the same ``num_workers`` and ``batch_size`` give the DataLoader's
 exact order back.
@@ -45,6 +46,7 @@ from .errors import CorruptDataError, InvalidInputError, NzipError
 
 __all__ = ["ContainerDataset", "StreamingDataset", "collate", "Compressed"]
 ON_ERROR = ("raise", "skip")
+MIN_UNITS_PER_RANK = 16
 
 
 @dataclass
@@ -129,6 +131,9 @@ class _Reader:
                 raise CorruptDataError(f"item {i}: {exc}") from None
             raise
         value = _natural(value)
+        if isinstance(value, np.ndarray):  # a tensor crosses from a DataLoader worker in shared memory
+            value = torch.from_numpy(value if value.flags.writeable and value.flags.c_contiguous
+                                     else np.array(value))
         if self.transform is not None:
             value = self.transform(value)
         return {"key": key, "data": value}
@@ -193,20 +198,36 @@ class StreamingDataset(IterableDataset):
         self._resume = 0  # samples of this epoch already consumed (applied by the next __iter__)
         self._yielded = 0
         ds = self._r.ds
-        self._n_shards, self._shard_size, self._n = ds.n_shards, ds.shard_size, ds.n
+        self._n = ds.n
+        # the unit of the split: a shard, halved (staying chunk-aligned: units never straddle a
+        # shard) until there are enough units to keep every rank's workers busy on small sets
+        unit = ds.shard_size
+        while unit > 1 and -(-ds.n // unit) < MIN_UNITS_PER_RANK * self.world_size:
+            unit = -(-unit // 2)
+        self._shard_size = ds.shard_size
+        self._unit = unit
+        self._n_units = sum(-(-len(ds.shard_range(s)) // unit) for s in range(ds.n_shards))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self._resume = 0
 
-    def _rank_shards(self, epoch: int) -> np.ndarray:
-        shards = np.arange(self._n_shards)
-        if self.shuffle:
-            np.random.default_rng([self.seed, epoch]).shuffle(shards)
-        return shards[self.rank::self.world_size]
+    def _unit_ranges(self) -> list[range]:
+        out = []
+        for a in range(0, self._n, self._shard_size):
+            b = min(self._n, a + self._shard_size)
+            out += [range(u, min(b, u + self._unit)) for u in range(a, b, self._unit)]
+        return out
 
-    def _items(self, shards) -> list[int]:
-        return [i for s in shards for i in range(s * self._shard_size, min(self._n, (s + 1) * self._shard_size))]
+    def _rank_shards(self, epoch: int) -> list[range]:
+        units = self._unit_ranges()
+        perm = np.arange(len(units))
+        if self.shuffle:
+            np.random.default_rng([self.seed, epoch]).shuffle(perm)
+        return [units[k] for k in perm[self.rank::self.world_size]]
+
+    def _items(self, units) -> list[int]:
+        return [i for u in units for i in u]
 
     def order(self, worker: int = 0, workers: int = 1, epoch: int | None = None) -> list[int]:
         """Item indices that DataLoader worker ``worker`` of ``workers`` yields on this rank in an
@@ -316,7 +337,8 @@ def collate(batch: list[dict[str, Any] | None], device: str | None = None) -> di
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         for i, t in zip(packed, _decode_compressed([data[i] for i in packed], dev)):
             data[i] = t
-    tensors = [torch.from_numpy(np.ascontiguousarray(d)) if isinstance(d, np.ndarray) else d for d in data]
+    tensors = [torch.from_numpy(d if d.flags.c_contiguous and d.flags.writeable else np.array(d))
+               if isinstance(d, np.ndarray) else d for d in data]
     if tensors and all(torch.is_tensor(t) for t in tensors) and len({tuple(t.shape) for t in tensors}) == 1 \
             and len({t.dtype for t in tensors}) == 1:
         return {"key": keys, "data": torch.stack(tensors)}

@@ -1,0 +1,198 @@
+"""Data loaders: items/s through a torch DataLoader (2 workers) over nzip data sets, beside the
+codec's own decode rate, WebDataset tar shards and a folder of PNG/JPEG files read with PIL.
+
+    python scripts/prepare_images.py              # the training pool: data/images/train
+    python scripts/bench_loader.py [--items 192] [--vq-items 32] [--repeat 3]
+
+Items: 256x256 RGB crops of the image training pool (never the lomiri test photos). Two codecs:
+
+* ``array/rans`` (lossless uint8 arrays): against a PNG folder (lossless too) and WebDataset
+  shards of the same .npy payloads;
+* ``image/vqgan`` at level 1024: against JPEG at quality 10 (the lowest common setting; still
+  several times the bits) and WebDataset shards of those JPEGs.
+
+For each: the single-process decode rate (items/s, decoding every item in this process) times the
+worker count is the ideal a loader can reach; "overhead" is 1 - loader rate / ideal (target
+<= 10 %). Medians of --repeat runs; the machine is shared, so read ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import shutil
+import tarfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+import nzip
+from nzip.data import ContainerDataset, StreamingDataset, collate
+
+WORKERS, BATCH = 2, 8
+
+
+def crops(n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    files = sorted(Path("data/images/train").glob("*.png"))
+    if not files:
+        raise SystemExit("no training images: run scripts/prepare_images.py first")
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n * 10):
+        if len(out) == n:
+            break
+        img = np.asarray(Image.open(files[k % len(files)]).convert("RGB"))
+        h, w = img.shape[:2]
+        if h < size or w < size:
+            continue
+        y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+        out.append(np.ascontiguousarray(img[y:y + size, x:x + size]))
+    return out
+
+
+class Files(Dataset):
+    def __init__(self, folder: Path, kind: str) -> None:
+        self.files = sorted(folder.glob("*"))
+        self.kind = kind
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        p = self.files[i]
+        data = np.load(p) if self.kind == "npy" else np.asarray(Image.open(p).convert("RGB"))
+        return {"key": p.name, "data": data}
+
+
+def write_tars(payloads: dict[str, bytes], folder: Path, per_shard: int) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(payloads)
+    for s in range(0, len(names), per_shard):
+        with tarfile.open(folder / f"shard-{s // per_shard:04d}.tar", "w") as tar:
+            for name in names[s:s + per_shard]:
+                stem, ext = name.rsplit(".", 1)
+                info = tarfile.TarInfo(f"{stem}.{ext}")
+                info.size = len(payloads[name])
+                tar.addfile(info, io.BytesIO(payloads[name]))
+    n = -(-len(names) // per_shard)
+    return str(folder / f"shard-{{0000..{n - 1:04d}}}.tar")
+
+
+def wds_loader(pattern: str, ext: str):
+    import webdataset as wds
+
+    def decode(sample):
+        raw = sample[ext]
+        data = np.load(io.BytesIO(raw)) if ext == "npy" else np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+        return {"key": sample["__key__"], "data": data}
+
+    ds = wds.WebDataset(pattern, shardshuffle=False, empty_check=False, workersplitter=wds.split_by_worker).map(decode)
+    return DataLoader(ds, batch_size=BATCH, num_workers=WORKERS, collate_fn=collate)
+
+
+def rate(make_loader, n: int, repeat: int) -> float:
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        got = sum(len(b["key"]) for b in make_loader())
+        ts.append(time.perf_counter() - t)
+        assert got == n, (got, n)
+    return n / float(np.median(ts))
+
+
+def single(read, n: int, repeat: int) -> float:
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for i in range(n):
+            read(i)
+        ts.append(time.perf_counter() - t)
+    return n / float(np.median(ts))
+
+
+def bench_codec(label, work: Path, items: list[np.ndarray], codec: str, params: dict, anchor_ext: str,
+                anchor_save, repeat: int) -> list[str]:
+    src = work / f"{label}-src"
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    for i, a in enumerate(items):
+        np.save(src / f"item{i:04d}.npy", a) if codec == "array/rans" else \
+            Image.fromarray(a).save(src / f"item{i:04d}.png")
+    ds_path = work / f"{label}.nzip"
+    t = time.perf_counter()
+    rep = nzip.encode(src, ds_path, codec=codec, overwrite=True, workers=0, **params)
+    enc_s = time.perf_counter() - t
+    anchor = work / f"{label}-{anchor_ext}"
+    if anchor.exists():
+        shutil.rmtree(anchor)
+    anchor.mkdir()
+    payloads = {}
+    for i, a in enumerate(items):
+        p = anchor / f"item{i:04d}.{anchor_ext}"
+        anchor_save(a, p)
+        payloads[p.name] = p.read_bytes()
+    pattern = write_tars(payloads, work / f"{label}-wds", per_shard=16)
+    n = len(items)
+    cds = ContainerDataset(ds_path)
+    one = single(lambda i: cds[i], n, repeat)
+    rows = []
+    loaders = {
+        "nzip ContainerDataset": lambda: DataLoader(ContainerDataset(ds_path), batch_size=BATCH,
+                                                    num_workers=WORKERS, collate_fn=collate),
+        "nzip StreamingDataset": lambda: DataLoader(StreamingDataset(ds_path, seed=0, batch_size=BATCH),
+                                                    batch_size=BATCH, num_workers=WORKERS, collate_fn=collate),
+        f"WebDataset tar shards ({anchor_ext})": lambda: wds_loader(pattern, anchor_ext),
+        f"folder of {anchor_ext.upper()} files (PIL/numpy)": lambda: DataLoader(
+            Files(anchor, "npy" if anchor_ext == "npy" else "img"), batch_size=BATCH, num_workers=WORKERS,
+            collate_fn=collate),
+    }
+    anchor_bytes = sum(len(v) for v in payloads.values())
+    for name, mk in loaders.items():
+        r = rate(mk, n, repeat)
+        over = 1 - r / (one * WORKERS) if name.startswith("nzip") else None
+        size = rep.stored_bytes if name.startswith("nzip") else anchor_bytes
+        rows.append(f"| {label} | {name} | {r:.1f} | {r / (one * WORKERS):.2f} | "
+                    f"{'' if over is None else f'{over * 100:+.0f} %'} | {size / n / 1024:.1f} |")
+    rows.insert(0, f"| {label} | {codec} decode in one process (x{WORKERS} = ideal) | {one:.1f} (x{WORKERS}: "
+                   f"{one * WORKERS:.1f}) | 1.00 | | {rep.stored_bytes / n / 1024:.1f} |")
+    print(f"{label}: {n} items, encoded in {enc_s:.1f} s, {rep.stored_bytes / n / 1024:.1f} KiB/item "
+          f"(anchor {anchor_bytes / n / 1024:.1f} KiB)", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--items", type=int, default=192)
+    ap.add_argument("--vq-items", type=int, default=32)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workdir", default="/tmp/nzip-bench-loader")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"date {date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"DataLoader num_workers={WORKERS}, batch {BATCH}, {args.size}x{args.size} RGB crops")
+    rows = ["| items | loader | items/s | / ideal | loader overhead | KiB/item |", "|---|---|---:|---:|---:|---:|"]
+    items = crops(args.items, args.size)
+    rows += bench_codec("array/rans", work, items, "array/rans", {"predict": "delta"}, "npy",
+                        lambda a, p: np.save(p, a), args.repeat)
+    rows += bench_codec("png", work, items, "array/rans", {"predict": "delta"}, "png",
+                        lambda a, p: Image.fromarray(a).save(p), args.repeat)[-2:]
+    vq = crops(args.vq_items, args.size, seed=1)
+    rows += bench_codec("image/vqgan", work, vq, "image/vqgan", {"level": 1024}, "jpg",
+                        lambda a, p: Image.fromarray(a).save(p, "JPEG", quality=10), args.repeat)
+    print()
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
