@@ -341,5 +341,6 @@ def collate(batch: list[dict[str, Any] | None], device: str | None = None) -> di
                if isinstance(d, np.ndarray) else d for d in data]
     if tensors and all(torch.is_tensor(t) for t in tensors) and len({tuple(t.shape) for t in tensors}) == 1 \
             and len({t.dtype for t in tensors}) == 1:
-        return {"key": keys, "data": torch.stack(tensors)}
+        # default_collate stacks straight into shared memory inside a DataLoader worker (one copy)
+        return {"key": keys, "data": torch.utils.data.default_collate(tensors)}
     return {"key": keys, "data": tensors}

@@ -245,6 +245,8 @@ class Item:
         if data is not None:
             return np.frombuffer(data, np.uint8)[selection]
         arr = self.array(name)
+        if selection is Ellipsis and _direct(arr):
+            return self._read_direct(name, arr)
         try:
             return np.asarray(arr[selection])
         except Exception as exc:  # noqa: BLE001 - zarr raises many types; find the chunk
@@ -265,6 +267,27 @@ class Item:
                 return CorruptDataError(f"{self.path}: array {name!r} chunk {'.'.join(map(str, idx))} "
                                         f"is corrupt ({why})")
         return CorruptDataError(f"{self.path}: array {name!r} cannot be read ({exc})")
+
+    def _read_direct(self, name: str, arr: zarr.Array) -> np.ndarray:
+        """A whole nzip.rans array chunk by chunk, straight from the store: the same bytes and
+        checks as zarr's pipeline, without its per-chunk async machinery (2x faster per small
+        item, which is what data loaders read)."""
+        from .zarr_codec import decode_chunk
+
+        dtype = arr.dtype if isinstance(arr.dtype, np.dtype) else arr.dtype.to_native_dtype()
+        out = np.empty(arr.shape, dtype=dtype)
+        chunks = arr.chunks
+        size = int(np.prod(chunks))
+        for idx in np.ndindex(*[-(-s // c) for s, c in zip(arr.shape, chunks)]):
+            where = f"{self.path}: array {name!r} chunk {'.'.join(map(str, idx))}"
+            try:
+                full = decode_chunk(self.read_chunk_bytes(name, idx), dtype, size, "chunk").reshape(chunks)
+            except CorruptDataError as exc:  # as zarr's path reports it (see _locate)
+                msg = str(exc).removeprefix("chunk: ")
+                raise CorruptDataError(msg if msg.startswith(where) else f"{where} is corrupt ({msg})") from None
+            sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, chunks, arr.shape))
+            out[sl] = full[tuple(slice(0, x.stop - x.start) for x in sl)]
+        return out
 
     def read_chunk_bytes(self, name: str, index: tuple[int, ...]) -> bytes | memoryview:
         """The stored bytes of one chunk of an array (its codec's output, crc32c checked and
@@ -339,6 +362,18 @@ class Item:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _direct(arr: zarr.Array) -> bool:
+    """Whether :meth:`Item._read_direct` can read this array: nzip.rans + crc32c, default keys."""
+    try:
+        meta = arr.metadata
+        codecs = [type(c) for c in meta.codecs]
+        enc = meta.chunk_key_encoding
+        return (arr.ndim >= 1 and codecs == [RansCodec, Crc32cCodec]
+                and getattr(enc, "separator", "/") == "/" and type(enc).__name__ == "DefaultChunkKeyEncoding")
+    except AttributeError:
+        return False
 
 
 def open_item(path: str | os.PathLike) -> Item:
