@@ -170,7 +170,7 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
         extra = {}
         if it.source.get("modality") == "embedding" and it.source.get("shape"):
             n = max(1, int(it.source["shape"][0]))
-            codes = next((a["stored_bytes"] for a in arrays if a["name"] == "codes"), 0)
+            codes = sum(a["stored_bytes"] for a in arrays if a["name"] in ("codes", "codes_by_stage"))
             extra = {"bytes_per_vector": stored / n, "code_bytes_per_vector": codes / n}
         return {**extra, "path": path, "format": it.meta.get("format"), "codec": it.codec,
                 "codec_version": it.meta.get("codec_version"), "params": it.params,

@@ -125,7 +125,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cache", default=str(ROOT / "data/embeddings"))
-    ap.add_argument("--methods", default="nzip-opq,nzip-opq-ecvq,nzip-jpq,nzip-pq,faiss-pq,faiss-opq,faiss-rq")
+    ap.add_argument("--methods", default="nzip-rq,nzip-opq,nzip-opq-ecvq,nzip-jpq,nzip-pq,faiss-pq,faiss-opq,faiss-rq")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import faiss
@@ -150,8 +150,8 @@ def main() -> None:
         for meth in methods:
             t0 = time.perf_counter()
             if meth.startswith("nzip"):
-                codec = {"nzip-opq": "embedding/opq", "nzip-jpq": "embedding/jpq"}.get(
-                    meth.removesuffix("-ecvq"), "embedding/pq")
+                codec = {"nzip-opq": "embedding/opq", "nzip-jpq": "embedding/jpq",
+                         "nzip-rq": "embedding/rq"}.get(meth.removesuffix("-ecvq"), "embedding/pq")
                 kw = {"entropy": 1} if meth.endswith("-ecvq") else {}  # entropy-constrained
                 if codec == "embedding/jpq":
                     kw.update(queries=tq, positives=tpos)

@@ -174,3 +174,13 @@ def test_kernel_benchmark_script_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 7 and all(row["GB/s"] > 0 for row in rows)
+
+
+def test_kernel_dispatch_residual_decode(tmp_path, monkeypatch):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    nzip.encode(x, tmp_path / "r.nz", codec="embedding/rq", bytes=3, k=32)
+    cpu = nzip.decode(tmp_path / "r.nz")
+    monkeypatch.setenv("NZIP_KERNELS", "1" if DEV == "cpu" else "")
+    assert np.array_equal(nzip.decode(tmp_path / "r.nz", device=DEV), cpu)  # same sums, same order

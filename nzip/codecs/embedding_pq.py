@@ -416,6 +416,10 @@ def _coded_bytes(arr: np.ndarray) -> int:
 
 def load_index(container: Item) -> PQIndex:
     """The decoded codes, centroids, rotation and query map of an embedding container."""
+    if container.codec == "embedding/rq":
+        from .embedding_rq import load_rq_index
+
+        return load_rq_index(container)
     src, prm = container.source, container.params
     try:
         n, d = (int(v) for v in src["shape"])

@@ -1,0 +1,205 @@
+"""``embedding/rq``: residual quantisation with beam-search encoding, per-stage entropy coding and a
+lookup-table search.
+
+Residual quantisation (Juang & Gray, 1982; the beam-search encoder and codebook refinement follow
+Liu et al., "Improved Residual Vector Quantization", 2015, and faiss's ResidualQuantizer): stage
+``m`` quantises what stages ``0..m-1`` left over with a full-dimension codebook of ``k`` vectors,
+so a vector is the *sum* of one codeword per stage. With ``--bytes B`` there are ``B`` stages of 256
+codewords.
+
+Where this departs from faiss's: training is greedy k-means per stage, then ``refine`` rounds of
+(beam-search encoding, least-squares update of every codebook given the others: block coordinate
+descent on the reconstruction error). Codes are stored one stage per zarr chunk, so each stage
+gets its own entropy table (the first stages' codes are skewed, the last nearly uniform). Search
+is exact for inner products without decoding: ``<q, sum_m C_m[i_m]> = sum_m <q, C_m[i_m]>``, a
+per-query table of ``B x 256`` dot products scanned like PQ's (``nzip.search``); faiss's residual
+index decodes every vector instead. Inner-product metric only (unit-norm sentence embeddings);
+L2 would need each vector's norm.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptDataError, InvalidInputError
+from ..formats.container import ArraySpec, Item
+from ..formats.embedding import check_matrix
+from ..registry import Encoded, register
+from .embedding_pq import CHUNK_ROWS, _PQBase, _rotate, kmeans
+
+BEAM = 4
+BLOCK = 2048  # vectors per beam-search batch
+
+
+class RQIndex:
+    """Stage codes (n x M), stage codebooks (M x K x d float32), optional query map; the same
+    interface as :class:`~nzip.codecs.embedding_pq.PQIndex` for :mod:`nzip.search`."""
+
+    metric = "ip"
+    rotation = None
+
+    def __init__(self, codes: np.ndarray, books: np.ndarray, query_map: np.ndarray | None = None) -> None:
+        self.codes, self.books, self.query_map = codes, books, query_map
+
+    @property
+    def n(self) -> int:
+        return self.codes.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return int(self.books.shape[2])
+
+    def reconstruct(self, device: str = "cpu") -> np.ndarray:
+        """Sum of the stages' codewords in stage order, float32 (the GPU gather adds in the same
+        order, so both give the same bits)."""
+        from ..kernels import use_kernel
+
+        if use_kernel(device):
+            import torch
+
+            from ..kernels import gather
+
+            codes = torch.from_numpy(np.ascontiguousarray(self.codes)).to(device)
+            return gather.rvq(codes, torch.from_numpy(self.books).to(device)).cpu().numpy()
+        y = self.books[0][self.codes[:, 0]].copy()
+        for m in range(1, self.books.shape[0]):
+            y += self.books[m][self.codes[:, m]]
+        return y
+
+    def tables(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = _rotate(queries, self.query_map)
+        M, K, d = self.books.shape
+        lut = (q @ self.books.reshape(M * K, d).T).astype(np.float32)
+        return lut, np.arange(M, dtype=np.int64) * K
+
+
+def beam_encode(x: np.ndarray, books: np.ndarray, beam: int = BEAM) -> np.ndarray:
+    """Codes (n x M) minimising ||x - sum_m C_m[i_m]||^2 by beam search: ``beam`` partial
+    encodings per vector survive each stage (beam 1 is the greedy encoder)."""
+    M, K, d = books.shape
+    n = len(x)
+    out = np.empty((n, M), np.int64)
+    norms = (books * books).sum(2)  # (M, K)
+    for s in range(0, n, BLOCK):
+        r = x[s:s + BLOCK].astype(np.float32)[:, None, :]  # (b, 1, d) residuals of the live paths
+        b = len(r)
+        err = (r[:, :, :] ** 2).sum(2)  # (b, 1)
+        paths = np.zeros((b, 1, 0), np.int64)
+        for m in range(M):
+            w = r.shape[1]
+            # ||r - c||^2 = ||r||^2 - 2 r.c + ||c||^2 for every live path and codeword
+            cand = err[:, :, None] - 2 * (r.reshape(b * w, d) @ books[m].T).reshape(b, w, K) + norms[m]
+            flat = cand.reshape(b, w * K)
+            keep = min(beam, w * K)
+            top = np.argpartition(flat, keep - 1, axis=1)[:, :keep]
+            order = np.argsort(np.take_along_axis(flat, top, 1), axis=1, kind="stable")
+            top = np.take_along_axis(top, order, 1)
+            parent, code = top // K, top % K
+            r = np.take_along_axis(r, parent[:, :, None], 1) - books[m][code]
+            err = np.take_along_axis(flat, top, 1)
+            paths = np.concatenate([np.take_along_axis(paths, parent[:, :, None], 1), code[:, :, None]], 2)
+        out[s:s + b] = paths[:, 0, :]
+    return out
+
+
+def refine_books(x: np.ndarray, codes: np.ndarray, books: np.ndarray, passes: int = 2) -> np.ndarray:
+    """Block coordinate descent on ||x - sum_m C_m[codes_m]||^2: each codebook in turn becomes the
+    per-code mean of what the other stages leave (unused codewords stay)."""
+    M, K, d = books.shape
+    books = books.copy()
+    y = books[np.arange(M)[None, :], codes].sum(1)  # (n, d) current reconstruction
+    for _ in range(passes):
+        for m in range(M):
+            part = x - (y - books[m][codes[:, m]])
+            cnt = np.bincount(codes[:, m], minlength=K)
+            sums = np.zeros((K, d), np.float64)
+            np.add.at(sums, codes[:, m], part)
+            new = np.where(cnt[:, None] > 0, sums / np.maximum(cnt, 1)[:, None], books[m]).astype(np.float32)
+            y += new[codes[:, m]] - books[m][codes[:, m]]
+            books[m] = new
+    return books
+
+
+def train_rq(x: np.ndarray, stages: int, k: int, iters: int, rounds: int, beam: int,
+             rng: np.random.Generator) -> np.ndarray:
+    """Greedy stage-by-stage k-means, then ``rounds`` of (beam encoding, codebook refinement)."""
+    d = x.shape[1]
+    books = np.empty((stages, k, d), np.float32)
+    r = x.astype(np.float32).copy()
+    for m in range(stages):
+        books[m] = kmeans(r, k, iters, rng)
+        a = ((r @ books[m].T) * -2 + (books[m] ** 2).sum(1)).argmin(1)
+        r -= books[m][a]
+    for _ in range(rounds):
+        codes = beam_encode(x, books, beam)
+        books = refine_books(x, codes, books)
+    return books
+
+
+@register
+class EmbeddingRQ(_PQBase):
+    name = "embedding/rq"
+    description = "embeddings: residual quantisation (beam search), per-stage entropy coding, LUT search"
+
+    def encode(self, item: Any, progress=None, **params: Any) -> Encoded:
+        p = self.check_params(params, {"bytes": int, "k": int, "iters": int, "train": int, "seed": int,
+                                       "rounds": int, "beam": int, "metric": str})
+        src = np.asarray(item)
+        x = check_matrix(src)
+        n, d = x.shape
+        if "bytes" not in p:
+            raise InvalidInputError(f"{self.name} needs a size: --bytes B (stages of 256 codewords)")
+        stages = p["bytes"]
+        if not 1 <= stages <= 4 * d:
+            raise InvalidInputError(f"--bytes must be in 1..{4 * d} for {d}-d vectors, got {stages}")
+        if p.get("metric", "ip") != "ip":
+            raise InvalidInputError("embedding/rq scores inner products (metric=ip); use embedding/opq for l2")
+        k = p.get("k", 256)
+        if not 2 <= k <= 65536:
+            raise InvalidInputError(f"k (codewords per stage) must be in 2..65536, got {k}")
+        if k > n:
+            raise InvalidInputError(f"{n} vectors are fewer than the k={k} codewords per stage; pass "
+                                    f"--param k={max(2, n)} or fewer")
+        beam = p.get("beam", BEAM)
+        if beam < 1:
+            raise InvalidInputError("beam must be >= 1")
+        rng = np.random.default_rng(p.get("seed", 0))
+        train_n = min(n, p.get("train", 65536))
+        xt = x[np.sort(rng.choice(n, size=train_n, replace=False))] if train_n < n else x
+        books = train_rq(xt, stages, k, p.get("iters", 10), p.get("rounds", 2), beam, rng)
+        books = books.astype(np.float16).astype(np.float32)  # the stored precision, before encoding
+        codes = beam_encode(x, books, beam)
+        if progress is not None:
+            progress(x.size)
+        dt = np.uint8 if k <= 256 else np.uint16
+        arrays = {
+            # one stage per chunk: every stage gets its own entropy table
+            "codes_by_stage": ArraySpec(np.ascontiguousarray(codes.T.astype(dt)),
+                                        chunks=(1, min(max(n, 1), CHUNK_ROWS))),
+            "codebooks": ArraySpec(books.astype(np.float16), chunks=books.shape, symbols=False),
+        }
+        params_out = {"bytes": stages, "k": k, "beam": beam, "metric": "ip", "train": int(train_n),
+                      "rounds": p.get("rounds", 2)}
+        source = {"modality": "embedding", "shape": [n, d], "dtype": src.dtype.name}
+        return Encoded(arrays=arrays, params=params_out, source=source)
+
+
+def load_rq_index(container: Item) -> RQIndex:
+    src, prm = container.source, container.params
+    try:
+        n, d = (int(v) for v in src["shape"])
+        stages, k = int(prm["bytes"]), int(prm["k"])
+    except (KeyError, TypeError, ValueError):
+        raise CorruptDataError(f"{container.path}: embedding parameters are missing or malformed") from None
+    codes = container.read("codes_by_stage")
+    books = container.read("codebooks")
+    if codes.shape != (stages, n) or books.shape != (stages, k, d) or books.dtype != np.float16:
+        raise CorruptDataError(f"{container.path}: codes {list(codes.shape)} / codebooks "
+                               f"{list(books.shape)} do not match {stages} stages of {k} x {d}")
+    if codes.size and int(codes.max()) >= k:
+        raise CorruptDataError(f"{container.path}: a code points past its stage's codewords")
+    qmap = None
+    if "query_map" in container.array_names():
+        qmap = container.read("query_map").astype(np.float32)
+    return RQIndex(np.ascontiguousarray(codes.T), books.astype(np.float32), qmap)
