@@ -106,15 +106,18 @@ def beam_encode(x: np.ndarray, books: np.ndarray, beam: int = BEAM) -> np.ndarra
 def refine_books(x: np.ndarray, codes: np.ndarray, books: np.ndarray, passes: int = 2) -> np.ndarray:
     """Block coordinate descent on ||x - sum_m C_m[codes_m]||^2: each codebook in turn becomes the
     per-code mean of what the other stages leave (unused codewords stay)."""
+    from scipy import sparse
+
     M, K, d = books.shape
+    n = len(x)
     books = books.copy()
     y = books[np.arange(M)[None, :], codes].sum(1)  # (n, d) current reconstruction
     for _ in range(passes):
         for m in range(M):
             part = x - (y - books[m][codes[:, m]])
             cnt = np.bincount(codes[:, m], minlength=K)
-            sums = np.zeros((K, d), np.float64)
-            np.add.at(sums, codes[:, m], part)
+            onehot = sparse.csr_matrix((np.ones(n, np.float32), (codes[:, m], np.arange(n))), shape=(K, n))
+            sums = np.asarray(onehot @ part, dtype=np.float64)
             new = np.where(cnt[:, None] > 0, sums / np.maximum(cnt, 1)[:, None], books[m]).astype(np.float32)
             y += new[codes[:, m]] - books[m][codes[:, m]]
             books[m] = new
