@@ -323,6 +323,16 @@ class LaneStreams:
     constant: int | None = None
     what: str = "entropy blob"
 
+    @property
+    def packable(self) -> bool:
+        """Whether the CPU decoder can use one packed uint32 per slot (see lanes.pack_tables)."""
+        return self.prec <= K.PACKED_MAX_PRECISION and self.slot_sym.dtype == np.uint8
+
+    def packed(self) -> np.ndarray:
+        table = np.empty(self.slot_sym.shape[0], np.uint32)
+        K.pack_tables(self.slot_sym, self.slot_pack, table)
+        return table
+
     def finish(self, out: np.ndarray) -> np.ndarray:
         """Decoded symbols -> values of the blob's dtype (static blobs)."""
         return _unshift(out, self.offset, self.dtype, self.nalpha, Reader(b"", self.what))
@@ -376,8 +386,12 @@ def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
         return np.full(p.n, p.constant, dtype=p.dtype)
     out = np.empty(p.n, dtype=p.slot_sym.dtype)
     status = np.empty(p.nblocks, dtype=np.int64)
-    K.decode_blocks(p.words, p.woff, p.states, out, p.block, p.lanes, p.prec, p.slot_sym,
-                    p.slot_pack, status)
+    if p.packable:
+        K.decode_blocks_packed(p.words, p.woff, p.states, out, None, p.block, p.lanes, p.prec,
+                               p.packed(), status)
+    else:
+        K.decode_blocks(p.words, p.woff, p.states, out, p.block, p.lanes, p.prec, p.slot_sym,
+                        p.slot_pack, status)
     _raise_status(status, what)
     return p.finish(out)
 
@@ -638,7 +652,11 @@ def decode_context(data: bytes | memoryview, contexts, *, what: str = "entropy b
     check_contexts(cx, p.nctx)
     out = np.empty(p.n, dtype=p.slot_sym.dtype)
     status = np.empty(p.nblocks, dtype=np.int64)
-    K.decode_blocks_ctx(p.words, p.woff, p.states, out, cx.astype(np.uint16, copy=False), p.block,
-                        p.lanes, p.prec, p.slot_sym, p.slot_pack, status)
+    if p.packable:
+        K.decode_blocks_packed(p.words, p.woff, p.states, out, cx.astype(np.uint16, copy=False),
+                               p.block, p.lanes, p.prec, p.packed(), status)
+    else:
+        K.decode_blocks_ctx(p.words, p.woff, p.states, out, cx.astype(np.uint16, copy=False), p.block,
+                            p.lanes, p.prec, p.slot_sym, p.slot_pack, status)
     _raise_status(status, what)
     return out
