@@ -157,6 +157,11 @@ def test_dask_local_cluster_build(tmp_path):
     assert r.n_items == 10 and r.n_shards == 4
     ds = ContainerDataset(tmp_path / "k.nzip")
     assert all(np.array_equal(ds[i]["data"], np.load(src / ds[i]["key"])) for i in range(10))
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cl:
+        r2 = D.build(src, tmp_path / "s.nzip", "array/rans", scheduler=cl.scheduler_address, shard_size=4)
+    assert r2.n_shards == 3 and ContainerDataset(tmp_path / "s.nzip").keys() == ds.keys()
 
 
 def test_batched_gpu_decode_in_collate(built, monkeypatch):
