@@ -81,6 +81,17 @@ def _renorm(x, m, words, ptr):
 
 
 @nb.njit(**_JIT)
+def _end_status(x, lanes, ptr, end):
+    """A block decoded right iff it used exactly its words and every lane is back at 2**16."""
+    if ptr != end:
+        return ERR_OVERRUN
+    for lane in range(lanes):
+        if x[lane] != RANS_L:
+            return ERR_STATE
+    return 0
+
+
+@nb.njit(**_JIT)
 def _decode_block(words, wstart, wend, states, out, start, stop, lanes, prec, slot_sym, slot_pack):
     """Decode one block into out[start:stop] from words[wstart:wend] (``words`` not empty).
 
@@ -108,12 +119,7 @@ def _decode_block(words, wstart, wend, states, out, start, stop, lanes, prec, sl
         if ptr > end:
             return ERR_OVERRUN
         j += m
-    if ptr != end:
-        return ERR_OVERRUN
-    for lane in range(lanes):
-        if x[lane] != RANS_L:
-            return ERR_STATE
-    return 0
+    return _end_status(x, lanes, ptr, end)
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -208,12 +214,7 @@ def _decode_block_indexed(words, wstart, wend, states, out, idx, start, stop, la
         if ptr > end:
             return ERR_OVERRUN
         j += m
-    if ptr != end:
-        return ERR_OVERRUN
-    for lane in range(lanes):
-        if x[lane] != RANS_L:
-            return ERR_STATE
-    return 0
+    return _end_status(x, lanes, ptr, end)
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -452,12 +453,7 @@ def _decode_block_ctx(words, wstart, wend, states, out, ctx, start, stop, lanes,
         if ptr > end:
             return ERR_OVERRUN
         j += m
-    if ptr != end:
-        return ERR_OVERRUN
-    for lane in range(lanes):
-        if x[lane] != RANS_L:
-            return ERR_STATE
-    return 0
+    return _end_status(x, lanes, ptr, end)
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -537,12 +533,7 @@ def _decode_block_packed(words, wstart, wend, states, out, ctx, use_ctx, start, 
         if ptr > end:
             return ERR_OVERRUN
         j += m
-    if ptr != end:
-        return ERR_OVERRUN
-    for lane in range(lanes):
-        if x[lane] != RANS_L:
-            return ERR_STATE
-    return 0
+    return _end_status(x, lanes, ptr, end)
 
 
 @nb.njit(parallel=True, **_JIT)
