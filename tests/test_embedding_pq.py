@@ -178,6 +178,15 @@ def test_jpq_learns_the_query_side(tmp_path):
     with pytest.raises(InvalidInputError, match="outside"):
         nzip.encode(x, tmp_path / "bad.nz", codec="embedding/jpq", bytes=8, queries=queries(train_ids[:5]),
                     positives=np.array([0, 1, 2, 3, 99999]))
+    # the same query side on residual codes
+    nzip.encode(x, tmp_path / "r.nz", codec="embedding/rq", bytes=6)
+    nzip.encode(x, tmp_path / "rj.nz", codec="embedding/rq", bytes=6, queries=queries(train_ids),
+                positives=train_ids)
+    mrr_r = _mrr(nzip.search(tmp_path / "r.nz", tq, k=10)[0], test_ids)
+    mrr_rj = _mrr(nzip.search(tmp_path / "rj.nz", tq, k=10)[0], test_ids)
+    assert mrr_rj > mrr_r + 0.03, (mrr_r, mrr_rj)
+    with pytest.raises(InvalidInputError, match="both"):
+        nzip.encode(x, tmp_path / "bad.nz", codec="embedding/rq", bytes=4, queries=queries(train_ids))
 
 
 def test_safetensors_input_names_its_matrix(tmp_path):

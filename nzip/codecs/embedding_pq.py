@@ -500,15 +500,7 @@ class EmbeddingJPQ(_PQBase):
         return out
 
     def fine_tune(self, x, codes, books, splits, rotation, metric, extra):
-        q = check_matrix(extra["queries"], "training queries")
-        pos = np.asarray(extra["positives"]).reshape(-1)
-        n, d = x.shape
-        if q.shape[1] != d:
-            raise InvalidInputError(f"training queries are {q.shape[1]}-d; the vectors are {d}-d")
-        if pos.dtype.kind not in "iu" or len(pos) != len(q):
-            raise InvalidInputError(f"positives must be {len(q)} integer passage ids, one per query")
-        if len(pos) and (pos.min() < 0 or pos.max() >= n):
-            raise InvalidInputError(f"a positive id is outside 0..{n - 1}")
+        q, pos = check_pairs(extra["queries"], extra["positives"], *x.shape)
         epochs = int(extra.get("epochs", 4))
         adapter = bool(int(extra.get("adapter", 1)))
         new_books, qmap = jpq_train(q, pos, codes, [b.astype(np.float32) for b in books], splits, rotation,
@@ -524,20 +516,21 @@ def jpq_train(q, pos, codes, books, splits, rotation, metric, epochs=4, adapter=
               lr=2e-3, batch=256, seed=0, x=None, recon_weight=0.0, centroids=True):
     """Centroids (and a query map) trained with a softmax ranking loss over each query's positive,
     its hardest ``negatives`` passages under the current index (refreshed every epoch) and the
-    batch's other positives."""
+    batch's other positives. With the centroids fixed this is :func:`fit_query_map`."""
     import torch
 
-    from ..search import adc_topk
-
+    if not centroids:
+        if not adapter:
+            return books, None
+        index = PQIndex(codes, books, splits, rotation, metric)
+        return books, fit_query_map(q, pos, index, metric, epochs, negatives, lr, batch, seed)
     g = torch.Generator().manual_seed(seed)
     d = q.shape[1]
     m = len(books)
     R = torch.eye(d, dtype=torch.float32) if rotation is None else torch.from_numpy(rotation.astype(np.float32))
     C = [torch.nn.Parameter(torch.from_numpy(b.copy()), requires_grad=centroids) for b in books]
     W = torch.nn.Parameter(torch.eye(d)) if adapter else None
-    trainable = (C if centroids else []) + ([W] if adapter else [])
-    if not trainable:
-        return books, None
+    trainable = C + ([W] if adapter else [])
     opt = torch.optim.Adam(trainable, lr=lr)
     xr = None
     if x is not None and recon_weight > 0:  # keep the centroids good quantisers of every passage
@@ -546,7 +539,6 @@ def jpq_train(q, pos, codes, books, splits, rotation, metric, epochs=4, adapter=
     codes_t = torch.from_numpy(codes.astype(np.int64))
     qt = torch.from_numpy(q)
     post = torch.from_numpy(pos.astype(np.int64))
-    temp = 0.05 if metric == "ip" else 1.0
 
     def recon(ids):
         return torch.cat([C[j][codes_t[ids, j]] for j in range(m)], -1)  # rotated space
@@ -554,35 +546,88 @@ def jpq_train(q, pos, codes, books, splits, rotation, metric, epochs=4, adapter=
     def qmap(qb):
         return (qb @ W if adapter else qb) @ R
 
-    def score(qr, p):
-        s = (qr[:, None, :] * p).sum(-1)
-        if metric == "l2":
-            s = 2 * s - (p * p).sum(-1) - (qr * qr).sum(-1, keepdim=True)
-        return s
-
     for _ in range(epochs):
         with torch.no_grad():  # hard negatives from the current index
             index = PQIndex(codes, [c.detach().numpy() for c in C], splits, None, metric)
             lut, offs = index.tables(qmap(qt).numpy())
-            hard, _ = adc_topk(codes, offs, lut, min(len(codes), negatives + 1))
-        keep = hard != pos[:, None]  # the positive itself is not a negative
-        width = min(negatives, int(keep.sum(1).min()))
-        hard_t = torch.from_numpy(np.stack([row[k][:width] for row, k in zip(hard, keep)]))
+            hard_t, width = _hard_negatives(codes, offs, lut, pos, negatives)
         order = torch.randperm(len(q), generator=g)
         for s in range(0, len(q), batch):
             b = order[s:s + batch]
             ids = torch.cat([post[b][:, None], hard_t[b], post[b][None, :].expand(len(b), -1)], 1)
-            p = recon(ids)
-            qr = qmap(qt[b])
-            logits = score(qr, p) / temp
-            mask = torch.zeros_like(logits, dtype=torch.bool)  # in-batch columns equal to the positive
-            mask[:, 1 + width:] = ids[:, 1 + width:] == post[b, None]
-            logits = logits.masked_fill(mask, -1e9)
-            loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(b), dtype=torch.int64))
-            if xr is not None and centroids:
+            loss = _rank_loss(qmap(qt[b]), recon(ids), ids, post[b], width, metric)
+            if xr is not None:
                 pb = torch.randint(len(xr), (4 * batch,), generator=g)
                 loss = loss + recon_weight * ((recon(pb) - xr[pb]) ** 2).sum(1).mean() / x_scale
             opt.zero_grad()
             loss.backward()
             opt.step()
     return [c.detach().numpy() for c in C], (W.detach().numpy() if adapter else None)
+
+
+def _hard_negatives(codes, offs, lut, pos, negatives):
+    """Each query's best ``negatives`` passages under the current tables, its positive left out."""
+    import torch
+
+    from ..search import adc_topk
+
+    hard, _ = adc_topk(codes, offs, lut, min(len(codes), negatives + 1))
+    keep = hard != pos[:, None]
+    width = min(negatives, int(keep.sum(1).min()))
+    return torch.from_numpy(np.stack([row[k][:width] for row, k in zip(hard, keep)])), width
+
+
+def _rank_loss(qr, p, ids, pos_b, width, metric):
+    """Softmax cross-entropy of the positive (column 0) against the hard negatives and the batch's
+    other positives (in-batch columns equal to the row's positive are masked), scored as the
+    search scores: inner product, or minus the squared distance."""
+    import torch
+
+    s = (qr[:, None, :] * p).sum(-1)
+    if metric == "l2":
+        s = 2 * s - (p * p).sum(-1) - (qr * qr).sum(-1, keepdim=True)
+    logits = s / (0.05 if metric == "ip" else 1.0)
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    mask[:, 1 + width:] = ids[:, 1 + width:] == pos_b[:, None]
+    logits = logits.masked_fill(mask, -1e9)
+    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(qr), dtype=torch.int64))
+
+
+def check_pairs(q, pos, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validated training pairs: queries (q x d) and one positive passage id per query."""
+    q = check_matrix(q, "training queries")
+    pos = np.asarray(pos).reshape(-1)
+    if q.shape[1] != d:
+        raise InvalidInputError(f"training queries are {q.shape[1]}-d; the vectors are {d}-d")
+    if pos.dtype.kind not in "iu" or len(pos) != len(q):
+        raise InvalidInputError(f"positives must be {len(q)} integer passage ids, one per query")
+    if len(pos) and (pos.min() < 0 or pos.max() >= n):
+        raise InvalidInputError(f"a positive id is outside 0..{n - 1}")
+    return q, pos
+
+
+def fit_query_map(q, pos, index, metric: str, epochs: int = 4, negatives: int = 64, lr: float = 2e-3,
+                  batch: int = 256, seed: int = 0) -> np.ndarray:
+    """JPQ's query side alone, for any index with fixed codes (PQ, OPQ, RQ): a linear map W applied
+    to queries before the search, trained with :func:`_rank_loss` against the index's own
+    reconstructions, hard negatives re-mined with the current W every epoch."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    xhat = torch.from_numpy(np.ascontiguousarray(index.reconstruct(), np.float32))
+    W = torch.nn.Parameter(torch.eye(q.shape[1]))
+    opt = torch.optim.Adam([W], lr=lr)
+    qt, post = torch.from_numpy(q), torch.from_numpy(pos.astype(np.int64))
+    for _ in range(epochs):
+        index.query_map = W.detach().numpy().copy()
+        lut, offs = index.tables(q)
+        hard_t, width = _hard_negatives(index.codes, offs, lut, pos, negatives)
+        order = torch.randperm(len(q), generator=g)
+        for s in range(0, len(q), batch):
+            b = order[s:s + batch]
+            ids = torch.cat([post[b][:, None], hard_t[b], post[b][None, :].expand(len(b), -1)], 1)
+            loss = _rank_loss(qt[b] @ W, xhat[ids], ids, post[b], width, metric)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return W.detach().numpy()

@@ -15,6 +15,10 @@ is exact for inner products without decoding: ``<q, sum_m C_m[i_m]> = sum_m <q, 
 per-query table of ``B x 256`` dot products scanned like PQ's (``nzip.search``); faiss's residual
 index decodes every vector instead. Inner-product metric only (unit-norm sentence embeddings);
 L2 would need each vector's norm.
+
+With training pairs (``--param queries=Q.npy --param positives=IDS.npy``) it also learns JPQ's
+query side: a linear map applied to queries, trained with a ranking loss on the fixed residual
+codes (``fit_query_map``) and stored with the index.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from ..errors import CorruptDataError, InvalidInputError
 from ..formats.container import ArraySpec, Item
 from ..formats.embedding import check_matrix
 from ..registry import Encoded, register
-from .embedding_pq import CHUNK_ROWS, _PQBase, _rotate, kmeans
+from .embedding_pq import CHUNK_ROWS, _PQBase, _rotate, check_pairs, fit_query_map, kmeans
 
 BEAM = 4
 BLOCK = 2048  # vectors per beam-search batch
@@ -145,7 +149,21 @@ class EmbeddingRQ(_PQBase):
     name = "embedding/rq"
     description = "embeddings: residual quantisation (beam search), per-stage entropy coding, LUT search"
 
+    def extra_params(self, params):
+        out = {k: params.pop(k) for k in ("queries", "positives", "epochs", "negatives", "lr")
+               if k in params and params[k] is not None}
+        if ("queries" in out) != ("positives" in out):
+            raise InvalidInputError("a query adapter needs both --param queries=Q.npy and "
+                                    "--param positives=IDS.npy")
+        for k in ("queries", "positives"):
+            if isinstance(out.get(k), str):
+                from ..formats.array import read_npy
+
+                out[k] = read_npy(out[k])
+        return out
+
     def encode(self, item: Any, progress=None, **params: Any) -> Encoded:
+        extra = self.extra_params(params)
         p = self.check_params(params, {"bytes": int, "k": int, "iters": int, "train": int, "seed": int,
                                        "rounds": int, "beam": int, "metric": str})
         src = np.asarray(item)
@@ -184,6 +202,13 @@ class EmbeddingRQ(_PQBase):
         }
         params_out = {"bytes": stages, "k": k, "beam": beam, "metric": "ip", "train": int(train_n),
                       "rounds": p.get("rounds", 2)}
+        if "queries" in extra:  # JPQ's query side on the residual codes (see embedding/jpq)
+            q, pos = check_pairs(extra["queries"], extra["positives"], n, d)
+            index = RQIndex(codes, books.astype(np.float16).astype(np.float32))
+            W = fit_query_map(q, pos, index, "ip", int(extra.get("epochs", 4)), int(extra.get("negatives", 64)),
+                              float(extra.get("lr", 2e-3)))
+            arrays["query_map"] = ArraySpec(W.astype(np.float16), chunks=W.shape, symbols=False)
+            params_out["adapter"] = {"queries": int(len(q)), "epochs": int(extra.get("epochs", 4))}
         source = {"modality": "embedding", "shape": [n, d], "dtype": src.dtype.name}
         return Encoded(arrays=arrays, params=params_out, source=source)
 
