@@ -150,10 +150,10 @@ def main() -> None:
         for meth in methods:
             t0 = time.perf_counter()
             if meth.startswith("nzip"):
-                codec = {"nzip-opq": "embedding/opq", "nzip-jpq": "embedding/jpq",
-                         "nzip-rq": "embedding/rq"}.get(meth.removesuffix("-ecvq"), "embedding/pq")
+                codec = {"nzip-opq": "embedding/opq", "nzip-jpq": "embedding/jpq", "nzip-rq": "embedding/rq",
+                         "nzip-rq-jpq": "embedding/rq"}.get(meth.removesuffix("-ecvq"), "embedding/pq")
                 kw = {"entropy": 1} if meth.endswith("-ecvq") else {}  # entropy-constrained
-                if codec == "embedding/jpq":
+                if meth.endswith("jpq"):  # JPQ's query adapter (on OPQ codes, or on residual codes)
                     kw.update(queries=tq, positives=tpos)
                 dst = work / f"{meth}{B}.nz"
                 nzip.encode(x, dst, codec=codec, bytes=B, overwrite=True, **kw)
