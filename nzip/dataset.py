@@ -180,6 +180,15 @@ def build(folder: str | os.PathLike, dst: str | os.PathLike, codec: str, *, work
     if shard_size < 1:
         raise InvalidInputError("shard_size must be >= 1")
     c = registry.get(codec)
+    try:
+        json.dumps(params)
+    except TypeError:
+        raise InvalidInputError("data set parameters must be plain values (numbers, strings), as on "
+                                "the command line") from None
+    if not is_url(dst) and os.path.exists(dst) and not os.path.isdir(dst):
+        if not overwrite:
+            raise OutputExistsError(f"{dst} exists and is not a data set (pass overwrite / --force)")
+        os.remove(dst)
     keys = list_inputs(folder, c)
     if not keys:
         raise InvalidInputError(f"{folder} holds no files that {c.name} reads")

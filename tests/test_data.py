@@ -233,3 +233,17 @@ def test_cli_builds_inspects_and_decodes_a_data_set(tmp_path):
     r = subprocess.run([*nz, "encode", str(src), str(tmp_path / "c.nz"), "--codec", "array/rans",
                         "--workers", "2"], capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" not in r.stderr and "not a .nz file" in r.stderr
+
+
+def test_build_refuses_what_it_cannot_store(tmp_path):
+    src = _folder(tmp_path, n=3)
+    (tmp_path / "file.nzip").write_text("precious")
+    with pytest.raises(OutputExistsError):
+        D.build(src, tmp_path / "file.nzip", "array/rans")
+    assert (tmp_path / "file.nzip").read_text() == "precious"
+    with pytest.raises(nzip.errors.InvalidInputError, match="plain values"):
+        D.build(src, tmp_path / "p.nzip", "array/rans", chunk=np.arange(3))
+    with pytest.raises(nzip.errors.InvalidInputError, match="inside the input"):
+        D.build(src, src / "in.nzip", "array/rans")
+    with pytest.raises(nzip.errors.InvalidInputError, match="does not exist|not an nzip data set"):
+        ContainerDataset(tmp_path / "nothing.nzip")
