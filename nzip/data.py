@@ -75,6 +75,8 @@ def _compressed(it, key: str) -> Compressed | None:
     """The item's chunk blobs when every chunk is a single rANS blob (else None: decode on the CPU)."""
     from .formats.zarr_codec import SINGLE
 
+    if it.params.get("predict", "none") not in ("none", "delta"):  # med decodes serially: the CPU
+        return None
     arr = it.array("symbols")
     grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks)]
     blobs = []

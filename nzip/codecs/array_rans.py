@@ -2,6 +2,10 @@
 
 ``predict=delta`` codes differences along the last axis (wrapping in the same-width signed type, so
 it is exact for every dtype): smooth data such as elevation maps or sorted ids shrink a lot more.
+``predict=med`` codes what LOCO-I's median edge detector (JPEG-LS) misses, predicting each value
+from its left, upper and upper-left neighbours over axes 0 and 1 (rows and columns of an image,
+``H x W`` or ``H x W x C``, each channel on its own): the predictor for pictures. Each chunk of
+rows predicts its first row from the left only, so chunks still decode alone.
 
 Each chunk is coded by the zarr codec ``nzip.rans`` with its own frequency table (byte planes for
 values spanning more than 2**16 integers), so any chunk decodes alone and plain ``zarr.open`` reads
@@ -12,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
 import numpy as np
 
 from ..errors import InvalidInputError
@@ -20,7 +25,7 @@ from ..formats.container import ArraySpec, Item
 from ..registry import Codec, Encoded, register
 
 DEFAULT_CHUNK = 1 << 22  # elements per chunk
-PREDICTORS = ("none", "delta")
+PREDICTORS = ("none", "delta", "med")
 
 
 @register
@@ -52,12 +57,17 @@ class ArrayRans(Codec):
             raise InvalidInputError("chunk must be >= 1 element")
         a = np.ascontiguousarray(a)
         shape, dtype = a.shape, a.dtype
+        if predict == "med" and (a.ndim < 2 or a.dtype == np.bool_ or a.dtype.itemsize > 4):
+            raise InvalidInputError("predict=med needs integers of up to 32 bits in an array of at least 2 "
+                                    "dimensions (rows, columns, ...)")
+        row = math.prod(a.shape[1:]) or 1
+        rows = max(1, min(a.shape[0], chunk // row)) if a.ndim and a.shape[0] else 1
         if predict == "delta" and a.ndim and a.dtype != np.bool_:
             a = _delta(a)
+        elif predict == "med" and a.size:
+            a = _med(a, rows)
         if a.ndim == 0:
             a = a.reshape(1)
-        row = math.prod(a.shape[1:]) or 1
-        rows = max(1, min(a.shape[0], chunk // row)) if a.shape[0] else 1
         chunks = (rows, *a.shape[1:]) if a.ndim > 1 else (rows,)
         return Encoded(
             arrays={"symbols": ArraySpec(a, chunks=tuple(max(1, c) for c in chunks))},
@@ -77,8 +87,13 @@ class ArrayRans(Codec):
         if progress is not None:
             progress(out.size)
         out = out.reshape(shape)
-        if container.params.get("predict", "none") == "delta" and out.ndim and out.dtype != np.bool_:
+        predict = container.params.get("predict", "none")
+        if predict == "delta" and out.ndim and out.dtype != np.bool_:
             out = _undelta(out, np.dtype(src["dtype"]))
+        elif predict == "med" and out.ndim >= 2 and out.size:
+            rows = max(1, min(out.shape[0], int(container.params.get("chunk", DEFAULT_CHUNK))
+                              // (math.prod(out.shape[1:]) or 1)))
+            out = _unmed(out, rows, np.dtype(src["dtype"]))
         return out
 
 
@@ -93,3 +108,57 @@ def _delta(a: np.ndarray) -> np.ndarray:
 
 def _undelta(d: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.cumsum(d, axis=-1, dtype=d.dtype).view(dtype)
+
+
+def _med_pred(a, b, c):
+    """LOCO-I's median edge detector of left a, up b, upper-left c (int64 arrays)."""
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    return np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
+
+
+def _med(x: np.ndarray, rows: int) -> np.ndarray:
+    """Residuals of the MED predictor over axes 0/1, in the same-width signed type (wrapping).
+    Row 0 of every block of ``rows`` rows has no upper neighbour: predicted from the left (the
+    first value from 0)."""
+    h, w = x.shape[:2]
+    v = x.reshape(h, w, -1).view(f"u{x.dtype.itemsize}").astype(np.int64)
+    left = np.zeros_like(v)
+    left[:, 1:] = v[:, :-1]
+    up = np.zeros_like(v)
+    up[1:] = v[:-1]
+    ul = np.zeros_like(v)
+    ul[1:, 1:] = v[:-1, :-1]
+    pred = _med_pred(left, up, ul)
+    first = np.zeros(h, bool)
+    first[::rows] = True
+    pred[first] = left[first]
+    bits = 8 * x.dtype.itemsize
+    r = (v - pred) & ((1 << bits) - 1)
+    return r.astype(f"u{x.dtype.itemsize}").view(f"i{x.dtype.itemsize}").reshape(x.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _unmed_kernel(r, rows, mask, out):
+    h, w, c = r.shape
+    for i in range(h):
+        top = i % rows == 0
+        for j in range(w):
+            for k in range(c):
+                a = out[i, j - 1, k] if j > 0 else 0
+                if top:
+                    p = a
+                else:
+                    b = out[i - 1, j, k]
+                    cc = out[i - 1, j - 1, k] if j > 0 else 0
+                    lo, hi = min(a, b), max(a, b)
+                    p = lo if cc >= hi else (hi if cc <= lo else a + b - cc)
+                out[i, j, k] = (r[i, j, k] + p) & mask
+
+
+def _unmed(r: np.ndarray, rows: int, dtype: np.dtype) -> np.ndarray:
+    h, w = r.shape[:2]
+    size = np.dtype(dtype).itemsize
+    u = r.reshape(h, w, -1).view(f"u{size}").astype(np.int64)
+    out = np.empty_like(u)
+    _unmed_kernel(u, rows, (1 << (8 * size)) - 1, out)
+    return out.astype(f"u{size}").view(dtype).reshape(r.shape)
