@@ -24,18 +24,22 @@ _JIT = dict(cache=True, nogil=True, boundscheck=False)
 
 
 @nb.njit(**_JIT)
-def _scan_one(codes, offs, lut, k, out_i, out_s):
-    """Top-k of sum_j lut[offs[j] + codes[n, j]] over all n (ties: the lower id first). (Summing
-    four rows side by side, for independent add chains, measured 4.5x slower than this loop.)"""
+def _scan_one(codes, offs, lut, scale, k, out_i, out_s):
+    """Top-k of sum_j lut[offs[j] + codes[n, j]] (times scale[n] when scale is not empty) over all
+    n (ties: the lower id first). (Summing four rows side by side, for independent add chains,
+    measured 4.5x slower than this loop.)"""
     n, m = codes.shape
     best_s = np.full(k, -np.inf, np.float32)
     best_i = np.full(k, -1, np.int64)
     worst = np.float32(-np.inf)
     wpos = 0
+    scaled = scale.shape[0] > 0
     for r in range(n):
         s = np.float32(0)
         for j in range(m):
             s += lut[offs[j] + codes[r, j]]
+        if scaled:
+            s *= scale[r]
         if s > worst:
             best_s[wpos] = s
             best_i[wpos] = r
@@ -57,27 +61,33 @@ def _scan_one(codes, offs, lut, k, out_i, out_s):
 
 
 @nb.njit(parallel=True, **_JIT)
-def _scan(codes, offs, lut, k, out_i, out_s):
+def _scan(codes, offs, lut, scale, k, out_i, out_s):
     for q in nb.prange(lut.shape[0]):
-        _scan_one(codes, offs, lut[q], k, out_i[q], out_s[q])
+        _scan_one(codes, offs, lut[q], scale, k, out_i[q], out_s[q])
 
 
-def adc_topk(codes: np.ndarray, offs: np.ndarray, lut: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, scores), each (q, k): the k codes with the highest summed table entries per query."""
+def adc_topk(codes: np.ndarray, offs: np.ndarray, lut: np.ndarray, k: int,
+             scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores), each (q, k): the k codes with the highest summed table entries per query
+    (each sum multiplied by ``scale[n]`` in float32 when given: cosine scores of normalised
+    indexes)."""
     q = lut.shape[0]
     ids = np.empty((q, k), np.int64)
     scores = np.empty((q, k), np.float32)
     if q:
+        sc = np.zeros(0, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
         _scan(np.ascontiguousarray(codes), offs.astype(np.int64), np.ascontiguousarray(lut, np.float32),
-              k, ids, scores)
+              sc, k, ids, scores)
     return ids, scores
 
 
-def adc_topk_reference(codes, offs, lut, k):
+def adc_topk_reference(codes, offs, lut, k, scale=None):
     """The numpy twin of :func:`adc_topk` (tests; small inputs)."""
     s = np.zeros((lut.shape[0], codes.shape[0]), np.float32)
     for j in range(codes.shape[1]):
         s += lut[:, offs[j] + codes[:, j].astype(np.int64)]
+    if scale is not None:
+        s *= np.asarray(scale, np.float32)[None, :]
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(s, order, 1)
 
@@ -123,7 +133,7 @@ class Index:
         if self._kernel:
             ids, scores = self._scan_device(lut, offs, depth)
         else:
-            ids, scores = adc_topk(self.pq.codes, offs, lut, depth)
+            ids, scores = adc_topk(self.pq.codes, offs, lut, depth, self.pq.scale)
         if rerank is not None:
             ids, scores = self._rerank(q.astype(np.float32), ids, rerank, k_eff)
         return ids[:, :k_eff], scores[:, :k_eff]
@@ -137,8 +147,9 @@ class Index:
 
         if self._codes_dev is None:
             self._codes_dev = torch.from_numpy(np.ascontiguousarray(self.pq.codes)).to(self.device)
+        scale = None if self.pq.scale is None else torch.from_numpy(self.pq.scale).to(self.device)
         ids, scores = pq_scan.topk(self._codes_dev, offs, torch.from_numpy(lut).to(self.device), depth,
-                                   kernel=True)
+                                   kernel=True, scale=scale)
         return ids.cpu().numpy(), scores.cpu().numpy()
 
     def _rerank(self, q, ids, vectors, k):

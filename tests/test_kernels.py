@@ -104,6 +104,10 @@ def test_kernel_pq_scan_ranks_like_the_cpu_scan():
     assert torch.equal(ik.cpu(), it) and torch.equal(sk.cpu(), st)
     ref = pq_scan.scores_twin(codes, offs, lut)
     assert torch.equal(sk.cpu(), torch.gather(ref, 1, ik.cpu()))
+    scale = torch.rand(1500, generator=g) + 0.5  # cosine scores of a normalised index
+    ik, sk = pq_scan.topk(codes.to(DEV), offs, lut.to(DEV), 12, kernel=True, scale=scale.to(DEV))
+    it, st = pq_scan.topk(codes, offs, lut, 12, kernel=False, scale=scale)
+    assert torch.equal(ik.cpu(), it) and torch.equal(sk.cpu(), st)
 
 
 def test_kernel_pq_scan_merges_slices(monkeypatch):

@@ -52,6 +52,16 @@ class PQIndex:
                  rotation: np.ndarray | None, metric: str, query_map: np.ndarray | None = None) -> None:
         self.codes, self.books, self.splits = codes, books, splits
         self.rotation, self.metric, self.query_map = rotation, metric, query_map
+        self.scale: np.ndarray | None = None  # 1 / |reconstruction| per vector: cosine scores
+
+    def normalise(self) -> None:
+        """Score by cosine to the reconstruction (unit-norm data: the direction is what was coded;
+        the reconstructed length is quantisation noise). Sub-spaces are orthogonal, so the squared
+        norm is a sum of per-centroid squared norms."""
+        sq = np.zeros(self.n, np.float64)
+        for j, book in enumerate(self.books):
+            sq += (book.astype(np.float64) ** 2).sum(1)[self.codes[:, j]]
+        self.scale = inverse_norms(sq)
 
     @property
     def n(self) -> int:
@@ -106,6 +116,10 @@ class PQIndex:
 # ------------------------------------------------------------------------------------------------
 # training
 # ------------------------------------------------------------------------------------------------
+
+
+def inverse_norms(sq: np.ndarray) -> np.ndarray:
+    return (1.0 / np.sqrt(np.maximum(sq, 1e-30))).astype(np.float32)
 
 
 def _rotate(x: np.ndarray, R: np.ndarray | None) -> np.ndarray:
@@ -316,7 +330,8 @@ class _PQBase(Codec):
     def encode(self, item: Any, progress=None, **params: Any) -> Encoded:
         extra = self.extra_params(params)
         p = self.check_params(params, {"bytes": float, "m": int, "k": int, "entropy": int, "iters": int,
-                                       "train": int, "metric": str, "seed": int, "rounds": int})
+                                       "train": int, "metric": str, "seed": int, "rounds": int,
+                                       "normalize": int})
         src = np.asarray(item)
         x = check_matrix(src)
         n, d = x.shape
@@ -339,9 +354,13 @@ class _PQBase(Codec):
         if k > n:
             raise InvalidInputError(f"{n} vectors are fewer than the k={k} centroids per sub-space; "
                                     f"pass --param k={max(2, n)} or fewer")
-        metric = p.get("metric", "ip" if np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-3) else "l2")
+        unit = bool(np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-3))
+        metric = p.get("metric", "ip" if unit else "l2")
         if metric not in ("ip", "l2"):
             raise InvalidInputError(f"metric must be ip or l2, got {metric!r}")
+        normalize = bool(p.get("normalize", int(unit and metric == "ip")))
+        if normalize and metric != "ip":
+            raise InvalidInputError("normalize=1 scores cosines: it needs metric=ip")
         rng = np.random.default_rng(p.get("seed", 0))
         train_n = min(n, p.get("train", 65536))
         xt = x[np.sort(rng.choice(n, size=train_n, replace=False))] if train_n < n else x
@@ -372,6 +391,7 @@ class _PQBase(Codec):
             codes = [_nearest(s, b) for s, b in zip(subs, books)]
             books_s, codes_s = _sort_books(books, codes)
             arr = _code_array(codes_s)
+        extra["normalize"] = normalize
         books_s, qmap, recorded = self.fine_tune(x, arr, books_s, splits, R, metric, extra)
         if progress is not None:
             progress(x.size)
@@ -385,6 +405,7 @@ class _PQBase(Codec):
         if qmap is not None:
             arrays["query_map"] = ArraySpec(qmap.astype(np.float16), chunks=qmap.shape, symbols=False)
         params_out = {"bytes": B, "m": m, "k": k, "entropy": int(entropy), "metric": metric,
+                      "normalize": int(normalize),
                       "sizes": [len(b) for b in books_s], "lambda": float(lam), "train": int(train_n),
                       **recorded}
         source = {"modality": "embedding", "shape": [n, d], "dtype": src.dtype.name}
@@ -450,7 +471,10 @@ def load_index(container: Item) -> PQIndex:
         qmap = container.read("query_map").astype(np.float32)
         if qmap.shape != (d, d):
             raise CorruptDataError(f"{container.path}: query map of shape {list(qmap.shape)}")
-    return PQIndex(codes, books, splits, rotation, metric, qmap)
+    index = PQIndex(codes, books, splits, rotation, metric, qmap)
+    if prm.get("normalize"):
+        index.normalise()
+    return index
 
 
 @register
@@ -507,13 +531,14 @@ class EmbeddingJPQ(_PQBase):
                                     metric, epochs=epochs, adapter=adapter,
                                     negatives=int(extra.get("negatives", 64)), lr=float(extra.get("lr", 2e-3)),
                                     x=x, recon_weight=float(extra.get("recon", 1.0)),
-                                    centroids=bool(int(extra.get("centroids", 0))))
+                                    centroids=bool(int(extra.get("centroids", 0))),
+                                    normalize=bool(extra.get("normalize", False)))
         return [b.astype(np.float16) for b in new_books], qmap, {
             "jpq": {"queries": int(len(q)), "epochs": epochs, "adapter": int(adapter)}}
 
 
 def jpq_train(q, pos, codes, books, splits, rotation, metric, epochs=4, adapter=True, negatives=64,
-              lr=2e-3, batch=256, seed=0, x=None, recon_weight=0.0, centroids=True):
+              lr=2e-3, batch=256, seed=0, x=None, recon_weight=0.0, centroids=True, normalize=False):
     """Centroids (and a query map) trained with a softmax ranking loss over each query's positive,
     its hardest ``negatives`` passages under the current index (refreshed every epoch) and the
     batch's other positives. With the centroids fixed this is :func:`fit_query_map`."""
@@ -523,6 +548,8 @@ def jpq_train(q, pos, codes, books, splits, rotation, metric, epochs=4, adapter=
         if not adapter:
             return books, None
         index = PQIndex(codes, books, splits, rotation, metric)
+        if normalize:
+            index.normalise()
         return books, fit_query_map(q, pos, index, metric, epochs, negatives, lr, batch, seed)
     g = torch.Generator().manual_seed(seed)
     d = q.shape[1]
@@ -565,13 +592,13 @@ def jpq_train(q, pos, codes, books, splits, rotation, metric, epochs=4, adapter=
     return [c.detach().numpy() for c in C], (W.detach().numpy() if adapter else None)
 
 
-def _hard_negatives(codes, offs, lut, pos, negatives):
+def _hard_negatives(codes, offs, lut, pos, negatives, scale=None):
     """Each query's best ``negatives`` passages under the current tables, its positive left out."""
     import torch
 
     from ..search import adc_topk
 
-    hard, _ = adc_topk(codes, offs, lut, min(len(codes), negatives + 1))
+    hard, _ = adc_topk(codes, offs, lut, min(len(codes), negatives + 1), scale)
     keep = hard != pos[:, None]
     width = min(negatives, int(keep.sum(1).min()))
     return torch.from_numpy(np.stack([row[k][:width] for row, k in zip(hard, keep)])), width
@@ -614,14 +641,17 @@ def fit_query_map(q, pos, index, metric: str, epochs: int = 4, negatives: int = 
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    xhat = torch.from_numpy(np.ascontiguousarray(index.reconstruct(), np.float32))
+    xhat = np.ascontiguousarray(index.reconstruct(), np.float32)
+    if index.scale is not None:  # the search scores cosines: so does the loss
+        xhat = xhat * index.scale[:, None]
+    xhat = torch.from_numpy(xhat)
     W = torch.nn.Parameter(torch.eye(q.shape[1]))
     opt = torch.optim.Adam([W], lr=lr)
     qt, post = torch.from_numpy(q), torch.from_numpy(pos.astype(np.int64))
     for _ in range(epochs):
         index.query_map = W.detach().numpy().copy()
         lut, offs = index.tables(q)
-        hard_t, width = _hard_negatives(index.codes, offs, lut, pos, negatives)
+        hard_t, width = _hard_negatives(index.codes, offs, lut, pos, negatives, index.scale)
         order = torch.randperm(len(q), generator=g)
         for s in range(0, len(q), batch):
             b = order[s:s + batch]

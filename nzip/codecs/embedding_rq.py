@@ -4,13 +4,16 @@ lookup-table search.
 Residual quantisation (Juang & Gray, 1982; the beam-search encoder and codebook refinement follow
 Liu et al., "Improved Residual Vector Quantization", 2015, and faiss's ResidualQuantizer): stage
 ``m`` quantises what stages ``0..m-1`` left over with a full-dimension codebook of ``k`` vectors,
-so a vector is the *sum* of one codeword per stage. With ``--bytes B`` there are ``B`` stages of 256
-codewords.
+so a vector is the *sum* of one codeword per stage. ``--bytes B`` is a budget of *coded* bytes per
+vector: stages of 256 codewords are added while their codes' entropy fits it (later stages' codes
+are skewed: 16 bytes buy ~25 stages on sentence embeddings), and the coder's real size has the last
+word. Unit-norm data are scored by cosine to the reconstruction (``normalize``, on by default for
+them): the length of a reconstruction is quantisation noise.
 
 Where this departs from faiss's: training is greedy k-means per stage, then ``refine`` rounds of
 (beam-search encoding, least-squares update of every codebook given the others: block coordinate
 descent on the reconstruction error). Codes are stored one stage per zarr chunk, so each stage
-gets its own entropy table (the first stages' codes are skewed, the last nearly uniform). Search
+gets its own entropy table (the first stages' codes are nearly uniform, later ones skewed). Search
 is exact for inner products without decoding: ``<q, sum_m C_m[i_m]> = sum_m <q, C_m[i_m]>``, a
 per-query table of ``B x 256`` dot products scanned like PQ's (``nzip.search``); faiss's residual
 index decodes every vector instead. Inner-product metric only (unit-norm sentence embeddings);
@@ -30,7 +33,7 @@ from ..errors import CorruptDataError, InvalidInputError
 from ..formats.container import ArraySpec, Item
 from ..formats.embedding import check_matrix
 from ..registry import Encoded, register
-from .embedding_pq import CHUNK_ROWS, _PQBase, _rotate, check_pairs, fit_query_map, kmeans
+from .embedding_pq import CHUNK_ROWS, _PQBase, _rotate, check_pairs, fit_query_map, inverse_norms, kmeans
 
 BEAM = 4
 BLOCK = 2048  # vectors per beam-search batch
@@ -45,6 +48,13 @@ class RQIndex:
 
     def __init__(self, codes: np.ndarray, books: np.ndarray, query_map: np.ndarray | None = None) -> None:
         self.codes, self.books, self.query_map = codes, books, query_map
+        self.scale: np.ndarray | None = None
+
+    def normalise(self) -> None:
+        """Cosine scores: 1 / |reconstruction| per vector (the stages are not orthogonal, so
+        from the reconstruction itself)."""
+        y = self.reconstruct().astype(np.float64)
+        self.scale = inverse_norms((y * y).sum(1))
 
     @property
     def n(self) -> int:
@@ -128,16 +138,29 @@ def refine_books(x: np.ndarray, codes: np.ndarray, books: np.ndarray, passes: in
     return books
 
 
-def train_rq(x: np.ndarray, stages: int, k: int, iters: int, rounds: int, beam: int,
-             rng: np.random.Generator) -> np.ndarray:
-    """Greedy stage-by-stage k-means, then ``rounds`` of (beam encoding, codebook refinement)."""
-    d = x.shape[1]
-    books = np.empty((stages, k, d), np.float32)
+def _entropy_bits(a: np.ndarray, k: int) -> float:
+    cnt = np.bincount(a, minlength=k)
+    p = cnt[cnt > 0] / len(a)
+    return float(-(p * np.log2(p)).sum())
+
+
+def train_rq(x: np.ndarray, bits: float, k: int, iters: int, rounds: int, beam: int,
+             rng: np.random.Generator, max_stages: int) -> np.ndarray:
+    """Greedy stage-by-stage k-means, adding stages while the codes' entropy so far stays within
+    ``bits`` per vector (later stages' codes are skewed, so a byte budget buys more than one stage
+    per byte), then ``rounds`` of (beam encoding, codebook refinement)."""
     r = x.astype(np.float32).copy()
-    for m in range(stages):
-        books[m] = kmeans(r, k, iters, rng)
-        a = ((r @ books[m].T) * -2 + (books[m] ** 2).sum(1)).argmin(1)
-        r -= books[m][a]
+    books, spent = [], 0.0
+    while len(books) < max_stages:
+        c = kmeans(r, k, iters, rng)
+        a = ((r @ c.T) * -2 + (c ** 2).sum(1)).argmin(1)
+        h = _entropy_bits(a, k)
+        if books and spent + h > bits:
+            break
+        books.append(c)
+        spent += h
+        r -= c[a]
+    books = np.stack(books)
     for _ in range(rounds):
         codes = beam_encode(x, books, beam)
         books = refine_books(x, codes, books)
@@ -164,16 +187,17 @@ class EmbeddingRQ(_PQBase):
 
     def encode(self, item: Any, progress=None, **params: Any) -> Encoded:
         extra = self.extra_params(params)
-        p = self.check_params(params, {"bytes": int, "k": int, "iters": int, "train": int, "seed": int,
-                                       "rounds": int, "beam": int, "metric": str})
+        p = self.check_params(params, {"bytes": float, "k": int, "iters": int, "train": int, "seed": int,
+                                       "rounds": int, "beam": int, "metric": str, "normalize": int,
+                                       "stages": int})
         src = np.asarray(item)
         x = check_matrix(src)
         n, d = x.shape
         if "bytes" not in p:
             raise InvalidInputError(f"{self.name} needs a size: --bytes B (stages of 256 codewords)")
-        stages = p["bytes"]
-        if not 1 <= stages <= 4 * d:
-            raise InvalidInputError(f"--bytes must be in 1..{4 * d} for {d}-d vectors, got {stages}")
+        B = p["bytes"]
+        if not 0 < B <= 2 * d:
+            raise InvalidInputError(f"--bytes must be in (0, {2 * d}] for {d}-d vectors, got {B}")
         if p.get("metric", "ip") != "ip":
             raise InvalidInputError("embedding/rq scores inner products (metric=ip); use embedding/opq for l2")
         k = p.get("k", 256)
@@ -188,9 +212,15 @@ class EmbeddingRQ(_PQBase):
         rng = np.random.default_rng(p.get("seed", 0))
         train_n = min(n, p.get("train", 65536))
         xt = x[np.sort(rng.choice(n, size=train_n, replace=False))] if train_n < n else x
-        books = train_rq(xt, stages, k, p.get("iters", 10), p.get("rounds", 2), beam, rng)
+        max_stages = p.get("stages", 4 * int(np.ceil(B)))
+        books = train_rq(xt, 8 * B, k, p.get("iters", 10), p.get("rounds", 2), beam, rng, max_stages)
         books = books.astype(np.float16).astype(np.float32)  # the stored precision, before encoding
         codes = beam_encode(x, books, beam)
+        while len(books) > 1 and _stage_bytes(codes, k) > B * n:  # the coder decides: drop stages
+            books, codes = books[:-1], codes[:, :-1]
+        stages = len(books)
+        unit = bool(np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-3))
+        normalize = bool(p.get("normalize", int(unit)))
         if progress is not None:
             progress(x.size)
         dt = np.uint8 if k <= 256 else np.uint16
@@ -200,11 +230,13 @@ class EmbeddingRQ(_PQBase):
                                         chunks=(1, min(max(n, 1), CHUNK_ROWS))),
             "codebooks": ArraySpec(books.astype(np.float16), chunks=books.shape, symbols=False),
         }
-        params_out = {"bytes": stages, "k": k, "beam": beam, "metric": "ip", "train": int(train_n),
-                      "rounds": p.get("rounds", 2)}
+        params_out = {"bytes": B, "stages": stages, "k": k, "beam": beam, "metric": "ip",
+                      "train": int(train_n), "rounds": p.get("rounds", 2), "normalize": int(normalize)}
         if "queries" in extra:  # JPQ's query side on the residual codes (see embedding/jpq)
             q, pos = check_pairs(extra["queries"], extra["positives"], n, d)
-            index = RQIndex(codes, books.astype(np.float16).astype(np.float32))
+            index = RQIndex(codes, books)
+            if normalize:
+                index.normalise()
             W = fit_query_map(q, pos, index, "ip", int(extra.get("epochs", 4)), int(extra.get("negatives", 64)),
                               float(extra.get("lr", 2e-3)))
             arrays["query_map"] = ArraySpec(W.astype(np.float16), chunks=W.shape, symbols=False)
@@ -217,7 +249,7 @@ def load_rq_index(container: Item) -> RQIndex:
     src, prm = container.source, container.params
     try:
         n, d = (int(v) for v in src["shape"])
-        stages, k = int(prm["bytes"]), int(prm["k"])
+        stages, k = int(prm.get("stages", prm["bytes"])), int(prm["k"])
     except (KeyError, TypeError, ValueError):
         raise CorruptDataError(f"{container.path}: embedding parameters are missing or malformed") from None
     codes = container.read("codes_by_stage")
@@ -230,4 +262,16 @@ def load_rq_index(container: Item) -> RQIndex:
     qmap = None
     if "query_map" in container.array_names():
         qmap = container.read("query_map").astype(np.float32)
-    return RQIndex(np.ascontiguousarray(codes.T), books.astype(np.float32), qmap)
+    index = RQIndex(np.ascontiguousarray(codes.T), books.astype(np.float32), qmap)
+    if prm.get("normalize"):
+        index.normalise()
+    return index
+
+
+def _stage_bytes(codes: np.ndarray, k: int) -> int:
+    """What the codes will cost in the container: one chunk per stage through nzip.rans."""
+    from ..formats.zarr_codec import encode_chunk
+
+    dt = np.uint8 if k <= 256 else np.uint16
+    return sum(len(encode_chunk(np.ascontiguousarray(codes[s:s + CHUNK_ROWS, m].astype(dt))))
+               for m in range(codes.shape[1]) for s in range(0, len(codes), CHUNK_ROWS))

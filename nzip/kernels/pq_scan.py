@@ -22,8 +22,8 @@ if triton_available():
     import triton.language as tl
 
     @triton.jit
-    def _scan_kernel(codes_ptr, offs_ptr, lut_ptr, keys_ptr, nq, n, n0, width, m, lut_w, BQ: tl.constexpr,
-                     BN: tl.constexpr):
+    def _scan_kernel(codes_ptr, offs_ptr, lut_ptr, scale_ptr, keys_ptr, nq, n, n0, width, m, lut_w,
+                     BQ: tl.constexpr, BN: tl.constexpr, SCALED: tl.constexpr):
         qs = tl.program_id(1) * BQ + tl.arange(0, BQ)
         rows = n0 + tl.program_id(0).to(tl.int64) * BN + tl.arange(0, BN)
         qm = qs < nq
@@ -35,6 +35,8 @@ if triton_available():
             o = tl.load(offs_ptr + j)
             acc = acc + tl.load(lut_ptr + qs[:, None].to(tl.int64) * lut_w + o + c[None, :], mask=msk,
                                 other=0.0)
+        if SCALED:
+            acc = acc * tl.load(scale_ptr + rows, mask=rm, other=0.0)[None, :]
         bits = (acc + 0.0).to(tl.int32, bitcast=True)  # + 0.0: -0.0 ranks as +0.0, as on the CPU
         key = tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).to(tl.int64)
         key = (key << 32) | (4294967295 - rows)
@@ -49,22 +51,25 @@ def _decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, bits.view(torch.float32)
 
 
-def scores_twin(codes: torch.Tensor, offs, lut: torch.Tensor) -> torch.Tensor:
+def scores_twin(codes: torch.Tensor, offs, lut: torch.Tensor, scale=None) -> torch.Tensor:
     """(q, n) float32 scores summed in column order (torch; the reference of the kernel's tile)."""
     acc = torch.zeros((lut.shape[0], codes.shape[0]), dtype=torch.float32, device=lut.device)
     for j in range(codes.shape[1]):
         acc = acc + lut[:, int(offs[j]) + codes[:, j].long()]
-    return acc
+    return acc if scale is None else acc * scale[None, :]
 
 
-def topk(codes: torch.Tensor, offs, lut: torch.Tensor, k: int, *, kernel: bool | None = None):
+def topk(codes: torch.Tensor, offs, lut: torch.Tensor, k: int, *, kernel: bool | None = None,
+         scale: torch.Tensor | None = None):
     """(ids int64, scores float32), each (q, k), of the k best codes per query; ties to the lower
     id. ``codes`` (n, M) on the device, ``lut`` (q, L) float32, ``offs`` (M,) offsets into a row
-    of ``lut``. Without a kernel: the CPU scan of ``nzip.search``."""
+    of ``lut``; ``scale`` (n,) multiplies each sum (cosine scores). Without a kernel: the CPU scan
+    of ``nzip.search``."""
     if not use_kernel(codes.device, kernel):
         from ..search import adc_topk
 
-        ids, sc = adc_topk(codes.cpu().numpy(), np.asarray(offs), lut.cpu().numpy(), k)
+        ids, sc = adc_topk(codes.cpu().numpy(), np.asarray(offs), lut.cpu().numpy(), k,
+                           None if scale is None else scale.cpu().numpy())
         return torch.from_numpy(ids).to(codes.device), torch.from_numpy(sc).to(codes.device)
     dev = codes.device
     nq, lut_w = lut.shape
@@ -79,7 +84,9 @@ def topk(codes: torch.Tensor, offs, lut: torch.Tensor, k: int, *, kernel: bool |
         w = min(width, n - n0)
         keys = torch.empty((nq, w), dtype=torch.int64, device=dev)
         grid = (triton.cdiv(w, BN), triton.cdiv(nq, BQ))
-        _scan_kernel[grid](codes, offs_t, lut, keys, nq, n, n0, w, m, lut_w, BQ=BQ, BN=BN)
+        sc = lut if scale is None else scale.to(torch.float32).contiguous()
+        _scan_kernel[grid](codes, offs_t, lut, sc, keys, nq, n, n0, w, m, lut_w, BQ=BQ, BN=BN,
+                           SCALED=scale is not None)
         cand = torch.cat([best, keys], dim=1)
         best = torch.topk(cand, min(k, cand.shape[1]), dim=1, sorted=True).values
     ids, scores = _decode_keys(best)
