@@ -183,9 +183,9 @@ def main() -> None:
           f"DataLoader num_workers={WORKERS}, batch {BATCH}, {args.size}x{args.size} RGB crops")
     rows = ["| items | loader | items/s | / ideal | loader overhead | KiB/item |", "|---|---|---:|---:|---:|---:|"]
     items = crops(args.items, args.size)
-    rows += bench_codec("array/rans", work, items, "array/rans", {"predict": "med"}, "npy",
+    rows += bench_codec("array/rans", work, items, "array/rans", {"predict": "delta"}, "npy",
                         lambda a, p: np.save(p, a), args.repeat)
-    rows += bench_codec("png", work, items, "array/rans", {"predict": "med"}, "png",
+    rows += bench_codec("png", work, items, "array/rans", {"predict": "delta"}, "png",
                         lambda a, p: Image.fromarray(a).save(p), args.repeat)[-2:]
     vq = crops(args.vq_items, args.size, seed=1)
     rows += bench_codec("image/vqgan", work, vq, "image/vqgan", {"level": 1024}, "jpg",
