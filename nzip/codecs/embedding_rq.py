@@ -269,9 +269,10 @@ def load_rq_index(container: Item) -> RQIndex:
 
 
 def _stage_bytes(codes: np.ndarray, k: int) -> int:
-    """What the codes will cost in the container: one chunk per stage through nzip.rans."""
+    """What the codes will cost in the container: one chunk per stage through nzip.rans, plus each
+    chunk's crc32c."""
     from ..formats.zarr_codec import encode_chunk
 
     dt = np.uint8 if k <= 256 else np.uint16
-    return sum(len(encode_chunk(np.ascontiguousarray(codes[s:s + CHUNK_ROWS, m].astype(dt))))
+    return sum(len(encode_chunk(np.ascontiguousarray(codes[s:s + CHUNK_ROWS, m].astype(dt)))) + 4
                for m in range(codes.shape[1]) for s in range(0, len(codes), CHUNK_ROWS))
