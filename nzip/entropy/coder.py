@@ -337,6 +337,31 @@ class LaneStreams:
         """Decoded symbols -> values of the blob's dtype (static blobs)."""
         return _unshift(out, self.offset, self.dtype, self.nalpha, Reader(b"", self.what))
 
+    def decode(self, contexts: np.ndarray | None = None) -> np.ndarray:
+        """The CPU decode: values of a static blob, symbols of a context blob (``contexts``: one
+        integer per symbol, checked here)."""
+        if self.kind == EMPTY:
+            return np.empty(0, dtype=self.dtype)
+        if self.kind == CONSTANT:
+            return np.full(self.n, self.constant, dtype=self.dtype)
+        cx = None
+        if self.kind == CONTEXT:
+            check_contexts(contexts, self.nctx)
+            cx = contexts.astype(np.uint16, copy=False)
+        out = np.empty(self.n, dtype=self.slot_sym.dtype)
+        status = np.empty(self.nblocks, dtype=np.int64)
+        if self.packable:
+            K.decode_blocks_packed(self.words, self.woff, self.states, out, cx, self.block, self.lanes,
+                                   self.prec, self.packed(), status)
+        elif cx is None:
+            K.decode_blocks(self.words, self.woff, self.states, out, self.block, self.lanes, self.prec,
+                            self.slot_sym, self.slot_pack, status)
+        else:
+            K.decode_blocks_ctx(self.words, self.woff, self.states, out, cx, self.block, self.lanes,
+                                self.prec, self.slot_sym, self.slot_pack, status)
+        _raise_status(status, self.what)
+        return out if cx is not None else self.finish(out)
+
 
 def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
           what: str = "entropy blob") -> LaneStreams:
@@ -379,21 +404,7 @@ def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
 def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
            what: str = "entropy blob") -> np.ndarray:
     """Decode a blob from :func:`encode` to a 1-D array of the original dtype."""
-    p = parse(data, max_symbols=max_symbols, what=what)
-    if p.kind == EMPTY:
-        return np.empty(0, dtype=p.dtype)
-    if p.kind == CONSTANT:
-        return np.full(p.n, p.constant, dtype=p.dtype)
-    out = np.empty(p.n, dtype=p.slot_sym.dtype)
-    status = np.empty(p.nblocks, dtype=np.int64)
-    if p.packable:
-        K.decode_blocks_packed(p.words, p.woff, p.states, out, None, p.block, p.lanes, p.prec,
-                               p.packed(), status)
-    else:
-        K.decode_blocks(p.words, p.woff, p.states, out, p.block, p.lanes, p.prec, p.slot_sym,
-                        p.slot_pack, status)
-    _raise_status(status, what)
-    return p.finish(out)
+    return parse(data, max_symbols=max_symbols, what=what).decode()
 
 
 def _unshift(out: np.ndarray, offset: int, dtype: np.dtype, nalpha: int, r: Reader) -> np.ndarray:
@@ -647,16 +658,4 @@ def decode_context(data: bytes | memoryview, contexts, *, what: str = "entropy b
     """Decode a blob from :func:`encode_context` given the same contexts (uint16 symbols)."""
     cx = np.ascontiguousarray(np.asarray(contexts).reshape(-1))
     p = parse_context(data, cx.size, what=what)
-    if p.kind == EMPTY:
-        return np.empty(0, dtype=np.uint16)
-    check_contexts(cx, p.nctx)
-    out = np.empty(p.n, dtype=p.slot_sym.dtype)
-    status = np.empty(p.nblocks, dtype=np.int64)
-    if p.packable:
-        K.decode_blocks_packed(p.words, p.woff, p.states, out, cx.astype(np.uint16, copy=False),
-                               p.block, p.lanes, p.prec, p.packed(), status)
-    else:
-        K.decode_blocks_ctx(p.words, p.woff, p.states, out, cx.astype(np.uint16, copy=False), p.block,
-                            p.lanes, p.prec, p.slot_sym, p.slot_pack, status)
-    _raise_status(status, what)
-    return out
+    return np.empty(0, dtype=np.uint16) if p.kind == EMPTY else p.decode(cx)

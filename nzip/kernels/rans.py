@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from ..entropy import coder as C
-from ..entropy import lanes as K
 from ..errors import CorruptDataError, InvalidInputError
 from . import triton_available, use_kernel
 
@@ -76,7 +75,7 @@ if triton_available():
             ptr += tl.sum(needi, axis=1)
             j += nl.to(tl.int64)
         bad_state = tl.sum((lmask & (x != 65536)).to(tl.int32), axis=1) > 0
-        # the CPU decoder's codes: -2 words do not match (K.ERR_OVERRUN), -3 final states (ERR_STATE)
+        # the CPU decoder's codes (entropy.lanes): -2 words do not match (ERR_OVERRUN), -3 final states (ERR_STATE)
         status = tl.where(ptr != wend, -2, tl.where(bad_state, -3, 0))
         tl.store(status_ptr + rows, status.to(tl.int32), mask=rmask)
 
@@ -101,28 +100,11 @@ def _parse(blobs, contexts, what) -> list[_Job]:
 
 
 def _twin(job: _Job, device) -> torch.Tensor:
-    p = job.p
-    if p.kind == C.EMPTY:
-        out = np.empty(0, dtype=p.dtype)
-    elif p.kind == C.CONSTANT:
-        out = np.full(p.n, p.constant, dtype=p.dtype)
-    elif p.kind == C.STATIC:
-        sym = np.empty(p.n, dtype=p.slot_sym.dtype)
-        status = np.empty(p.nblocks, dtype=np.int64)
-        K.decode_blocks(p.words, p.woff, p.states, sym, p.block, p.lanes, p.prec, p.slot_sym,
-                        p.slot_pack, status)
-        C._raise_status(status, p.what)
-        out = p.finish(sym)
-    else:
+    cx = None
+    if job.p.kind == C.CONTEXT:
         cx = job.ctx.cpu().numpy() if torch.is_tensor(job.ctx) else np.asarray(job.ctx)
         cx = np.ascontiguousarray(cx.reshape(-1))
-        C.check_contexts(cx, p.nctx)
-        out = np.empty(p.n, dtype=p.slot_sym.dtype)
-        status = np.empty(p.nblocks, dtype=np.int64)
-        K.decode_blocks_ctx(p.words, p.woff, p.states, out, cx.astype(np.uint16, copy=False), p.block,
-                            p.lanes, p.prec, p.slot_sym, p.slot_pack, status)
-        C._raise_status(status, p.what)
-    return torch.from_numpy(np.ascontiguousarray(out)).to(device)
+    return torch.from_numpy(np.ascontiguousarray(job.p.decode(cx))).to(device)
 
 
 def _finish_on_device(p: C.LaneStreams, sym: torch.Tensor) -> torch.Tensor:
