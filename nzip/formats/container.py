@@ -292,24 +292,18 @@ class Item:
     def read_chunk_bytes(self, name: str, index: tuple[int, ...]) -> bytes | memoryview:
         """The stored bytes of one chunk of an array (its codec's output, crc32c checked and
         stripped) without decoding it: what a batched GPU decode collects."""
-        key = "/".join([name, "c", *map(str, index)])
+        from zarr.core.buffer import default_buffer_prototype
+        from zarr.core.sync import sync
+
+        where = f"{self.path}: array {name!r} chunk {'.'.join(map(str, index))}"
         try:
-            proto = __import__("zarr.core.buffer", fromlist=["default_buffer_prototype"]).default_buffer_prototype()
-            from zarr.core.sync import sync
-
-            buf = sync(self._store.get(key, prototype=proto))
+            buf = sync(self._store.get("/".join([name, "c", *map(str, index)]),
+                                       prototype=default_buffer_prototype()))
         except Exception as exc:  # noqa: BLE001
-            raise CorruptDataError(f"{self.path}: array {name!r} chunk {'.'.join(map(str, index))} "
-                                   f"cannot be read ({exc})") from None
+            raise CorruptDataError(f"{where} cannot be read ({exc})") from None
         if buf is None:
-            raise CorruptDataError(f"{self.path}: array {name!r} chunk {'.'.join(map(str, index))} is missing")
-        data = buf.to_bytes()
-        import crc32c
-
-        if len(data) < 4 or crc32c.crc32c(data[:-4]) != int.from_bytes(data[-4:], "little"):
-            raise CorruptDataError(f"{self.path}: array {name!r} chunk {'.'.join(map(str, index))} is "
-                                   "corrupt (checksum mismatch)")
-        return memoryview(data)[:-4]
+            raise CorruptDataError(f"{where} is missing")
+        return _strip_crc(buf.to_bytes(), where)
 
     def read_blob(self, name: str) -> bytes | memoryview:
         """The bytes of a raw, one-chunk uint8 array (a codec's own stream), read straight from the
@@ -336,11 +330,7 @@ class Item:
             return self.read(name).tobytes()
         if isinstance(self._store, ZipStore):
             return memoryview(data)[:-4]  # zipfile checked the entry's CRC-32 over these very bytes
-        import crc32c
-
-        if len(data) < 4 or crc32c.crc32c(data[:-4]) != int.from_bytes(data[-4:], "little"):
-            raise CorruptDataError(f"{self.path}: array {name!r} chunk 0 is corrupt (checksum mismatch)")
-        return memoryview(data)[:-4]
+        return _strip_crc(data, f"{self.path}: array {name!r} chunk 0")
 
     def stored_bytes(self) -> int:
         """Bytes of the container (the whole file for .nz)."""
@@ -362,6 +352,15 @@ class Item:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _strip_crc(data: bytes, where: str) -> memoryview:
+    """A stored chunk without its trailing crc32c, once the checksum is verified."""
+    import crc32c
+
+    if len(data) < 4 or crc32c.crc32c(data[:-4]) != int.from_bytes(data[-4:], "little"):
+        raise CorruptDataError(f"{where} is corrupt (checksum mismatch)")
+    return memoryview(data)[:-4]
 
 
 def _direct(arr: zarr.Array) -> bool:
