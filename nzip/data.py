@@ -62,13 +62,9 @@ class Compressed:
 
 
 def _natural(value: Any) -> Any:
-    from .formats.checkpoint import Checkpoint, to_torch
+    from .formats.checkpoint import Checkpoint, state_dict
 
-    if isinstance(value, Checkpoint):
-        out = {t.name: to_torch(t) for t in value.tensors if t.alias_of is None}
-        out.update({t.name: out[t.alias_of] for t in value.tensors if t.alias_of is not None})
-        return out
-    return value
+    return state_dict(value) if isinstance(value, Checkpoint) else value
 
 
 def _compressed(it, key: str) -> Compressed | None:
@@ -200,33 +196,23 @@ class StreamingDataset(IterableDataset):
         self._resume = 0  # samples of this epoch already consumed (applied by the next __iter__)
         self._yielded = 0
         ds = self._r.ds
-        self._n = ds.n
         # the unit of the split: a shard, halved (staying chunk-aligned: units never straddle a
         # shard) until there are enough units to keep every rank's workers busy on small sets
         unit = ds.shard_size
         while unit > 1 and -(-ds.n // unit) < MIN_UNITS_PER_RANK * self.world_size:
             unit = -(-unit // 2)
-        self._shard_size = ds.shard_size
-        self._unit = unit
-        self._n_units = sum(-(-len(ds.shard_range(s)) // unit) for s in range(ds.n_shards))
+        self._units = [range(u, min(sh.stop, u + unit)) for sh in map(ds.shard_range, range(ds.n_shards))
+                       for u in range(sh.start, sh.stop, unit)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self._resume = 0
 
-    def _unit_ranges(self) -> list[range]:
-        out = []
-        for a in range(0, self._n, self._shard_size):
-            b = min(self._n, a + self._shard_size)
-            out += [range(u, min(b, u + self._unit)) for u in range(a, b, self._unit)]
-        return out
-
-    def _rank_shards(self, epoch: int) -> list[range]:
-        units = self._unit_ranges()
-        perm = np.arange(len(units))
+    def _rank_units(self, epoch: int) -> list[range]:
+        perm = np.arange(len(self._units))
         if self.shuffle:
             np.random.default_rng([self.seed, epoch]).shuffle(perm)
-        return [units[k] for k in perm[self.rank::self.world_size]]
+        return [self._units[k] for k in perm[self.rank::self.world_size]]
 
     def _items(self, units) -> list[int]:
         return [i for u in units for i in u]
@@ -235,7 +221,7 @@ class StreamingDataset(IterableDataset):
         """Item indices that DataLoader worker ``worker`` of ``workers`` yields on this rank in an
         epoch, in order."""
         epoch = self.epoch if epoch is None else epoch
-        items = self._items(self._rank_shards(epoch)[worker::workers])
+        items = self._items(self._rank_units(epoch)[worker::workers])
         if self.shuffle:
             seq = np.random.default_rng([self.seed, epoch, self.rank, worker, workers])
             items = _buffer_shuffle(items, self.buffer, seq)
@@ -277,7 +263,7 @@ class StreamingDataset(IterableDataset):
 
     def __len__(self) -> int:
         """Items this rank yields per epoch (all its workers together)."""
-        return len(self._items(self._rank_shards(self.epoch)))
+        return len(self._items(self._rank_units(self.epoch)))
 
     def state_dict(self, samples_seen: int | None = None) -> dict[str, Any]:
         """Where this epoch stands. ``samples_seen``: samples this rank's loop has consumed (needed

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import registry
 from .errors import InvalidInputError
-from .formats.checkpoint import to_torch
+from .formats.checkpoint import state_dict
 from .formats.container import open_item
 from .kernels import use_kernel
 
@@ -36,13 +36,7 @@ def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, 
             out = load_device(it, list(names) if names is not None else None, device)
             return out if names is None else {n: out[n] for n in names}
         ck = codec.decode(it, names=list(names) if names is not None else None)
-    out: dict[str, Any] = {}
-    for t in ck.tensors:
-        if t.alias_of is None:
-            out[t.name] = to_torch(t, device)
-    for t in ck.tensors:
-        if t.alias_of is not None:
-            out[t.name] = out[t.alias_of]
+    out = state_dict(ck, device)
     if names is not None:
         out = {n: out[n] for n in names}
     return out

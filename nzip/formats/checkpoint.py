@@ -222,6 +222,13 @@ def to_torch(t: TensorRecord, device: str = "cpu"):
     return buf.view(torch_dtype(t.dtype)).reshape(t.shape).to(device)
 
 
+def state_dict(ck: Checkpoint, device: str = "cpu") -> dict:
+    """``{name: torch tensor}`` of a checkpoint; tied names share their target's tensor."""
+    out = {t.name: to_torch(t, device) for t in ck.tensors if t.alias_of is None}
+    out.update({t.name: out[t.alias_of] for t in ck.tensors if t.alias_of is not None})
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # entry points
 # ------------------------------------------------------------------------------------------------
