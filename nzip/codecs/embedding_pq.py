@@ -555,7 +555,7 @@ def jpq_train(q, pos, codes, books, splits, rotation, metric, epochs=4, adapter=
     d = q.shape[1]
     m = len(books)
     R = torch.eye(d, dtype=torch.float32) if rotation is None else torch.from_numpy(rotation.astype(np.float32))
-    C = [torch.nn.Parameter(torch.from_numpy(b.copy()), requires_grad=centroids) for b in books]
+    C = [torch.nn.Parameter(torch.from_numpy(b.copy())) for b in books]
     W = torch.nn.Parameter(torch.eye(d)) if adapter else None
     trainable = C + ([W] if adapter else [])
     opt = torch.optim.Adam(trainable, lr=lr)
@@ -581,7 +581,7 @@ def jpq_train(q, pos, codes, books, splits, rotation, metric, epochs=4, adapter=
         order = torch.randperm(len(q), generator=g)
         for s in range(0, len(q), batch):
             b = order[s:s + batch]
-            ids = torch.cat([post[b][:, None], hard_t[b], post[b][None, :].expand(len(b), -1)], 1)
+            ids = _candidate_ids(post[b], hard_t[b])
             loss = _rank_loss(qmap(qt[b]), recon(ids), ids, post[b], width, metric)
             if xr is not None:
                 pb = torch.randint(len(xr), (4 * batch,), generator=g)
@@ -602,6 +602,13 @@ def _hard_negatives(codes, offs, lut, pos, negatives, scale=None):
     keep = hard != pos[:, None]
     width = min(negatives, int(keep.sum(1).min()))
     return torch.from_numpy(np.stack([row[k][:width] for row, k in zip(hard, keep)])), width
+
+
+def _candidate_ids(pos_b, hard_b):
+    """Columns of a batch's ranking problem: the positive, its hard negatives, the batch's positives."""
+    import torch
+
+    return torch.cat([pos_b[:, None], hard_b, pos_b[None, :].expand(len(pos_b), -1)], 1)
 
 
 def _rank_loss(qr, p, ids, pos_b, width, metric):
@@ -655,7 +662,7 @@ def fit_query_map(q, pos, index, metric: str, epochs: int = 4, negatives: int = 
         order = torch.randperm(len(q), generator=g)
         for s in range(0, len(q), batch):
             b = order[s:s + batch]
-            ids = torch.cat([post[b][:, None], hard_t[b], post[b][None, :].expand(len(b), -1)], 1)
+            ids = _candidate_ids(post[b], hard_t[b])
             loss = _rank_loss(qt[b] @ W, xhat[ids], ids, post[b], width, metric)
             opt.zero_grad()
             loss.backward()
