@@ -334,8 +334,8 @@ class LaneStreams:
         return table
 
     def finish(self, out: np.ndarray) -> np.ndarray:
-        """Decoded symbols -> values of the blob's dtype (static blobs)."""
-        return _unshift(out, self.offset, self.dtype, self.nalpha, Reader(b"", self.what))
+        """Decoded symbols -> values of the blob's dtype (static blobs; range checked by parse)."""
+        return _unshift(out, self.offset, self.dtype)
 
     def decode(self, contexts: np.ndarray | None = None) -> np.ndarray:
         """The CPU decode: values of a static blob, symbols of a context blob (``contexts``: one
@@ -388,6 +388,7 @@ def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
     k = r.byte()
     if nalpha < 2 or k > MAX_PRECISION:
         raise r.fail("bad table header")
+    _check_range(offset, dtype, nalpha, r)
     tbytes = r.take(r.uvarint(MAX_ALPHABET * 8))
     freqs = np.zeros(nalpha, dtype=np.int64)
     if K.read_table(np.frombuffer(tbytes, dtype=np.uint8), k, nalpha, 1 << prec, freqs) < 0:
@@ -407,14 +408,20 @@ def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
     return parse(data, max_symbols=max_symbols, what=what).decode()
 
 
-def _unshift(out: np.ndarray, offset: int, dtype: np.dtype, nalpha: int, r: Reader) -> np.ndarray:
+def _check_range(offset: int, dtype: np.dtype, nalpha: int, r: Reader) -> None:
+    """Symbols offset..offset+nalpha-1 must all be values of ``dtype``."""
     if dtype == np.bool_:
         if offset < 0 or offset + nalpha > 2:
             raise r.fail("bool values out of range")
-        return (out.astype(np.uint8) + offset).view(np.bool_)
+        return
     info = np.iinfo(dtype)
     if offset < info.min or offset + nalpha - 1 > info.max:
         raise r.fail(f"values out of range of {dtype}")
+
+
+def _unshift(out: np.ndarray, offset: int, dtype: np.dtype) -> np.ndarray:
+    if dtype == np.bool_:
+        return (out.astype(np.uint8) + offset).view(np.bool_)
     if offset == 0 and out.dtype == dtype:
         return out
     if dtype.kind == "u":
