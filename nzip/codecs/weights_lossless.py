@@ -172,9 +172,7 @@ class _Device:
         return a.to({np.uint8: self.torch.uint8, np.int16: self.torch.int16}[np.dtype(dtype).type])
 
     def ctx_of(self, e, top: np.ndarray):
-        lut = np.zeros(256, dtype=np.uint8)
-        lut[top] = np.arange(1, len(top) + 1, dtype=np.uint8)
-        return self.torch.from_numpy(lut).to(self.device)[e.long()]
+        return self.torch.from_numpy(_ctx_lut(top)).to(self.device)[e.long()]
 
     def scale_contexts(self, a: np.ndarray, b: np.ndarray):
         t = self.torch
@@ -207,11 +205,16 @@ def _context_map(e: np.ndarray) -> np.ndarray:
     return np.sort(top).astype(np.uint8)
 
 
-def _ctx_of(e: np.ndarray, top: np.ndarray) -> np.ndarray:
+def _ctx_lut(top: np.ndarray) -> np.ndarray:
+    """exponent -> its sign/mantissa context (1.. for the exponents in ``top``, 0 for the rest)."""
     lut = np.zeros(256, dtype=np.uint8)
     lut[top] = np.arange(1, len(top) + 1, dtype=np.uint8)
+    return lut
+
+
+def _ctx_of(e: np.ndarray, top: np.ndarray) -> np.ndarray:
     out = np.empty(e.size, dtype=np.uint8)
-    _gather_u8(lut, e, out)
+    _gather_u8(_ctx_lut(top), e, out)
     return out
 
 
