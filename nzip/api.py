@@ -108,8 +108,7 @@ def decode(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, over
         if dst is None:
             raise InvalidInputError(f"{src} is a data set: decode it into a folder, or read it with "
                                     "nzip.data.ContainerDataset / nzip.dataset.open_dataset")
-        ds = dataset.open_dataset(src)
-        dataset.extract(src, dst, overwrite=overwrite, progress=progress)
+        ds = dataset.extract(src, dst, overwrite=overwrite, progress=progress)
         return Report(ds.codec, ds.raw_bytes(), ds.stored_bytes(), time.perf_counter() - t0)
     if dst is not None:
         dst = os.fspath(dst)

@@ -346,7 +346,7 @@ def open_dataset(root: str | os.PathLike) -> Dataset:
 
 def is_dataset(path: str | os.PathLike) -> bool:
     path = os.fspath(path)
-    if not is_url(path) and not os.path.isdir(path):
+    if path.endswith(".nz") or (not is_url(path) and not os.path.isdir(path)):  # no read for files
         return False
     try:
         doc = _read_json(path)
@@ -356,8 +356,8 @@ def is_dataset(path: str | os.PathLike) -> bool:
 
 
 def extract(root: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: bool = False,
-            progress: bool = False) -> int:
-    """Decode every item of a data set into ``out_dir`` under its key; returns the item count."""
+            progress: bool = False) -> Dataset:
+    """Decode every item of a data set into ``out_dir`` under its key; returns the data set."""
     ds = open_dataset(root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -376,4 +376,4 @@ def extract(root: str | os.PathLike, out_dir: str | os.PathLike, *, overwrite: b
         dst = out_dir.joinpath(*key.split("/"))
         dst.parent.mkdir(parents=True, exist_ok=True)
         c.write(value, str(dst), overwrite=overwrite)
-    return ds.n
+    return ds
