@@ -354,7 +354,7 @@ class _PQBase(Codec):
         if k > n:
             raise InvalidInputError(f"{n} vectors are fewer than the k={k} centroids per sub-space; "
                                     f"pass --param k={max(2, n)} or fewer")
-        unit = bool(np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-3))
+        unit = is_unit_norm(x)
         metric = p.get("metric", "ip" if unit else "l2")
         if metric not in ("ip", "l2"):
             raise InvalidInputError(f"metric must be ip or l2, got {metric!r}")
@@ -510,17 +510,10 @@ class EmbeddingJPQ(_PQBase):
     description = "embedding matrices: OPQ codes with a query adapter trained for ranking (JPQ)"
 
     def extra_params(self, params):
-        out = {k: params.pop(k) for k in ("queries", "positives", "epochs", "adapter", "negatives", "lr",
-                                           "centroids", "recon")
-               if k in params and params[k] is not None}
-        for k in ("queries", "positives"):
-            if k not in out:
-                raise InvalidInputError(f"{self.name} needs training pairs: --param queries=Q.npy "
-                                        "--param positives=IDS.npy (one positive passage id per query)")
-            if isinstance(out[k], str):
-                from ..formats.array import read_npy
-
-                out[k] = read_npy(out[k])
+        out = take_pairs(params, ("adapter", "centroids", "recon"))
+        if "queries" not in out:
+            raise InvalidInputError(f"{self.name} needs training pairs: --param queries=Q.npy "
+                                    "--param positives=IDS.npy (one positive passage id per query)")
         return out
 
     def fine_tune(self, x, codes, books, splits, rotation, metric, extra):
@@ -625,6 +618,26 @@ def _rank_loss(qr, p, ids, pos_b, width, metric):
     mask[:, 1 + width:] = ids[:, 1 + width:] == pos_b[:, None]
     logits = logits.masked_fill(mask, -1e9)
     return torch.nn.functional.cross_entropy(logits, torch.zeros(len(qr), dtype=torch.int64))
+
+
+def take_pairs(params: dict[str, Any], more: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Pop the query-adapter parameters (training pairs as arrays or .npy paths, and the training
+    knobs) out of ``params``; both halves of a pair or neither."""
+    out = {k: params.pop(k) for k in ("queries", "positives", "epochs", "negatives", "lr", *more)
+           if k in params and params[k] is not None}
+    if ("queries" in out) != ("positives" in out):
+        raise InvalidInputError("a query adapter needs both --param queries=Q.npy and "
+                                "--param positives=IDS.npy")
+    for k in ("queries", "positives"):
+        if isinstance(out.get(k), str):
+            from ..formats.array import read_npy
+
+            out[k] = read_npy(out[k])
+    return out
+
+
+def is_unit_norm(x: np.ndarray) -> bool:
+    return bool(np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-3))
 
 
 def check_pairs(q, pos, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,8 @@ from ..errors import CorruptDataError, InvalidInputError
 from ..formats.container import ArraySpec, Item
 from ..formats.embedding import check_matrix
 from ..registry import Encoded, register
-from .embedding_pq import CHUNK_ROWS, _PQBase, _rotate, check_pairs, fit_query_map, inverse_norms, kmeans
+from .embedding_pq import (CHUNK_ROWS, _PQBase, _rotate, check_pairs, fit_query_map, inverse_norms,
+                           is_unit_norm, kmeans, take_pairs)
 
 BEAM = 4
 BLOCK = 2048  # vectors per beam-search batch
@@ -173,17 +174,7 @@ class EmbeddingRQ(_PQBase):
     description = "embeddings: residual quantisation (beam search), per-stage entropy coding, LUT search"
 
     def extra_params(self, params):
-        out = {k: params.pop(k) for k in ("queries", "positives", "epochs", "negatives", "lr")
-               if k in params and params[k] is not None}
-        if ("queries" in out) != ("positives" in out):
-            raise InvalidInputError("a query adapter needs both --param queries=Q.npy and "
-                                    "--param positives=IDS.npy")
-        for k in ("queries", "positives"):
-            if isinstance(out.get(k), str):
-                from ..formats.array import read_npy
-
-                out[k] = read_npy(out[k])
-        return out
+        return take_pairs(params)
 
     def encode(self, item: Any, progress=None, **params: Any) -> Encoded:
         extra = self.extra_params(params)
@@ -216,11 +207,10 @@ class EmbeddingRQ(_PQBase):
         books = train_rq(xt, 8 * B, k, p.get("iters", 10), p.get("rounds", 2), beam, rng, max_stages)
         books = books.astype(np.float16).astype(np.float32)  # the stored precision, before encoding
         codes = beam_encode(x, books, beam)
-        while len(books) > 1 and _stage_bytes(codes, k) > B * n:  # the coder decides: drop stages
-            books, codes = books[:-1], codes[:, :-1]
-        stages = len(books)
-        unit = bool(np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-3))
-        normalize = bool(p.get("normalize", int(unit)))
+        # the coder decides: keep the longest prefix of stages whose coded bytes fit (at least one)
+        stages = max(1, int(np.searchsorted(np.cumsum(_stage_bytes(codes, k)), B * n, side="right")))
+        books, codes = books[:stages], codes[:, :stages]
+        normalize = bool(p.get("normalize", int(is_unit_norm(x))))
         if progress is not None:
             progress(x.size)
         dt = np.uint8 if k <= 256 else np.uint16
@@ -268,11 +258,11 @@ def load_rq_index(container: Item) -> RQIndex:
     return index
 
 
-def _stage_bytes(codes: np.ndarray, k: int) -> int:
-    """What the codes will cost in the container: one chunk per stage through nzip.rans, plus each
-    chunk's crc32c."""
+def _stage_bytes(codes: np.ndarray, k: int) -> np.ndarray:
+    """What each stage's codes will cost in the container: its chunks through nzip.rans, plus
+    each chunk's crc32c."""
     from ..formats.zarr_codec import encode_chunk
 
     dt = np.uint8 if k <= 256 else np.uint16
-    return sum(len(encode_chunk(np.ascontiguousarray(codes[s:s + CHUNK_ROWS, m].astype(dt)))) + 4
-               for m in range(codes.shape[1]) for s in range(0, len(codes), CHUNK_ROWS))
+    return np.array([sum(len(encode_chunk(np.ascontiguousarray(codes[s:s + CHUNK_ROWS, m].astype(dt)))) + 4
+                         for s in range(0, len(codes), CHUNK_ROWS)) for m in range(codes.shape[1])])
