@@ -1,6 +1,7 @@
 """The container: stores, plain zarr reads, atomic writes, corruption, format versions."""
 import json
 import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -127,6 +128,28 @@ def test_corrupt_chunk_is_named(tmp_path):
     chunk.write_bytes(bytes(b))
     with pytest.raises(CorruptDataError, match=r"chunk 2\.0 .*checksum"):
         nzip.decode(tmp_path / "a.zarr")
+
+
+def test_damaged_metadata_of_a_directory_item(tmp_path):
+    """A directory item opens from its zarr.json and reads nzip.rans arrays without zarr; damaged
+    metadata still gives one clear error, and a sound array stays bit-exact."""
+    a = _arr((300, 7), seed=11)
+    nzip.encode(a, tmp_path / "a.zarr", codec="array/rans", chunk=500, predict="delta")
+    assert np.array_equal(nzip.decode(tmp_path / "a.zarr"), a)
+    for where, text, match in (("zarr.json", "{oops", "not an nzip container"),
+                               ("symbols/zarr.json", '{"a": 1}', "array 'symbols' has bad metadata"),
+                               ("zarr.json", '{"zarr_format": 3, "node_type": "group"}', "no nzip attributes")):
+        shutil.rmtree(tmp_path / "b.zarr", ignore_errors=True)
+        shutil.copytree(tmp_path / "a.zarr", tmp_path / "b.zarr")
+        (tmp_path / "b.zarr" / where).write_text(text)
+        with pytest.raises(CorruptDataError, match=match):
+            nzip.decode(tmp_path / "b.zarr")
+    shutil.rmtree(tmp_path / "b.zarr" / "symbols" / "c")
+    (tmp_path / "b.zarr" / "zarr.json").write_bytes((tmp_path / "a.zarr" / "zarr.json").read_bytes())
+    (tmp_path / "b.zarr" / "symbols" / "zarr.json").write_bytes(
+        (tmp_path / "a.zarr" / "symbols" / "zarr.json").read_bytes())
+    with pytest.raises(CorruptDataError, match=r"chunk 0\.0 is missing"):
+        nzip.decode(tmp_path / "b.zarr")
 
 
 def test_truncated_and_foreign_files(tmp_path):

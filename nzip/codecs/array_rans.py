@@ -106,8 +106,24 @@ def _delta(a: np.ndarray) -> np.ndarray:
     return d
 
 
+@numba.njit(cache=True, nogil=True)
+def _undelta_rows(u):
+    """In place: running sums along each row (unsigned, wrapping like the encoder's differences)."""
+    for r in range(u.shape[0]):
+        acc = u[r, 0]
+        for j in range(1, u.shape[1]):
+            acc += u[r, j]
+            u[r, j] = acc
+
+
 def _undelta(d: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    return np.cumsum(d, axis=-1, dtype=d.dtype).view(dtype)
+    if not d.size:
+        return d.view(dtype)
+    u = np.ascontiguousarray(d).view(f"u{d.dtype.itemsize}")
+    if not u.flags.writeable:
+        u = u.copy()
+    _undelta_rows(u.reshape(-1, u.shape[-1]))
+    return u.view(dtype)
 
 
 def _med_pred(a, b, c):
