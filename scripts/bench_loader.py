@@ -211,7 +211,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/nzip-bench-loader")
+    ap.add_argument("--batch", type=int, default=BATCH)
     args = ap.parse_args()
+    global BATCH
+    BATCH = args.batch
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     work = Path(args.workdir)
