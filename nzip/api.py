@@ -98,10 +98,11 @@ def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwr
 
 
 def decode(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, overwrite: bool = False,
-           device: str = "cpu", progress: bool = False) -> Any:
+           device: str = "cpu", progress: bool = False, restore: bool = False) -> Any:
     """Decode a container. With ``dst``, write the item there (atomically) and return a
     :class:`Report`; without, return the item itself (e.g. a numpy array). A data set decodes
-    into the folder ``dst``, every item under its key."""
+    into the folder ``dst``, every item under its key. ``restore``: a codec that can rebuild lost
+    parts (image/vqgan: damaged index tiles) does so, with a warning, instead of failing."""
     t0 = time.perf_counter()
     src = os.fspath(src)
     if dataset.is_dataset(src):
@@ -123,9 +124,11 @@ def decode(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, over
 
             raise UnsupportedFormatError(
                 f"{src}: written by {c.name} version {it.meta['codec_version']}; this nzip has {c.version}")
+        if restore and not c.restores:
+            raise InvalidInputError(f"{src}: {c.name} cannot restore lost data (only image/vqgan can)")
         bar = _Progress(math.prod(it.source.get("shape", [0])), f"decode {c.name}", progress)
         try:
-            item = c.decode(it, progress=bar, device=device)
+            item = c.decode(it, progress=bar, device=device, **({"restore": True} if restore else {}))
         finally:
             bar.close()
         if dst is None:

@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("input")
     d.add_argument("output")
     d.add_argument("--device", default="cpu", help="cpu or cuda")
+    d.add_argument("--restore", action="store_true",
+                   help="image/vqgan: rebuild damaged index tiles from the rest (warns) instead of failing")
     d.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     d.add_argument("-q", "--quiet", action="store_true")
 
@@ -93,7 +95,8 @@ def _cmd_encode(a: argparse.Namespace) -> None:
 
 
 def _cmd_decode(a: argparse.Namespace) -> None:
-    r = api.decode(a.input, a.output, overwrite=a.force, device=a.device, progress=sys.stderr.isatty())
+    r = api.decode(a.input, a.output, overwrite=a.force, device=a.device, progress=sys.stderr.isatty(),
+                   restore=a.restore)
     if not a.quiet:
         print(f"{a.input} -> {a.output}  [{r.codec}]  {_human(r.stored_bytes)} -> {_human(r.raw_bytes)}"
               f"  {r.seconds:.2f} s")

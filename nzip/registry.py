@@ -42,6 +42,7 @@ class Codec(ABC):
     folder_suffix: ClassVar[str | None] = None  # default for folders holding files with this suffix
     description: ClassVar[str] = ""
     read_params: ClassVar[dict[str, type]] = {}  # parameters of read(), not of encode()
+    restores: ClassVar[bool] = False  # decode(..., restore=True) rebuilds lost parts (image/vqgan)
 
     @abstractmethod
     def read(self, path: str, **read_params: Any) -> Any:

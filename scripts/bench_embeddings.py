@@ -126,7 +126,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cache", default=str(ROOT / "data/embeddings"))
     ap.add_argument("--methods", default="nzip-rq,nzip-opq,nzip-opq-ecvq,nzip-jpq,nzip-pq,faiss-pq,faiss-opq,faiss-rq")
+    ap.add_argument("--param", action="append", default=[], metavar="K=V",
+                    help="extra codec parameter for the nzip methods (e.g. beam=8 rounds=3 for nzip-rq)")
     args = ap.parse_args()
+    extra = {k: (int(v) if v.lstrip("-").isdigit() else v) for k, v in (kv.split("=", 1) for kv in args.param)}
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import faiss
     import numba
@@ -153,6 +156,7 @@ def main() -> None:
                 codec = {"nzip-opq": "embedding/opq", "nzip-jpq": "embedding/jpq", "nzip-rq": "embedding/rq",
                          "nzip-rq-jpq": "embedding/rq"}.get(meth.removesuffix("-ecvq"), "embedding/pq")
                 kw = {"entropy": 1} if meth.endswith("-ecvq") else {}  # entropy-constrained
+                kw.update(extra)
                 if meth.endswith("jpq"):  # JPQ's query adapter (on OPQ codes, or on residual codes)
                     kw.update(queries=tq, positives=tpos)
                 dst = work / f"{meth}{B}.nz"

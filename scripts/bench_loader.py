@@ -205,6 +205,7 @@ def bench_codec(label, work: Path, items: list[np.ndarray], codec: str, params: 
 
 
 def main() -> None:
+    global BATCH
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, default=192)
     ap.add_argument("--vq-items", type=int, default=32)
@@ -213,7 +214,6 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/nzip-bench-loader")
     ap.add_argument("--batch", type=int, default=BATCH)
     args = ap.parse_args()
-    global BATCH
     BATCH = args.batch
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -14,6 +14,7 @@ Phases (each resumable; the state lives in --work, default out/vqgan):
     python scripts/train_vqgan.py prior                    # context tables of the index prior
     python scripts/train_vqgan.py export                   # nzip/pretrained/vqgan-f16.safetensors
     python scripts/train_vqgan.py eval --model main        # network alone per level, on the dev set
+    python scripts/train_vqgan.py restore --steps 3000     # lost-index restorer (from the shipped model)
 
 Training runs in bfloat16 autocast (CPUs with AMX run it ~8x faster than float32); the exported
 weights are float16. `main` and `finetune` save every --save-every steps and on Ctrl-C, and resume
@@ -382,6 +383,130 @@ def export(args) -> None:
     manifest_update(dst.parent / "manifest.json", written, trained)
 
 
+def _lost_mask(rng: np.random.Generator, n: int, h: int, w: int) -> torch.Tensor:
+    """Training masks: scattered losses at a random rate (5-60 %), or one to three lost rectangles
+    (a damaged tile), per sample."""
+    out = np.zeros((n, h, w), bool)
+    for i in range(n):
+        if rng.random() < 0.7:
+            out[i] = rng.random((h, w)) < rng.uniform(0.05, 0.6)
+        else:
+            for _ in range(rng.integers(1, 4)):
+                bh, bw = rng.integers(2, max(3, h // 2)), rng.integers(2, max(3, w // 2))
+                y, x = rng.integers(0, h - bh + 1), rng.integers(0, w - bw + 1)
+                out[i, y:y + bh, x:x + bw] = True
+        if out[i].all():
+            out[i, 0, 0] = False
+    return torch.from_numpy(out)
+
+
+def restore_phase(args) -> None:
+    """Train the lost-index restorer (nzip/codecs/vqgan_restore.py) on index grids of the training
+    pool at every level, from the shipped (exported) autoencoder; resumable; exports when done."""
+    from nzip.codecs.image_vqgan import load_model as load_codec
+    from nzip.codecs.vqgan_restore import CONTEXT as CONTEXT_R
+    from nzip.codecs.vqgan_restore import DEFAULT_CONFIG as DEFAULT_RESTORE
+    from nzip.codecs.vqgan_restore import WINDOW as WINDOW_R
+    from nzip.codecs.vqgan_restore import RESTORE_NAME, IndexRestorer, exported_metadata
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work) / "restore"
+    work.mkdir(parents=True, exist_ok=True)
+    codec = load_codec()
+    cache = work / "latents.pt"
+    if cache.exists():
+        maps = torch.load(cache, weights_only=True)
+    else:
+        with torch.no_grad():
+            maps = latent_maps(codec.net, Path(args.data))
+        torch.save(maps, cache)
+    maps = [m for m in maps if min(m.shape[1:]) >= 16]
+    books = {k: v.float() for k, v in codec.books.items()}
+    levels_ = sorted(books)
+    net = IndexRestorer({**DEFAULT_RESTORE, "gain": args.gain})
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr or 1e-3, weight_decay=0.01)
+    step = 0
+    if (work / "state.json").exists():
+        net.load_state_dict(load_file(str(work / "state.safetensors")))
+        opt.load_state_dict(torch.load(work / "state.opt", weights_only=True))
+        step = json.loads((work / "state.json").read_text())["step"]
+    print(f"restore: {len(maps)} latent maps, levels {levels_}, {sum(p.numel() for p in net.parameters())} "
+          f"parameters, from step {step}")
+
+    def save() -> None:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(work / "state.tmp"))
+        torch.save(opt.state_dict(), work / "state.opt.tmp")
+        (work / "state.tmp").replace(work / "state.safetensors")
+        (work / "state.opt.tmp").replace(work / "state.opt")
+        (work / "state.json").write_text(json.dumps({"step": step}))
+
+    bar = tqdm(total=args.steps, initial=step, desc="restore")
+    ema_loss = ema_acc = None
+    try:
+        while step < args.steps:
+            rng = np.random.default_rng([args.seed, step])
+            lr = (args.lr or 1e-3) * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            side = int(rng.integers(12, 2 * CONTEXT_R + WINDOW_R + 1))
+            crops = []
+            for _ in range(args.batch):
+                m = maps[rng.integers(len(maps))]
+                hh, ww = min(side, m.shape[1]), min(side, m.shape[2])
+                y, x = rng.integers(0, m.shape[1] - hh + 1), rng.integers(0, m.shape[2] - ww + 1)
+                c = m[:, y:y + side, x:x + side]
+                if c.shape[1:] != (side, side):  # a map smaller than the side: pad by reflection
+                    c = F.pad(c[None], (0, side - c.shape[2], 0, side - c.shape[1]), mode="replicate")[0]
+                crops.append(c.flip(2) if rng.random() < 0.5 else c)
+            z = torch.stack(crops)
+            level = levels_[rng.integers(len(levels_))]
+            idx = VQAutoencoder.nearest(z, books[level])
+            lost = _lost_mask(rng, len(crops), side, side)
+            codes = books[level][idx].permute(0, 3, 1, 2)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                pred = net(codes, lost)
+            logits = net.logits(pred[lost], books[level])
+            loss = F.cross_entropy(logits, idx[lost])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            step += 1
+            acc = (logits.argmax(1) == idx[lost]).float().mean().item()
+            ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+            ema_acc = acc if ema_acc is None else 0.98 * ema_acc + 0.02 * acc
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema_loss:.3f}", acc=f"{ema_acc:.3f}", lr=f"{lr:.1e}")
+            if step % args.save_every == 0:
+                save()
+    except KeyboardInterrupt:
+        print("interrupted: saving")
+    save()
+    bar.close()
+    if step < args.steps:
+        return
+    dst = Path(args.out).with_name(f"{RESTORE_NAME}.safetensors")
+    tmp = dst.with_suffix(".tmp")
+    save_file({k: v.float().contiguous() for k, v in net.state_dict().items()}, str(tmp),
+              metadata=exported_metadata(net, {"steps": step, "train_accuracy_ema": round(ema_acc or 0, 4)}))
+    tmp.replace(dst)
+    print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
+    import hashlib
+
+    manifest = dst.parent / "manifest.json"
+    entries = json.loads(manifest.read_text()) if manifest.exists() else {}
+    entries[dst.name] = {
+        "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(), "bytes": dst.stat().st_size,
+        "codec": "image/vqgan (lost-index restoration)",
+        "data": "index grids of the scripts/prepare_images.py training pool at every level, encoded by the shipped "
+                "vqgan-f16 (no lomiri wallpaper)",
+        "command": f"scripts/train_vqgan.py restore --steps {step} --batch {args.batch}",
+        "steps": step,
+        "quality": entries.get(dst.name, {}).get("quality", "not measured yet"),
+    }
+    manifest.write_text(json.dumps(entries, indent=1) + "\n")
+
+
 def manifest_update(manifest: Path, files: list[Path], trained: dict) -> None:
     """One line per shipped file: sha256, bytes, data, command; quality is filled by
     scripts/bench_image.py --manifest (measured on the dev set, which training never reads)."""
@@ -404,7 +529,7 @@ def manifest_update(manifest: Path, files: list[Path], trained: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=["main", "levels", "finetune", "prior", "export", "eval"])
+    ap.add_argument("phase", choices=["main", "levels", "finetune", "prior", "export", "eval", "restore"])
     ap.add_argument("--data", default=str(ROOT / "data/images/train"))
     ap.add_argument("--work", default=str(ROOT / "out/vqgan"))
     ap.add_argument("--out", default=str(ROOT / "nzip/pretrained/vqgan-f16.safetensors"))
@@ -420,13 +545,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dead", type=float, default=0.02, help="EMA usage below which a code is restarted")
     ap.add_argument("--save-every", type=int, default=250)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gain", type=float, default=32.0, help="restore: initial logit gain (1: none, plain head)")
     ap.add_argument("--smoothing", type=float, default=0.5, help="prior: order-0 pseudo-counts per symbol")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     if a.phase in ("main", "finetune"):
         train(a, a.phase)
     else:
-        {"levels": levels, "prior": prior, "export": export, "eval": evaluate}[a.phase](a)
+        {"levels": levels, "prior": prior, "export": export, "eval": evaluate, "restore": restore_phase}[a.phase](a)
     return 0
 
 

@@ -179,6 +179,7 @@ class ImageVQGAN(Codec):
     version = 1
     suffixes = ()  # images have no default codec yet: pass --codec image/vqgan
     description = "extreme-rate images: VQ index grid (16x), k-means codebook levels, learned index prior"
+    restores = True
 
     def read(self, path: str) -> np.ndarray:
         return read_image(path)
@@ -237,8 +238,8 @@ class ImageVQGAN(Codec):
             source=src,
         )
 
-    def decode(self, container: Item, progress=None, device: str = "cpu") -> np.ndarray:
-        grid, level, tile = read_indices(container)
+    def decode(self, container: Item, progress=None, device: str = "cpu", restore: bool = False) -> np.ndarray:
+        grid, level, tile = read_indices(container, restore=restore)
         model = _checked_model(container)
         shape = tuple(container.source["shape"])
         out = indices_image(model, grid, level, tile, device)[: shape[0], : shape[1]]
@@ -260,8 +261,11 @@ def _checked_model(container: Item) -> _Model:
     return model
 
 
-def read_indices(container: Item, tiles_wanted: set[int] | None = None) -> tuple[np.ndarray, int, int]:
-    """The index grid of an image container (tiles not wanted stay -1), its level and tile size."""
+def read_indices(container: Item, tiles_wanted: set[int] | None = None,
+                 restore: bool = False) -> tuple[np.ndarray, int, int]:
+    """The index grid of an image container (tiles not wanted stay -1), its level and tile size.
+    ``restore``: a tile whose stream does not decode is rebuilt from the others by the
+    restoration network (nzip.codecs.vqgan_restore), with a warning, instead of failing."""
     prm, src = container.params, container.source
     model = _checked_model(container)
     level, tile = int(prm["level"]), int(prm["tile"])
@@ -277,12 +281,29 @@ def read_indices(container: Item, tiles_wanted: set[int] | None = None) -> tuple
     if sum(lengths) != len(blob):
         raise CorruptDataError(f"{container.path}: index streams hold {len(blob)} bytes, expected {sum(lengths)}")
     grid = np.full((gh, gw), -1, np.int32)
+    lost = np.zeros((gh, gw), bool)
+    bad = []
     pos = 0
     for t, ((y0, y1, x0, x1), n) in enumerate(zip(tiles, lengths)):
         if tiles_wanted is None or t in tiles_wanted:
-            grid[y0:y1, x0:x1] = model.priors[level].decode(blob[pos:pos + n], (y1 - y0, x1 - x0),
-                                                            what=f"{container.path}: tile {t}")
+            try:
+                grid[y0:y1, x0:x1] = model.priors[level].decode(blob[pos:pos + n], (y1 - y0, x1 - x0),
+                                                                what=f"{container.path}: tile {t}")
+            except CorruptDataError:
+                if not restore:
+                    raise
+                lost[y0:y1, x0:x1] = True
+                bad.append(t)
         pos += n
+    if bad:
+        from .vqgan_restore import restore as restore_grid
+
+        if lost.all():
+            raise CorruptDataError(f"{container.path}: every index tile is damaged; nothing to restore from")
+        warnings.warn(f"image/vqgan: {container.path}: tile{'s' if len(bad) > 1 else ''} "
+                      f"{', '.join(map(str, bad))} damaged; {int(lost.sum())} of {lost.size} indices restored",
+                      stacklevel=3)
+        grid = restore_grid(grid, lost, model.books[level]).astype(np.int32)
     return grid, level, tile
 
 
