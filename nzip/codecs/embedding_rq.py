@@ -36,7 +36,9 @@ from ..registry import Encoded, register
 from .embedding_pq import (CHUNK_ROWS, _PQBase, _rotate, check_pairs, fit_query_map, inverse_norms,
                            is_unit_norm, kmeans, take_pairs)
 
-BEAM = 4
+BEAM = 4  # beam 8 measured the same recall (0.684 at 16 B on 30k passages)
+ROUNDS = 5  # refinement rounds: 5 (with 20 k-means iterations) gave recall@10 0.690 vs 0.684 for 2
+ITERS = 20
 BLOCK = 2048  # vectors per beam-search batch
 
 
@@ -204,7 +206,7 @@ class EmbeddingRQ(_PQBase):
         train_n = min(n, p.get("train", 65536))
         xt = x[np.sort(rng.choice(n, size=train_n, replace=False))] if train_n < n else x
         max_stages = p.get("stages", 4 * int(np.ceil(B)))
-        books = train_rq(xt, 8 * B, k, p.get("iters", 10), p.get("rounds", 2), beam, rng, max_stages)
+        books = train_rq(xt, 8 * B, k, p.get("iters", ITERS), p.get("rounds", ROUNDS), beam, rng, max_stages)
         books = books.astype(np.float16).astype(np.float32)  # the stored precision, before encoding
         codes = beam_encode(x, books, beam)
         # the coder decides: keep the longest prefix of stages whose coded bytes fit (at least one)
@@ -221,7 +223,7 @@ class EmbeddingRQ(_PQBase):
             "codebooks": ArraySpec(books.astype(np.float16), chunks=books.shape, symbols=False),
         }
         params_out = {"bytes": B, "stages": stages, "k": k, "beam": beam, "metric": "ip",
-                      "train": int(train_n), "rounds": p.get("rounds", 2), "normalize": int(normalize)}
+                      "train": int(train_n), "rounds": p.get("rounds", ROUNDS), "normalize": int(normalize)}
         if "queries" in extra:  # JPQ's query side on the residual codes (see embedding/jpq)
             q, pos = check_pairs(extra["queries"], extra["positives"], n, d)
             index = RQIndex(codes, books)
