@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError
+
 RESTORE_NAME = "vqgan-f16-restore"
 DEFAULT_CONFIG = {"code_dim": 8, "width": 128, "layers": 4, "heads": 4, "gain": 32.0}
 WINDOW = 16  # indices restored per window side (windows with their context match the training crops)
@@ -136,13 +138,9 @@ def restore(grid: np.ndarray, lost: np.ndarray, book: torch.Tensor, net: IndexRe
     grid = np.asarray(grid)
     lost = np.asarray(lost, dtype=bool)
     if grid.shape != lost.shape or grid.ndim != 2:
-        from ..errors import InvalidInputError
-
         raise InvalidInputError(f"restore: grid {grid.shape} and mask {lost.shape} must be the same 2-D shape")
     out = np.where(lost, 0, grid).astype(np.int64)
     if out.size and (out.min() < 0 or out.max() >= book.shape[0]):
-        from ..errors import InvalidInputError
-
         raise InvalidInputError(f"restore: kept indices must lie in 0..{book.shape[0] - 1} (mark unknown ones lost)")
     if not lost.any():
         return out
@@ -152,12 +150,12 @@ def restore(grid: np.ndarray, lost: np.ndarray, book: torch.Tensor, net: IndexRe
     book = book.float()
     todo = lost.copy()
     total = int(todo.sum())
+    h, w = out.shape
     for r in range(rounds):
         # the share of the originally lost positions still missing after this round (cosine schedule)
         left = int(math.floor(total * math.cos(math.pi / 2 * (r + 1) / rounds)))
         pred_idx = np.zeros_like(out)
         conf = np.full(out.shape, -np.inf, np.float32)
-        h, w = out.shape
         for y0, y1, x0, x1 in _windows(h, w):
             if not todo[y0:y1, x0:x1].any():
                 continue
