@@ -491,36 +491,30 @@ def restore_phase(args) -> None:
               metadata=exported_metadata(net, {"steps": step, "train_accuracy_ema": round(ema_acc or 0, 4)}))
     tmp.replace(dst)
     print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
-    import hashlib
-
-    manifest = dst.parent / "manifest.json"
-    entries = json.loads(manifest.read_text()) if manifest.exists() else {}
-    entries[dst.name] = {
-        "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(), "bytes": dst.stat().st_size,
-        "codec": "image/vqgan (lost-index restoration)",
-        "data": "index grids of the scripts/prepare_images.py training pool at every level, encoded by the shipped "
-                "vqgan-f16 (no lomiri wallpaper)",
-        "command": f"scripts/train_vqgan.py restore --steps {step} --batch {args.batch}",
-        "steps": step,
-        "quality": entries.get(dst.name, {}).get("quality", "not measured yet"),
-    }
-    manifest.write_text(json.dumps(entries, indent=1) + "\n")
+    manifest_update(dst.parent / "manifest.json", [dst], step, codec="image/vqgan (lost-index restoration)",
+                    data="index grids of the scripts/prepare_images.py training pool at every level, encoded by "
+                         "the shipped vqgan-f16 (no lomiri wallpaper)",
+                    command=f"scripts/train_vqgan.py restore --steps {step} --batch {args.batch} "
+                            f"--threads {args.threads} --gain {args.gain:g}")
 
 
-def manifest_update(manifest: Path, files: list[Path], trained: dict) -> None:
+POOL = ("scripts/prepare_images.py training pool: opencv-doc photos, scikit-image colour photos, "
+        "forensics-samples-files photos, frames of cockatoo.mp4, cityCC0.mpg, the forensics phone "
+        "video, tree.avi and vtest.avi (no lomiri wallpaper)")
+
+
+def manifest_update(manifest: Path, files: list[Path], trained, *, codec: str = "image/vqgan", data: str = POOL,
+                    command: str = "scripts/train_vqgan.py main; levels; finetune; prior; export") -> None:
     """One line per shipped file: sha256, bytes, data, command; quality is filled by
-    scripts/bench_image.py --manifest (measured on the dev set, which training never reads)."""
+    scripts/bench_image.py / bench_restore.py --manifest (measured on the dev set, which training
+    never reads)."""
     import hashlib
 
     entries = json.loads(manifest.read_text()) if manifest.exists() else {}
     for f in files:
         entries[f.name] = {
             "sha256": hashlib.sha256(f.read_bytes()).hexdigest(), "bytes": f.stat().st_size,
-            "codec": "image/vqgan",
-            "data": "scripts/prepare_images.py training pool: opencv-doc photos, scikit-image colour photos, "
-                    "forensics-samples-files photos, frames of cockatoo.mp4, cityCC0.mpg, the forensics phone "
-                    "video, tree.avi and vtest.avi (no lomiri wallpaper)",
-            "command": "scripts/train_vqgan.py main; levels; finetune; prior; export",
+            "codec": codec, "data": data, "command": command,
             "steps": trained,
             "quality": entries.get(f.name, {}).get("quality", "not measured yet"),
         }
