@@ -35,22 +35,14 @@ from nzip.codecs.weights_lossless import _scale_contexts, _scale_offsets  # noqa
 
 def entropy_bits(x: np.ndarray) -> float:
     """Total empirical entropy (bits) of the values of x."""
-    c = np.bincount(x.ravel().astype(np.int64))
-    p = c[c > 0] / x.size
+    c = np.unique(x.ravel(), return_counts=True)[1]
+    p = c / x.size
     return float(-(p * np.log2(p)).sum() * x.size)
 
 
 def cond_bits(x: np.ndarray, ctx: np.ndarray) -> float:
     """Total H(x | ctx) in bits: H(ctx, x) - H(ctx)."""
-    joint = np.unique(ctx.astype(np.int64).ravel() * 65536 + x.astype(np.int64).ravel(), return_counts=True)[1]
-    marg = np.unique(ctx.astype(np.int64).ravel(), return_counts=True)[1]
-    n = x.size
-
-    def h(c):
-        p = c / n
-        return float(-(p * np.log2(p)).sum() * n)
-
-    return h(joint) - h(marg)
+    return entropy_bits(ctx.astype(np.int64) * 65536 + x.astype(np.int64)) - entropy_bits(ctx)
 
 
 def main() -> None:
