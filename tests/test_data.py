@@ -1,4 +1,5 @@
 """Data sets (nzip.dataset) and the PyTorch datasets over them (nzip.data)."""
+import glob
 import os
 import shutil
 import subprocess
@@ -247,3 +248,90 @@ def test_build_refuses_what_it_cannot_store(tmp_path):
         D.build(src, src / "in.nzip", "array/rans")
     with pytest.raises(nzip.errors.InvalidInputError, match="does not exist|not an nzip data set"):
         ContainerDataset(tmp_path / "nothing.nzip")
+
+
+def test_ring_loader_never_overwrites_a_held_batch(built):
+    """nzip.data.DataLoader: every batch kept (more than the workers' buffers: the rest are copies)
+    still holds its own items; the order and keys are torch's DataLoader's."""
+    from nzip.data import RING_SLOTS
+    from nzip.data import DataLoader as Loader
+
+    src, path, _ = built
+    held = list(Loader(ContainerDataset(path), batch_size=1, num_workers=2))
+    assert len(held) == 40 > 2 * RING_SLOTS
+    for b in held:
+        assert b["data"].shape == (1, 12, 10) and b["data"].dtype == torch.int16
+        assert np.array_equal(b["data"][0].numpy(), np.load(src / b["key"][0]))
+    ref = _keys(DataLoader(StreamingDataset(path, seed=4, batch_size=3), batch_size=3, num_workers=2,
+                           collate_fn=collate))
+    ds = StreamingDataset(path, seed=4, batch_size=3)
+    views = []
+    for b in Loader(ds, num_workers=2):
+        views.append((b["key"], b["data"][-1].numpy()))  # only a numpy view of the last item survives
+    assert [k for keys, _ in views for k in keys] == ref
+    bad = [keys[-1] for keys, v in views if not np.array_equal(v, np.load(src / keys[-1]))]
+    assert not bad, (bad, len(views))
+    for it in (iter(Loader(ds, num_workers=2)), iter(Loader(ContainerDataset(path), batch_size=2, num_workers=2))):
+        next(it)
+        it.close()  # a loop left early: batches in flight are never read
+    assert not glob.glob(f"/dev/shm/nzip-batch-{os.getpid()}-*")  # no buffer left behind
+    for bad in (dict(batch_size=4), dict(shuffle=True)):
+        with pytest.raises(nzip.errors.InvalidInputError):
+            Loader(ds, **bad)
+    with pytest.raises(nzip.errors.InvalidInputError, match="ContainerDataset or StreamingDataset"):
+        Loader([1, 2, 3])
+
+
+def test_ring_buffers_are_reused_only_when_released():
+    """In one process: a buffer goes back to its worker's ring exactly when nothing refers to the
+    batch built in it (tensor, view, numpy array); the next batch then reuses it."""
+    import gc
+
+    from nzip.data import RING_SLOTS, _lease, _Ring, _unlink_unread
+
+    prefix = f"nzip-batch-test-{os.getpid()}-"
+    ring = _Ring(prefix)
+    maps = {}
+    items = [torch.full((2, 3), float(i)) for i in range(4)]
+    msg = ring.stack(items)
+    assert ring.flag(0) == 1 and os.path.exists(msg["path"])
+    batch = _lease({"key": list("abcd"), "_ring": msg}, maps)
+    assert not os.path.exists(msg["path"])  # mapped on both sides: the name is gone at once
+    assert "_ring" not in batch and torch.equal(batch["data"][2], items[2]) and batch["data"].shape == (4, 2, 3)
+    view = batch["data"][1:].numpy()
+    del batch
+    gc.collect()
+    assert ring.flag(0) == 1  # the numpy view still holds it
+    assert ring.stack(items)["path"] == ring.bufs[1][0]  # so the next batch goes elsewhere
+    assert np.array_equal(view[0], items[1].numpy())
+    del view
+    gc.collect()
+    assert ring.flag(0) == 0 and ring.stack(items[:2])["path"] == ring.bufs[0][0]
+    for s in range(2, RING_SLOTS):
+        assert ring.stack(items)["path"] == ring.bufs[s][0]
+    assert ring.stack(items) is None  # every buffer out: the caller falls back to a copy
+    assert ring.stack is not None and ring.flag(5) == 1
+    ring.bufs[5][1][:4].view(torch.int32)[0] = 0
+    bigger = ring.stack([torch.zeros(5, 5)] * 4)  # a larger batch: a new file replaces buffer 5's
+    assert bigger["drop"] is not None and bigger["path"] == ring.bufs[5][0] != bigger["drop"]
+    _unlink_unread(prefix)
+    assert not glob.glob(f"/dev/shm/{prefix}*")
+
+
+def test_persistent_workers_follow_set_epoch(built):
+    from nzip.data import DataLoader as Loader
+
+    _, path, _ = built
+
+    def fresh(epoch):
+        ds = StreamingDataset(path, seed=1, shuffle_buffer=8, batch_size=4)
+        ds.set_epoch(epoch)
+        return _keys(DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate))
+
+    ds = StreamingDataset(path, seed=1, shuffle_buffer=8, batch_size=4)
+    loader = Loader(ds, num_workers=2, persistent_workers=True)
+    got = []
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        got.append(_keys(loader))
+    assert got == [fresh(0), fresh(1)] and got[0] != got[1]
