@@ -432,7 +432,13 @@ class _Ring:
             if self.bufs[s] is not None:
                 drop = self.bufs[s][0]  # mapped and unlinked by the main process already
             fd, path = tempfile.mkstemp(dir=SHM_DIR, prefix=self.prefix)
-            os.close(fd)
+            try:  # claim the pages now: a full /dev/shm fails here, not as SIGBUS on first write
+                os.posix_fallocate(fd, 0, self.HEADER + nbytes)
+            except OSError:
+                _unlink([path])
+                return None  # torch's own transport takes this batch
+            finally:
+                os.close(fd)
             self.bufs[s] = (path, torch.from_file(path, shared=True, size=self.HEADER + nbytes, dtype=torch.uint8))
         path, buf = self.bufs[s]
         out = buf[self.HEADER:self.HEADER + nbytes].view(first.dtype).view(len(tensors), *first.shape)
@@ -526,10 +532,13 @@ class _BatchStream(IterableDataset):
 
     def __init__(self, ds: StreamingDataset, batch_size: int, drop_last: bool, prefix: str) -> None:
         self.ds, self.batch_size, self.drop_last, self.prefix = ds, batch_size, drop_last, prefix
+        self.workers = 1
 
     def __len__(self) -> int:
-        n = len(self.ds)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        """Batches per epoch: each worker batches its own items (``workers``: the loader's)."""
+        sizes = [len(self.ds.order(w, self.workers)) for w in range(self.workers)]
+        bs = self.batch_size
+        return sum(n // bs if self.drop_last else -(-n // bs) for n in sizes)
 
     def __iter__(self):
         buf = []
@@ -569,8 +578,9 @@ class DataLoader(torch.utils.data.DataLoader):
             for k in ("sampler", "batch_sampler"):
                 if kwargs.get(k) is not None:
                     raise InvalidInputError(f"a StreamingDataset takes no {k}")
-            super().__init__(_BatchStream(dataset, dataset.batch_size, drop_last, prefix), batch_size=None,
-                             collate_fn=_as_is, **kwargs)
+            stream = _BatchStream(dataset, dataset.batch_size, drop_last, prefix)
+            stream.workers = max(1, int(kwargs.get("num_workers", 0)))
+            super().__init__(stream, batch_size=None, collate_fn=_as_is, **kwargs)
         else:
             super().__init__(_BatchMap(dataset, prefix), batch_size=1 if batch_size is None else batch_size,
                              shuffle=shuffle, collate_fn=_as_is, drop_last=drop_last, **kwargs)

@@ -266,9 +266,10 @@ def test_ring_loader_never_overwrites_a_held_batch(built):
                            collate_fn=collate))
     ds = StreamingDataset(path, seed=4, batch_size=3)
     views = []
-    for b in Loader(ds, num_workers=2):
+    loader = Loader(ds, num_workers=2)
+    for b in loader:
         views.append((b["key"], b["data"][-1].numpy()))  # only a numpy view of the last item survives
-    assert [k for keys, _ in views for k in keys] == ref
+    assert [k for keys, _ in views for k in keys] == ref and len(views) == len(loader)
     bad = [keys[-1] for keys, v in views if not np.array_equal(v, np.load(src / keys[-1]))]
     assert not bad, (bad, len(views))
     for it in (iter(Loader(ds, num_workers=2)), iter(Loader(ContainerDataset(path), batch_size=2, num_workers=2))):
