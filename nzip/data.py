@@ -555,7 +555,9 @@ class DataLoader(torch.utils.data.DataLoader):
     """torch's DataLoader over a :class:`ContainerDataset` or :class:`StreamingDataset`, with batches
     built in reused shared-memory buffers (see the module docstring). Takes torch's arguments;
     batches are ``{"key": [...], "data": tensor}`` (or a list where items differ in shape), as with
-    :func:`collate`. A ``collate_fn`` of your own gets torch's own path (no buffer reuse)."""
+    :func:`collate`. A ``collate_fn`` of your own gets torch's own path (no buffer reuse). A loop
+    left early with persistent workers leaves the buffers of the batches then in flight busy for
+    the workers' lifetime (up to ``prefetch_factor`` per worker); past that, batches are copies."""
 
     def __init__(self, dataset, batch_size: int | None = None, shuffle: bool | None = None, *,
                  collate_fn=None, drop_last: bool = False, **kwargs) -> None:
@@ -564,7 +566,8 @@ class DataLoader(torch.utils.data.DataLoader):
                                     "use torch.utils.data.DataLoader for other datasets")
         import uuid
 
-        prefix = f"nzip-batch-{os.getpid()}-{uuid.uuid4().hex[:12]}-"
+        prefix = self._prefix = f"nzip-batch-{os.getpid()}-{uuid.uuid4().hex[:12]}-"
+        self.nzip_dataset = dataset
         if collate_fn is not None:
             super().__init__(dataset, batch_size=batch_size or 1, shuffle=shuffle, collate_fn=collate_fn,
                              drop_last=drop_last, **kwargs)
@@ -584,8 +587,6 @@ class DataLoader(torch.utils.data.DataLoader):
         else:
             super().__init__(_BatchMap(dataset, prefix), batch_size=1 if batch_size is None else batch_size,
                              shuffle=shuffle, collate_fn=_as_is, drop_last=drop_last, **kwargs)
-        self.nzip_dataset = dataset
-        self._prefix = prefix
         weakref.finalize(self, _unlink_unread, prefix)  # persistent workers' last unread batches
 
     def __iter__(self):

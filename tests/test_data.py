@@ -281,6 +281,8 @@ def test_ring_loader_never_overwrites_a_held_batch(built):
             Loader(ds, **bad)
     with pytest.raises(nzip.errors.InvalidInputError, match="ContainerDataset or StreamingDataset"):
         Loader([1, 2, 3])
+    own = Loader(ContainerDataset(path), batch_size=8, num_workers=2, collate_fn=collate)  # torch's path
+    assert sorted(_keys(own)) == sorted(D.open_dataset(path).keys)
 
 
 def test_ring_buffers_are_reused_only_when_released():
