@@ -228,3 +228,22 @@ def test_unknown_version():
     blob[2] = (9 << 4) | (blob[2] & 15)
     with pytest.raises(UnsupportedFormatError):
         E.decode(bytes(blob))
+
+
+def test_context_blobs_round_trip_and_cap_their_precision():
+    """encode_context / decode_context: one data-built table per context; the contexts may come as
+    uint8 (used as they are) or any integer type; ``max_precision`` caps the table search."""
+    rng = np.random.default_rng(3)
+    ctx = rng.integers(0, 6, 200_000).astype(np.uint8)
+    sym = np.clip(ctx.astype(np.int64) * 40 + rng.geometric(0.05, ctx.size), 0, 255).astype(np.uint8)
+    blob = E.encode_context(sym, ctx, 6)
+    assert np.array_equal(E.decode_context(blob, ctx), sym)
+    assert np.array_equal(E.decode_context(blob, ctx.astype(np.int64)), sym)
+    assert len(blob) < 0.9 * len(E.encode(sym))  # the contexts carry information
+    capped = E.encode_context(sym, ctx, 6, max_precision=10)
+    assert coder.parse_context(capped, ctx.size).prec <= 10 < coder.parse_context(blob, ctx.size).prec
+    assert np.array_equal(E.decode_context(capped, ctx), sym)
+    with pytest.raises(InvalidInputError):
+        E.decode_context(blob, np.full(ctx.size, 6, np.uint8))
+    with pytest.raises(InvalidInputError):
+        E.decode_context(blob, -ctx.astype(np.int16))

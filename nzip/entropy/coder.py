@@ -347,7 +347,8 @@ class LaneStreams:
         cx = None
         if self.kind == CONTEXT:
             check_contexts(contexts, self.nctx)
-            cx = contexts.astype(np.uint16, copy=False)
+            # the kernels take uint8 or uint16 contexts as they are (no converted copy)
+            cx = contexts if contexts.dtype in (np.uint8, np.uint16) else contexts.astype(np.uint16)
         out = np.empty(self.n, dtype=self.slot_sym.dtype)
         status = np.empty(self.nblocks, dtype=np.int64)
         if self.packable:
@@ -545,13 +546,15 @@ def _encode_words_ctx(sym, ctx, freqs, prec, lanes, block):
 
 
 def encode_context(symbols, contexts, num_contexts: int, *, lanes: int | None = None,
-                   block: int | None = None) -> bytes:
+                   block: int | None = None, max_precision: int = MAX_PRECISION) -> bytes:
     """Code ``symbols[i]`` (integers 0..alphabet-1, alphabet <= 2**16) with the table of context
     ``contexts[i]`` (0..num_contexts-1). Each context's table is built from the data and travels in
     the blob; the contexts do not (the decoder computes them, e.g. from a field decoded earlier).
 
     This is how a codec conditions one field on another at the speed of the static decoder: the
     decoder's slot tables of all contexts sit side by side and the context only offsets the lookup.
+    ``max_precision`` caps the table precision the size search may pick (12 keeps byte alphabets
+    on the CPU's packed tables: one uint32 per slot, a quarter of the cache of precision 14).
     """
     a = np.ascontiguousarray(np.asarray(symbols).reshape(-1))
     cx = np.ascontiguousarray(np.asarray(contexts).reshape(-1))
@@ -580,7 +583,8 @@ def encode_context(symbols, contexts, num_contexts: int, *, lanes: int | None = 
     scounts = np.bincount(sctx.astype(np.int64) * nalpha + ssym,
                           minlength=num_contexts * nalpha).reshape(num_contexts, nalpha)
     best, worse = None, 0
-    for prec in range(max(pmin, MIN_SEARCH_PRECISION), MAX_PRECISION + 1):
+    top = max(pmin, min(int(max_precision), MAX_PRECISION))
+    for prec in range(min(max(pmin, MIN_SEARCH_PRECISION), top), top + 1):
         if worse >= 2:
             break
         freqs, orders, tbits = _ctx_tables(counts, prec)
@@ -657,7 +661,11 @@ def parse_context(data: bytes | memoryview, n_contexts_given: int, *,
 
 
 def check_contexts(cx: np.ndarray, nctx: int) -> None:
-    if cx.size and (cx.dtype.kind not in "iu" or int(cx.min()) < 0 or int(cx.max()) >= nctx):
+    if cx.dtype.kind not in "iu":
+        raise InvalidInputError(f"contexts must be integers in 0..{nctx - 1}")
+    if not cx.size or (cx.dtype == np.uint8 and nctx >= 256):
+        return
+    if (cx.dtype.kind == "i" and int(cx.min()) < 0) or int(cx.max()) >= nctx:
         raise InvalidInputError(f"contexts must be integers in 0..{nctx - 1}")
 
 
