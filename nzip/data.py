@@ -36,7 +36,10 @@ indices, not decoded items: the same ``num_workers`` and ``batch_size`` give the
 exact order back.
 
 ``decode_device="cuda"``: workers send ``array/rans`` items still compressed and ``collate`` decodes
-the whole batch on the GPU in one rANS kernel launch (other codecs decode in the workers).
+the whole batch on the GPU in one rANS kernel launch (other codecs decode in the workers). With
+``nzip.data.DataLoader`` that decode runs in the main process; with torch's DataLoader, ``collate``
+runs in the workers, where CUDA cannot start after a fork: there, pass ``collate_fn=lambda b: b``
+and call ``collate`` on each batch in the loop.
 """
 from __future__ import annotations
 
@@ -458,6 +461,8 @@ def _batch(items: list[dict[str, Any] | None], prefix: str) -> dict[str, Any]:
     global _RING
     items = [b for b in items if b is not None]
     data = [b["data"] for b in items]
+    if get_worker_info() is not None and any(isinstance(d, Compressed) for d in data):
+        return {"_items": items}  # decoded on the GPU by the main process (a forked worker cannot use CUDA)
     tensors = [torch.from_numpy(d if d.flags.c_contiguous and d.flags.writeable else np.array(d))
                if isinstance(d, np.ndarray) else d for d in data]
     if get_worker_info() is not None and tensors and os.path.isdir(SHM_DIR) \
@@ -486,6 +491,8 @@ def _lease(batch: Any, maps: dict[str, torch.Tensor], pin: bool = False) -> Any:
     """In the main process: a ring batch becomes ``"data"``, a tensor over the worker's buffer
     (mapped once, kept in ``maps``) through a numpy array whose death (when no tensor, view, array
     or storage refers to it any more) hands the buffer back to the worker."""
+    if isinstance(batch, dict) and "_items" in batch:
+        return collate(batch["_items"])
     if not isinstance(batch, dict) or "_ring" not in batch:
         return batch
     msg = batch.pop("_ring")

@@ -184,6 +184,13 @@ def test_batched_gpu_decode_in_collate(built, monkeypatch):
     item = next(iter(StreamingDataset(src.parent / "delta.nzip", decode_device="cuda")))
     assert len(item["data"].blobs) > 1
     assert torch.equal(collate([item], device="cpu")["data"][0], torch.from_numpy(a))
+    # nzip.data.DataLoader: workers send the chunks, the main process decodes each batch
+    from nzip.data import DataLoader as Loader
+
+    for b in Loader(StreamingDataset(path, seed=2, batch_size=4, decode_device="cuda"), num_workers=2):
+        assert b["data"].shape[0] == len(b["key"])
+        for key, t in zip(b["key"], b["data"]):
+            assert torch.equal(t.cpu(), torch.from_numpy(np.load(src / key)))
 
 
 def test_s3_round_trip_through_moto(tmp_path, monkeypatch):
