@@ -24,32 +24,27 @@ _JIT = dict(cache=True, nogil=True, boundscheck=False)
 
 
 @nb.njit(**_JIT)
-def _scan_one(codes, offs, lut, scale, k, out_i, out_s):
-    """Top-k of sum_j lut[offs[j] + codes[n, j]] (times scale[n] when scale is not empty) over all
-    n (ties: the lower id first). (Summing four rows side by side, for independent add chains,
-    measured 4.5x slower than this loop.)"""
-    n, m = codes.shape
-    best_s = np.full(k, -np.inf, np.float32)
-    best_i = np.full(k, -1, np.int64)
-    worst = np.float32(-np.inf)
-    wpos = 0
-    scaled = scale.shape[0] > 0
-    for r in range(n):
-        s = np.float32(0)
-        for j in range(m):
-            s += lut[offs[j] + codes[r, j]]
-        if scaled:
-            s *= scale[r]
-        if s > worst:
-            best_s[wpos] = s
-            best_i[wpos] = r
-            wpos = 0
-            worst = best_s[0]
-            for t in range(1, k):  # the new weakest: lowest score, then highest id
-                if best_s[t] < worst or (best_s[t] == worst and best_i[t] > best_i[wpos]):
-                    worst = best_s[t]
-                    wpos = t
-    for t in range(k):  # k is small: selection sort by score, then id
+def _insert(best_s, best_i, s, r):
+    """Put score s of row r in place of the weakest kept one (lowest score, then highest id);
+    returns the new weakest score. Rare after the first rows, so it scans the k kept."""
+    k = best_s.shape[0]
+    w = 0
+    for t in range(1, k):
+        if best_s[t] < best_s[w] or (best_s[t] == best_s[w] and best_i[t] > best_i[w]):
+            w = t
+    best_s[w] = s
+    best_i[w] = r
+    worst = best_s[0]
+    for t in range(1, k):
+        worst = min(worst, best_s[t])
+    return worst
+
+
+@nb.njit(**_JIT)
+def _finish(best_s, best_i, out_i, out_s):
+    """Selection sort of the kept (k is small): by score, then id."""
+    k = best_s.shape[0]
+    for t in range(k):
         b = t
         for u in range(t + 1, k):
             if best_s[u] > best_s[b] or (best_s[u] == best_s[b] and best_i[u] < best_i[b]):
@@ -60,10 +55,67 @@ def _scan_one(codes, offs, lut, scale, k, out_i, out_s):
         out_s[t] = best_s[t]
 
 
+@nb.njit(**_JIT)
+def _scan_one(codes, offs, lut, scale, k, out_i, out_s):
+    """Top-k of sum_j lut[offs[j] + codes[n, j]] (times scale[n] when scale is not empty) over all
+    n (ties: the lower id first). (Summing four rows side by side, for independent add chains,
+    measured 4.5x slower than this loop.)"""
+    n, m = codes.shape
+    best_s = np.full(k, -np.inf, np.float32)
+    best_i = np.full(k, -1, np.int64)
+    worst = np.float32(-np.inf)
+    scaled = scale.shape[0] > 0
+    for r in range(n):
+        s = np.float32(0)
+        for j in range(m):
+            s += lut[offs[j] + codes[r, j]]
+        if scaled:
+            s *= scale[r]
+        if s > worst:
+            worst = _insert(best_s, best_i, s, r)
+    _finish(best_s, best_i, out_i, out_s)
+
+
+@nb.njit(**_JIT)
+def _scan_two(codes, offs, lut_a, lut_b, scale, k, ia, sa_out, ib, sb_out):
+    """:func:`_scan_one` for two queries in one pass over the codes: each row's codes are read
+    once, and the two sums are independent add chains (1.4-1.5x the speed of two passes). Each
+    sum adds in the same order as ``_scan_one``'s, so the results are the same bits."""
+    n, m = codes.shape
+    bsa = np.full(k, -np.inf, np.float32)
+    bia = np.full(k, -1, np.int64)
+    bsb = np.full(k, -np.inf, np.float32)
+    bib = np.full(k, -1, np.int64)
+    wa = np.float32(-np.inf)
+    wb = np.float32(-np.inf)
+    scaled = scale.shape[0] > 0
+    for r in range(n):
+        sa = np.float32(0)
+        sb = np.float32(0)
+        for j in range(m):
+            i = offs[j] + codes[r, j]
+            sa += lut_a[i]
+            sb += lut_b[i]
+        if scaled:
+            sa *= scale[r]
+            sb *= scale[r]
+        if sa > wa:
+            wa = _insert(bsa, bia, sa, r)
+        if sb > wb:
+            wb = _insert(bsb, bib, sb, r)
+    _finish(bsa, bia, ia, sa_out)
+    _finish(bsb, bib, ib, sb_out)
+
+
 @nb.njit(parallel=True, **_JIT)
 def _scan(codes, offs, lut, scale, k, out_i, out_s):
-    for q in nb.prange(lut.shape[0]):
-        _scan_one(codes, offs, lut[q], scale, k, out_i[q], out_s[q])
+    nq = lut.shape[0]
+    for p in nb.prange((nq + 1) // 2):
+        a = 2 * p
+        if a + 1 < nq:
+            _scan_two(codes, offs, lut[a], lut[a + 1], scale, k, out_i[a], out_s[a], out_i[a + 1], out_s[a + 1])
+        else:
+            _scan_one(codes, offs, lut[a], scale, k, out_i[a], out_s[a])
 
 
 def adc_topk(codes: np.ndarray, offs: np.ndarray, lut: np.ndarray, k: int,
