@@ -118,10 +118,10 @@ def main():
         lens = None
         for _ in range(args.rounds):
             if mu:
-                codes = beam_rd(x, books, args.beam)  if lens is None else None
-                if lens is None:
-                    lens = np.stack([lengths(codes[:, m], 256) for m in range(len(books))])
-                y = books[np.arange(len(books))[None, :], codes if codes is not None else beam_rd(x, books, args.beam, lens, 0)].sum(1)
+                plain = beam_rd(x, books, args.beam)  # distortion only: sets lambda's scale
+                if lens is None:  # first round: code lengths from the plain encoding
+                    lens = np.stack([lengths(plain[:, m], 256) for m in range(len(books))])
+                y = books[np.arange(len(books))[None, :], plain].sum(1)
                 D = float(((x - y) ** 2).sum(1).mean())
                 lam = mu * 2 * np.log(2) * D / x.shape[1]
                 codes = beam_rd(x, books, args.beam, lens, lam)
