@@ -117,6 +117,20 @@ def _warm() -> None:
         _WARM = True
 
 
+def _tensor(value: Any) -> Any:
+    """A numpy array as a torch tensor over its memory (copied only when read-only or not
+    C-contiguous); anything else as it is."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value if value.flags.writeable and value.flags.c_contiguous else np.array(value))
+    return value
+
+
+def _stackable(values: list[Any]) -> bool:
+    """Whether the values are tensors of one shape and dtype (a batch stacks them)."""
+    return bool(values) and all(torch.is_tensor(t) for t in values) \
+        and len({(tuple(t.shape), t.dtype) for t in values}) == 1
+
+
 class _Reader:
     """Reads and decodes one item by index, with the error policy; the data set opens lazily (in
     each DataLoader worker, after the fork)."""
@@ -160,10 +174,7 @@ class _Reader:
             if isinstance(exc, CorruptDataError) and not str(exc).startswith("item "):
                 raise CorruptDataError(f"item {i}: {exc}") from None
             raise
-        value = _natural(value)
-        if isinstance(value, np.ndarray):  # a tensor crosses from a DataLoader worker in shared memory
-            value = torch.from_numpy(value if value.flags.writeable and value.flags.c_contiguous
-                                     else np.array(value))
+        value = _tensor(_natural(value))  # a tensor crosses from a DataLoader worker in shared memory
         if self.transform is not None:
             value = self.transform(value)
         return {"key": key, "data": value}
@@ -375,10 +386,8 @@ def collate(batch: list[dict[str, Any] | None], device: str | None = None) -> di
         dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         for i, t in zip(packed, _decode_compressed([data[i] for i in packed], dev)):
             data[i] = t
-    tensors = [torch.from_numpy(d if d.flags.c_contiguous and d.flags.writeable else np.array(d))
-               if isinstance(d, np.ndarray) else d for d in data]
-    if tensors and all(torch.is_tensor(t) for t in tensors) and len({tuple(t.shape) for t in tensors}) == 1 \
-            and len({t.dtype for t in tensors}) == 1:
+    tensors = [_tensor(d) for d in data]
+    if _stackable(tensors):
         # default_collate stacks straight into shared memory inside a DataLoader worker (one copy)
         return {"key": keys, "data": torch.utils.data.default_collate(tensors)}
     return {"key": keys, "data": tensors}
@@ -461,13 +470,12 @@ def _batch(items: list[dict[str, Any] | None], prefix: str) -> dict[str, Any]:
     global _RING
     items = [b for b in items if b is not None]
     data = [b["data"] for b in items]
-    if get_worker_info() is not None and any(isinstance(d, Compressed) for d in data):
+    in_worker = get_worker_info() is not None
+    if in_worker and any(isinstance(d, Compressed) for d in data):
         return {"_items": items}  # decoded on the GPU by the main process (a forked worker cannot use CUDA)
-    tensors = [torch.from_numpy(d if d.flags.c_contiguous and d.flags.writeable else np.array(d))
-               if isinstance(d, np.ndarray) else d for d in data]
-    if get_worker_info() is not None and tensors and os.path.isdir(SHM_DIR) \
-            and all(torch.is_tensor(t) and t.device.type == "cpu" for t in tensors) \
-            and len({(tuple(t.shape), t.dtype) for t in tensors}) == 1:
+    tensors = [_tensor(d) for d in data]
+    if in_worker and os.path.isdir(SHM_DIR) and _stackable(tensors) \
+            and all(t.device.type == "cpu" for t in tensors):
         if _RING is None or _RING.prefix != prefix:
             _RING = _Ring(prefix)
         msg = _RING.stack(tensors)
