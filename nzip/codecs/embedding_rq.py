@@ -147,11 +147,11 @@ def _entropy_bits(a: np.ndarray, k: int) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def train_rq(x: np.ndarray, bits: float, k: int, iters: int, rounds: int, beam: int,
-             rng: np.random.Generator, max_stages: int) -> np.ndarray:
-    """Greedy stage-by-stage k-means, adding stages while the codes' entropy so far stays within
-    ``bits`` per vector (later stages' codes are skewed, so a byte budget buys more than one stage
-    per byte), then ``rounds`` of (beam encoding, codebook refinement)."""
+def greedy_stages(x: np.ndarray, bits: float, k: int, iters: int, rng: np.random.Generator,
+                  max_stages: int) -> np.ndarray:
+    """Stage-by-stage k-means on what the earlier stages leave, adding stages while the codes'
+    entropy so far stays within ``bits`` per vector (later stages' codes are skewed, so a byte
+    budget buys more than one stage per byte); (stages, k, d)."""
     r = x.astype(np.float32).copy()
     books, spent = [], 0.0
     while len(books) < max_stages:
@@ -163,7 +163,13 @@ def train_rq(x: np.ndarray, bits: float, k: int, iters: int, rounds: int, beam: 
         books.append(c)
         spent += h
         r -= c[a]
-    books = np.stack(books)
+    return np.stack(books)
+
+
+def train_rq(x: np.ndarray, bits: float, k: int, iters: int, rounds: int, beam: int,
+             rng: np.random.Generator, max_stages: int) -> np.ndarray:
+    """:func:`greedy_stages`, then ``rounds`` of (beam encoding, codebook refinement)."""
+    books = greedy_stages(x, bits, k, iters, rng, max_stages)
     for _ in range(rounds):
         codes = beam_encode(x, books, beam)
         books = refine_books(x, codes, books)

@@ -16,7 +16,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 from nzip.codecs.embedding_pq import kmeans  # noqa: E402
-from nzip.codecs.embedding_rq import BLOCK, refine_books  # noqa: E402
+from nzip.codecs.embedding_rq import BLOCK, _entropy_bits, greedy_stages, refine_books  # noqa: E402
 
 
 def lengths(codes_m: np.ndarray, k: int) -> np.ndarray:
@@ -56,28 +56,6 @@ def beam_rd(x, books, beam, lens=None, lam=0.0):
     return out
 
 
-def ent(a, k):
-    cnt = np.bincount(a, minlength=k)
-    p = cnt[cnt > 0] / len(a)
-    return float(-(p * np.log2(p)).sum())
-
-
-def greedy(x, bits, k, iters, rng, max_stages, first_k=None):
-    r = x.astype(np.float32).copy()
-    books, spent = [], 0.0
-    while len(books) < max_stages:
-        kk = first_k if (first_k and not books) else k
-        c = kmeans(r, kk, iters, rng)
-        a = ((r @ c.T) * -2 + (c ** 2).sum(1)).argmin(1)
-        h = ent(a, kk)
-        if books and spent + h > bits:
-            break
-        books.append(c)
-        spent += h
-        r -= c[a]
-    return books
-
-
 def recall(x, books_list, codes, q, exact):
     y = books_list[0][codes[:, 0]].astype(np.float64)
     for m in range(1, len(books_list)):
@@ -105,7 +83,7 @@ def main():
         rng = np.random.default_rng(0)
         mu = float(v[2:]) if v.startswith("rd") else 0.0
         extra = 8 if mu else 0  # room for the stages that cheaper codes buy
-        books = np.stack(greedy(x, bits, 256, args.iters, rng, 64 + extra))
+        books = greedy_stages(x, bits, 256, args.iters, rng, 64 + extra)
         if extra:  # add stages past the greedy budget: RD encoding will make codes cheaper
             r = x - books[np.arange(len(books))[None, :], beam_rd(x, books, 1)].sum(1)
             more = []
@@ -131,7 +109,7 @@ def main():
             books = refine_books(x, codes, books)
         books = books.astype(np.float16).astype(np.float32)
         codes = beam_rd(x, books, args.beam, lens, lam if mu else 0.0)
-        h = np.array([ent(codes[:, m], 256) for m in range(len(books))])
+        h = np.array([_entropy_bits(codes[:, m], 256) for m in range(len(books))])
         stages = max(1, int(np.searchsorted(np.cumsum(h), bits, side="right")))
         rec, mse = recall(x, list(books[:stages]), codes[:, :stages], q, exact)
         print(f"{v}: stages {stages}/{len(books)} bytes {h[:stages].sum() / 8:.2f} recall@10 {rec:.4f} "
