@@ -18,7 +18,9 @@ workers build each batch in one of a ring of shared-memory buffers that they reu
 process has let go of the batch, instead of torch's fresh shared memory per batch (a new segment,
 page faults on both sides, a copy to stack the items); with fast codecs that transport costs as
 much as the decode. A batch stays valid for as long as anything refers to it (tensor, view, numpy
-array, storage): only then is its buffer reused.
+array, storage): only then is its buffer reused. Small batches of a ContainerDataset travel several
+to a message (up to 32 items and 8 MiB): the loop still gets them one at a time, in the sampler's
+order, and ``len(loader)`` counts them, but torch's per-message cost is paid once per group.
 
     loader = nzip.data.DataLoader(ContainerDataset("train.nzip"), batch_size=32, num_workers=2,
                                   shuffle=True)
@@ -62,6 +64,10 @@ __all__ = ["ContainerDataset", "StreamingDataset", "DataLoader", "collate", "Com
 ON_ERROR = ("raise", "skip")
 MIN_UNITS_PER_RANK = 16
 RING_SLOTS = 16  # batch buffers per DataLoader worker; more batches held at once fall back to copies
+# nzip.data.DataLoader sends small batches of a ContainerDataset several to a message, up to
+# GROUP_ITEMS items and GROUP_BYTES decoded bytes (torch's per-message cost is paid once per group)
+GROUP_ITEMS = 32
+GROUP_BYTES = 8 << 20
 
 
 @dataclass
@@ -463,16 +469,17 @@ class _Ring:
 _RING: _Ring | None = None  # this worker process's ring (None in the main process)
 
 
-def _batch(items: list[dict[str, Any] | None], prefix: str) -> dict[str, Any]:
+def _batch(items: list[dict[str, Any] | None], prefix: str, ring_only: bool = False) -> dict[str, Any] | None:
     """A batch from decoded items, inside a DataLoader worker: equal-shape tensors go into a ring
     buffer (the batch carries ``"_ring"``, where to find them, instead of ``"data"``); anything
-    else through :func:`collate`."""
+    else through :func:`collate` (``ring_only``: None instead)."""
     global _RING
     items = [b for b in items if b is not None]
     data = [b["data"] for b in items]
     in_worker = get_worker_info() is not None
     if in_worker and any(isinstance(d, Compressed) for d in data):
-        return {"_items": items}  # decoded on the GPU by the main process (a forked worker cannot use CUDA)
+        # decoded on the GPU by the main process (a forked worker cannot use CUDA)
+        return None if ring_only else {"_items": items}
     tensors = [_tensor(d) for d in data]
     if in_worker and os.path.isdir(SHM_DIR) and _stackable(tensors) \
             and all(t.device.type == "cpu" for t in tensors):
@@ -481,7 +488,7 @@ def _batch(items: list[dict[str, Any] | None], prefix: str) -> dict[str, Any]:
         msg = _RING.stack(tensors)
         if msg is not None:
             return {"key": [b["key"] for b in items], "_ring": msg}
-    return collate(items)
+    return None if ring_only else collate(items)
 
 
 def _unlink_unread(prefix: str) -> None:
@@ -522,15 +529,26 @@ def _lease(batch: Any, maps: dict[str, torch.Tensor], pin: bool = False) -> Any:
     return batch
 
 
+def _split(batch: dict[str, Any], sizes: list[int]):
+    """The batches of a group sent as one (see :class:`_Groups`): views of its data."""
+    s = 0
+    for k in sizes:
+        yield {"key": batch["key"][s:s + k], "data": batch["data"][s:s + k]} if k else collate([])
+        s += k
+
+
 def _as_is(batch):
     return batch
 
 
 class _BatchMap(_MapDataset):
-    """A map-style dataset whose ``__getitems__`` returns a whole batch (built by :func:`_batch`)."""
+    """A map-style dataset whose ``__getitems__`` returns a whole batch (built by :func:`_batch`),
+    or, given the indices of several batches of ``split`` (a :class:`_Groups` message), all of
+    them: in one ring buffer with their sizes (``"_sizes"``) when they stack together, else as
+    ``"_parts"``, one batch each."""
 
-    def __init__(self, ds, prefix: str) -> None:
-        self.ds, self.prefix = ds, prefix
+    def __init__(self, ds, prefix: str, split: int | None = None) -> None:
+        self.ds, self.prefix, self.split = ds, prefix, split
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -539,7 +557,43 @@ class _BatchMap(_MapDataset):
         return self.ds[i]
 
     def __getitems__(self, indices):
-        return _batch([self.ds[i] for i in indices], self.prefix)
+        items = [self.ds[i] for i in indices]
+        if self.split is None or len(items) <= self.split:
+            return _batch(items, self.prefix)
+        chunks = [items[s:s + self.split] for s in range(0, len(items), self.split)]
+        whole = _batch(items, self.prefix, ring_only=True)
+        if whole is None:
+            return {"_parts": [_batch(c, self.prefix) for c in chunks]}
+        whole["_sizes"] = [sum(b is not None for b in c) for c in chunks]
+        return whole
+
+
+class _Groups(torch.utils.data.Sampler):
+    """A batch sampler for the DataLoader's workers: the index lists of ``group`` consecutive
+    batches of ``batches`` (a BatchSampler) joined, so a worker builds and sends them as one
+    message; the main process hands them out one batch at a time, in the same order. ``group``
+    starts at 1 and is set from the first batches' decoded size (:meth:`fit`)."""
+
+    def __init__(self, batches: torch.utils.data.BatchSampler) -> None:
+        self.batches, self.group = batches, 1
+
+    def fit(self, item_bytes: float) -> None:
+        bs = self.batches.batch_size
+        self.group = max(1, min(GROUP_ITEMS // bs, int(GROUP_BYTES // max(1.0, item_bytes * bs))))
+
+    def __len__(self) -> int:
+        return -(-len(self.batches) // self.group)
+
+    def __iter__(self):
+        buf, k = [], 0
+        for b in self.batches:
+            buf.extend(b)
+            k += 1
+            if k >= self.group:
+                yield buf
+                buf, k = [], 0
+        if buf:
+            yield buf
 
 
 class _BatchStream(IterableDataset):
@@ -583,6 +637,7 @@ class DataLoader(torch.utils.data.DataLoader):
 
         prefix = self._prefix = f"nzip-batch-{os.getpid()}-{uuid.uuid4().hex[:12]}-"
         self.nzip_dataset = dataset
+        self._groups: _Groups | None = None
         if collate_fn is not None:
             super().__init__(dataset, batch_size=batch_size or 1, shuffle=shuffle, collate_fn=collate_fn,
                              drop_last=drop_last, **kwargs)
@@ -600,9 +655,47 @@ class DataLoader(torch.utils.data.DataLoader):
             stream.workers = max(1, int(kwargs.get("num_workers", 0)))
             super().__init__(stream, batch_size=None, collate_fn=_as_is, **kwargs)
         else:
-            super().__init__(_BatchMap(dataset, prefix), batch_size=1 if batch_size is None else batch_size,
-                             shuffle=shuffle, collate_fn=_as_is, drop_last=drop_last, **kwargs)
+            bs = 1 if batch_size is None else batch_size
+            if kwargs.get("num_workers", 0) > 0 and kwargs.get("batch_sampler") is None and bs < GROUP_ITEMS \
+                    and not (shuffle and kwargs.get("sampler") is not None):
+                # small batches travel several to a message (see _Groups), in the sampler's order
+                from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+                sampler = kwargs.pop("sampler", None)
+                if sampler is None:
+                    sampler = (RandomSampler(dataset, generator=kwargs.get("generator")) if shuffle
+                               else SequentialSampler(dataset))
+                self._groups = _Groups(BatchSampler(sampler, bs, drop_last))
+                super().__init__(_BatchMap(dataset, prefix, bs), batch_sampler=self._groups, collate_fn=_as_is,
+                                 **kwargs)
+                for k, v in (("batch_size", bs), ("drop_last", drop_last), ("sampler", sampler)):
+                    object.__setattr__(self, k, v)  # what the caller asked for, not the groups'
+            else:
+                super().__init__(_BatchMap(dataset, prefix), batch_size=bs, shuffle=shuffle, collate_fn=_as_is,
+                                 drop_last=drop_last, **kwargs)
         weakref.finalize(self, _unlink_unread, prefix)  # persistent workers' last unread batches
+
+    def __len__(self) -> int:
+        if self._groups is not None:
+            return len(self._groups.batches)
+        return super().__len__()
+
+    def _unpack(self, batch, pin: bool):
+        if not isinstance(batch, dict):
+            yield batch
+        elif "_parts" in batch:
+            for part in batch["_parts"]:
+                yield _lease(part, self._maps, pin)
+        else:
+            sizes = batch.pop("_sizes", None)
+            if self._groups is not None and "_ring" in batch:
+                msg = batch["_ring"]
+                self._groups.fit(msg["nbytes"] / max(1, msg["shape"][0]))
+            batch = _lease(batch, self._maps, pin)
+            if sizes is None:
+                yield batch
+            else:
+                yield from _split(batch, sizes)
 
     def __iter__(self):
         if not self.persistent_workers or not hasattr(self, "_maps"):
@@ -611,7 +704,7 @@ class DataLoader(torch.utils.data.DataLoader):
         it = super().__iter__()
         try:
             for batch in it:
-                yield _lease(batch, self._maps, pin)
+                yield from self._unpack(batch, pin)
         finally:
             if not self.persistent_workers and hasattr(it, "_shutdown_workers"):
                 it._shutdown_workers()  # a loop left early: no worker writes another buffer

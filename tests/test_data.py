@@ -346,3 +346,50 @@ def test_persistent_workers_follow_set_epoch(built):
         ds.set_epoch(epoch)
         got.append(_keys(loader))
     assert got == [fresh(0), fresh(1)] and got[0] != got[1]
+
+
+def test_small_batches_travel_in_groups_in_torch_order(built, tmp_path):
+    """nzip.data.DataLoader sends small batches of a ContainerDataset several to a message: the
+    batches, their order (same generator), their number and len() are torch's DataLoader's, with
+    drop_last, a partial last batch, items skipped inside a group, and compressed items."""
+    from nzip.data import DataLoader as Loader
+
+    src, path, _ = built
+    ds = ContainerDataset(path)
+    for bs, drop in ((3, False), (3, True), (7, False)):
+        g = torch.Generator()
+        ref_loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=drop, generator=g, num_workers=2,
+                                collate_fn=collate, persistent_workers=True)
+        loader = Loader(ds, batch_size=bs, shuffle=True, drop_last=drop, generator=g, num_workers=2,
+                        persistent_workers=True)
+        for epoch in range(2):  # the first epoch learns the item size; the second is grouped
+            g.manual_seed(epoch)
+            ref = [b["key"] for b in ref_loader]
+            g.manual_seed(epoch)
+            got = list(loader)
+            assert [b["key"] for b in got] == ref and len(loader) == len(ref) == len(ref_loader)
+            for b in got:
+                assert b["data"].shape == (len(b["key"]), 12, 10)
+                assert all(np.array_equal(x.numpy(), np.load(src / k)) for k, x in zip(b["key"], b["data"]))
+        assert loader._groups.group > 1 and loader.batch_size == bs and loader.drop_last == drop
+    # an item skipped inside a group: that batch is one short, as with torch's loader
+    bad = tmp_path / "bad.nzip"
+    shutil.copytree(path, bad)
+    chunk = next(p for p in (bad / "items" / "00001" / "00002" / "symbols" / "c").rglob("*") if p.is_file())
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        skipping = ContainerDataset(bad, on_error="skip")
+        ref = [b["key"] for b in DataLoader(skipping, batch_size=4, num_workers=2, collate_fn=collate)]
+        loader = Loader(skipping, batch_size=4, num_workers=2, persistent_workers=True)
+        for _ in range(2):
+            got = [b["key"] for b in loader]
+    assert got == ref and sorted(map(len, got))[0] == 3 and loader._groups.group > 1
+    # compressed items (decode_device="cuda") go as one batch per part, decoded in the main process
+    loader = Loader(ContainerDataset(path, decode_device="cuda"), batch_size=4, num_workers=2)
+    loader._groups.group = 3  # (compressed batches teach it no size)
+    got = list(loader)
+    assert [b["key"] for b in got] == [b["key"] for b in DataLoader(ds, batch_size=4, collate_fn=collate)]
+    assert all(torch.equal(x.cpu(), torch.from_numpy(np.load(src / k))) for b in got for k, x in zip(b["key"], b["data"]))
