@@ -18,9 +18,10 @@ workers build each batch in one of a ring of shared-memory buffers that they reu
 process has let go of the batch, instead of torch's fresh shared memory per batch (a new segment,
 page faults on both sides, a copy to stack the items); with fast codecs that transport costs as
 much as the decode. A batch stays valid for as long as anything refers to it (tensor, view, numpy
-array, storage): only then is its buffer reused. Small batches of a ContainerDataset travel several
-to a message (up to 32 items and 8 MiB): the loop still gets them one at a time, in the sampler's
-order, and ``len(loader)`` counts them, but torch's per-message cost is paid once per group.
+array, storage): only then is its buffer reused. Small batches travel several to a message (up to
+32 items and 8 MiB; for a StreamingDataset from the second epoch on): the loop still gets them one
+at a time, in torch's order, and ``len(loader)`` counts them, but torch's per-message cost is paid
+once per group.
 
     loader = nzip.data.DataLoader(ContainerDataset("train.nzip"), batch_size=32, num_workers=2,
                                   shuffle=True)
@@ -560,12 +561,22 @@ class _BatchMap(_MapDataset):
         items = [self.ds[i] for i in indices]
         if self.split is None or len(items) <= self.split:
             return _batch(items, self.prefix)
-        chunks = [items[s:s + self.split] for s in range(0, len(items), self.split)]
-        whole = _batch(items, self.prefix, ring_only=True)
-        if whole is None:
-            return {"_parts": [_batch(c, self.prefix) for c in chunks]}
-        whole["_sizes"] = [sum(b is not None for b in c) for c in chunks]
-        return whole
+        return _group([items[s:s + self.split] for s in range(0, len(items), self.split)], self.prefix)
+
+
+def _group(chunks: list[list[dict[str, Any] | None]], prefix: str) -> dict[str, Any]:
+    """Several batches as one message: one ring buffer and their sizes (``"_sizes"``) when all
+    their items stack together, else ``"_parts"``, one batch each (:meth:`DataLoader._unpack`)."""
+    whole = _batch([it for c in chunks for it in c], prefix, ring_only=True)
+    if whole is None:
+        return {"_parts": [_batch(c, prefix) for c in chunks]}
+    whole["_sizes"] = [sum(b is not None for b in c) for c in chunks]
+    return whole
+
+
+def _group_size(item_bytes: float, batch_size: int) -> int:
+    """Batches per message: up to GROUP_ITEMS items and GROUP_BYTES decoded bytes."""
+    return max(1, min(GROUP_ITEMS // batch_size, int(GROUP_BYTES // max(1.0, item_bytes * batch_size))))
 
 
 class _Groups(torch.utils.data.Sampler):
@@ -578,8 +589,7 @@ class _Groups(torch.utils.data.Sampler):
         self.batches, self.group = batches, 1
 
     def fit(self, item_bytes: float) -> None:
-        bs = self.batches.batch_size
-        self.group = max(1, min(GROUP_ITEMS // bs, int(GROUP_BYTES // max(1.0, item_bytes * bs))))
+        self.group = _group_size(item_bytes, self.batches.batch_size)
 
     def __len__(self) -> int:
         return -(-len(self.batches) // self.group)
@@ -597,11 +607,15 @@ class _Groups(torch.utils.data.Sampler):
 
 
 class _BatchStream(IterableDataset):
-    """A StreamingDataset's items, batched inside each worker as torch's DataLoader would."""
+    """A StreamingDataset's items, batched inside each worker as torch's DataLoader would; with
+    ``group`` > 1 (shared memory, set by the loader between epochs), each worker sends its
+    batches ``group`` to a message tagged with its round (``"_round"``), and the main process puts
+    them back in torch's order (:func:`_by_round`)."""
 
     def __init__(self, ds: StreamingDataset, batch_size: int, drop_last: bool, prefix: str) -> None:
         self.ds, self.batch_size, self.drop_last, self.prefix = ds, batch_size, drop_last, prefix
         self.workers = 1
+        self.group = torch.ones(1, dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
         """Batches per epoch: each worker batches its own items (``workers``: the loader's)."""
@@ -610,14 +624,37 @@ class _BatchStream(IterableDataset):
         return sum(n // bs if self.drop_last else -(-n // bs) for n in sizes)
 
     def __iter__(self):
-        buf = []
+        info = get_worker_info()
+        g = int(self.group[0]) if info is not None else 1
+        batches, buf = [], []
         for item in self.ds:
             buf.append(item)
             if len(buf) == self.batch_size:
-                yield _batch(buf, self.prefix)
+                batches.append(buf)
                 buf = []
+            if len(batches) == g:
+                yield self._message(batches, g, info)
+                batches = []
         if buf and not self.drop_last:
-            yield _batch(buf, self.prefix)
+            batches.append(buf)
+        if batches:
+            yield self._message(batches, g, info)
+
+    def _message(self, batches, g: int, info) -> dict[str, Any]:
+        if g == 1:
+            return _batch(batches[0], self.prefix)
+        msg = _group(batches, self.prefix)
+        msg["_round"] = info.id
+        return msg
+
+
+def _by_round(groups: list[list[Any]]):
+    """One round of grouped StreamingDataset messages (a group of batches from each worker still
+    going, in worker order) in torch's order: batch i of every worker, then batch i + 1."""
+    for i in range(max(map(len, groups), default=0)):
+        for g in groups:
+            if i < len(g):
+                yield g[i]
 
 
 class DataLoader(torch.utils.data.DataLoader):
@@ -637,7 +674,9 @@ class DataLoader(torch.utils.data.DataLoader):
 
         prefix = self._prefix = f"nzip-batch-{os.getpid()}-{uuid.uuid4().hex[:12]}-"
         self.nzip_dataset = dataset
-        self._groups: _Groups | None = None
+        self._groups: _Groups | None = None  # map-style: the batch sampler that groups batches
+        self._stream: _BatchStream | None = None
+        self._stream_group = 1  # batches per message for the StreamingDataset's next epoch
         if collate_fn is not None:
             super().__init__(dataset, batch_size=batch_size or 1, shuffle=shuffle, collate_fn=collate_fn,
                              drop_last=drop_last, **kwargs)
@@ -651,7 +690,7 @@ class DataLoader(torch.utils.data.DataLoader):
             for k in ("sampler", "batch_sampler"):
                 if kwargs.get(k) is not None:
                     raise InvalidInputError(f"a StreamingDataset takes no {k}")
-            stream = _BatchStream(dataset, dataset.batch_size, drop_last, prefix)
+            stream = self._stream = _BatchStream(dataset, dataset.batch_size, drop_last, prefix)
             stream.workers = max(1, int(kwargs.get("num_workers", 0)))
             super().__init__(stream, batch_size=None, collate_fn=_as_is, **kwargs)
         else:
@@ -688,23 +727,48 @@ class DataLoader(torch.utils.data.DataLoader):
                 yield _lease(part, self._maps, pin)
         else:
             sizes = batch.pop("_sizes", None)
-            if self._groups is not None and "_ring" in batch:
+            if "_ring" in batch:  # learn the decoded item size: how many batches fit a message
                 msg = batch["_ring"]
-                self._groups.fit(msg["nbytes"] / max(1, msg["shape"][0]))
+                item_bytes = msg["nbytes"] / max(1, msg["shape"][0])
+                if self._groups is not None:
+                    self._groups.fit(item_bytes)
+                elif self._stream is not None:  # (applied from the next epoch on, to all workers at once)
+                    self._stream_group = _group_size(item_bytes, self._stream.batch_size)
             batch = _lease(batch, self._maps, pin)
             if sizes is None:
                 yield batch
             else:
                 yield from _split(batch, sizes)
 
+    def _rounds(self, it, pin: bool):
+        """A StreamingDataset's messages: grouped ones come a round at a time (one from each worker
+        still going, in worker order: a worker id not above the last one starts the next round)."""
+        pending, last = [], -1
+        for msg in it:
+            w = msg.pop("_round", None) if isinstance(msg, dict) else None
+            if w is None:
+                yield from self._unpack(msg, pin)
+                continue
+            if w <= last:
+                yield from _by_round(pending)
+                pending = []
+            last = w
+            pending.append(list(self._unpack(msg, pin)))
+        yield from _by_round(pending)
+
     def __iter__(self):
         if not self.persistent_workers or not hasattr(self, "_maps"):
             self._maps: dict[str, torch.Tensor] = {}  # new workers: their buffers are new files
         pin = self.pin_memory and torch.cuda.is_available()
+        if self._stream is not None:
+            self._stream.group[0] = self._stream_group if self.num_workers > 0 else 1
         it = super().__iter__()
         try:
-            for batch in it:
-                yield from self._unpack(batch, pin)
+            if self._stream is None:
+                for batch in it:
+                    yield from self._unpack(batch, pin)
+            else:
+                yield from self._rounds(it, pin)
         finally:
             if not self.persistent_workers and hasattr(it, "_shutdown_workers"):
                 it._shutdown_workers()  # a loop left early: no worker writes another buffer

@@ -393,3 +393,27 @@ def test_small_batches_travel_in_groups_in_torch_order(built, tmp_path):
     got = list(loader)
     assert [b["key"] for b in got] == [b["key"] for b in DataLoader(ds, batch_size=4, collate_fn=collate)]
     assert all(torch.equal(x.cpu(), torch.from_numpy(np.load(src / k))) for b in got for k, x in zip(b["key"], b["data"]))
+
+
+def test_streaming_groups_keep_torch_order_and_resume(built):
+    """With a StreamingDataset, workers send their batches several to a message from the second
+    epoch on; the main process puts them back in torch's round-robin order, so epochs and a
+    resumed epoch match torch's DataLoader batch for batch."""
+    from nzip.data import DataLoader as Loader
+
+    src, path, _ = built
+    ref_ds = StreamingDataset(path, seed=7, shuffle_buffer=8, batch_size=3)
+    ref_loader = DataLoader(ref_ds, batch_size=3, num_workers=2, collate_fn=collate)
+    ds = StreamingDataset(path, seed=7, shuffle_buffer=8, batch_size=3)
+    loader = Loader(ds, num_workers=2, persistent_workers=True)
+    for epoch in range(3):
+        ref_ds.set_epoch(epoch)
+        ds.set_epoch(epoch)
+        ref = [b["key"] for b in ref_loader]
+        got = list(loader)
+        assert [b["key"] for b in got] == ref and len(loader) == len(ref)
+        assert all(np.array_equal(x.numpy(), np.load(src / k)) for b in got for k, x in zip(b["key"], b["data"]))
+    assert int(loader._stream.group[0]) > 1
+    ds.load_state_dict(ds.state_dict(samples_seen=12))  # resume epoch 2 after 4 batches
+    ref_ds.load_state_dict(ref_ds.state_dict(samples_seen=12))
+    assert [b["key"] for b in loader] == [b["key"] for b in ref_loader] == ref[4:]
