@@ -247,3 +247,70 @@ def test_context_blobs_round_trip_and_cap_their_precision():
         E.decode_context(blob, np.full(ctx.size, 6, np.uint8))
     with pytest.raises(InvalidInputError):
         E.decode_context(blob, -ctx.astype(np.int16))
+
+
+# ------------------------------------------------------------------------------------------------
+# the C lane decoder (AVX2) against the numba kernel it replaces on packed tables
+# ------------------------------------------------------------------------------------------------
+
+from nzip.entropy import lanes as K  # noqa: E402
+from nzip.entropy import lanes_c as LC  # noqa: E402
+from nzip.entropy.tables import quantize_counts  # noqa: E402
+
+
+def _decode_all_ways(ls, cx):
+    table = ls.packed()
+    outs, stats = [], []
+    for f in (lambda o, s: K.decode_blocks_packed(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
+                                                  ls.prec, table, s),
+              lambda o, s: LC.decode_blocks_packed(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
+                                                   ls.prec, table, s),
+              lambda o, s: LC.decode_blocks_packed(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
+                                                   ls.prec, table, s, force_scalar=True)):
+        o, s = np.zeros(ls.n, np.uint8), np.empty(ls.nblocks, np.int64)
+        f(o, s)
+        outs.append(o)
+        stats.append(s)
+    for s in stats[1:]:
+        assert np.array_equal(s, stats[0])
+    for b in np.flatnonzero(stats[0] >= 0):  # a block that failed stops part-way: compare good ones
+        part = slice(b * ls.block, (b + 1) * ls.block)
+        for o in outs[1:]:
+            assert np.array_equal(o[part], outs[0][part])
+    return stats[0]
+
+
+@pytest.mark.skipif(not LC.available, reason="the C extension was not built")
+@pytest.mark.parametrize("n,nctx,lanes,block", [(5, 3, 8, 1 << 20), (1000, 0, 8, 256), (40_001, 300, 32, 4096),
+                                               (100_000, 16, 16, 8192), (70_000, 0, 32, 1 << 20)])
+def test_c_decoder_matches_numba_also_on_corrupt_streams(n, nctx, lanes, block):
+    rng = np.random.default_rng(n + nctx)
+    sym = np.minimum(rng.geometric(0.06, n), 255).astype(np.uint8)
+    if nctx:
+        cx = rng.integers(0, nctx, n).astype(np.uint8 if nctx <= 256 else np.uint16)
+        ls = coder.parse_context(coder.encode_context(sym, cx, nctx, lanes=lanes, block=block, max_precision=12), n)
+    else:
+        cx = None
+        ls = coder.parse(coder.encode(sym, quantize_counts(np.bincount(sym, minlength=256), 12),
+                                      lanes=lanes, block=block))
+    assert ls.packable
+    status = _decode_all_ways(ls, cx)
+    assert (status == 0).all()
+    got = ls.decode(cx) if nctx else ls.decode()
+    assert np.array_equal(got.astype(np.uint8), sym)
+    failures = 0
+    for trial in range(24):  # flipped words and forged states: the same status, block by block
+        w, s = ls.words.copy(), ls.states.copy()
+        if trial % 3 == 0:
+            s[rng.integers(len(s))] = rng.integers(1 << 16, 1 << 32)
+        else:
+            i = rng.integers(len(w))
+            w[i] ^= np.uint16(rng.integers(1, 1 << 16))
+        failures += int((_decode_all_ways(coder.LaneStreams(**{**ls.__dict__, "words": w, "states": s}), cx)
+                         < 0).any())
+    assert failures > 0
+    if nctx:  # a context past the tables is refused by both
+        bad = cx.copy()
+        bad[-1] = ls.nctx if nctx < 256 else min(ls.nctx, 65535)
+        if bad[-1] >= ls.nctx:
+            assert (_decode_all_ways(ls, bad) == K.ERR_SLOT).any()

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import CorruptDataError, InvalidInputError, UnsupportedFormatError
 from . import lanes as K
+from . import lanes_c as LC
 from ._varint import Reader, put_svarint, put_uvarint
 from .tables import (
     MAX_PRECISION,
@@ -351,7 +352,10 @@ class LaneStreams:
             cx = contexts if contexts.dtype in (np.uint8, np.uint16) else contexts.astype(np.uint16)
         out = np.empty(self.n, dtype=self.slot_sym.dtype)
         status = np.empty(self.nblocks, dtype=np.int64)
-        if self.packable:
+        if self.packable and LC.simd:  # the C decoder (AVX2), same output as the numba kernel
+            LC.decode_blocks_packed(self.words, self.woff, self.states, out, cx, self.block, self.lanes,
+                                    self.prec, self.packed(), status)
+        elif self.packable:
             K.decode_blocks_packed(self.words, self.woff, self.states, out, cx, self.block, self.lanes,
                                    self.prec, self.packed(), status)
         elif cx is None:

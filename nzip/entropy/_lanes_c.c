@@ -1,0 +1,225 @@
+/* The lane rANS decoder with packed tables, in C with an AVX2 path (nzip.entropy.lanes_c).
+ *
+ * The same format and the same results as lanes._decode_block_packed (numba), which stays the
+ * reference and the fallback: every output byte and every status code match it. Built by
+ * setup.py as an optional extension; Python calls the plain C entry points below through ctypes
+ * (which releases the GIL, so blocks decode on several threads). The module init only exists so
+ * that setuptools can build and install it like any extension.
+ *
+ * One block: ``lanes`` states; symbol j belongs to lane j % lanes; a packed table entry holds the
+ * symbol (bits 0-7), frequency - 1 (bits 8-19) and the slot's bias (bits 20-31); after each lane's
+ * step, the lanes whose state fell below 2**16 read one 16-bit word each from the shared stream,
+ * in lane order. The AVX2 path decodes 8 lanes at a time: one gather for the table entries, and
+ * for the refill a popcount of the lanes that need a word plus a permutation that hands the next
+ * words out to them in lane order (a 256-entry table of permutations).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define NZ_X86 1
+#else
+#define NZ_X86 0
+#endif
+
+#define RANS_L 65536u
+#define ERR_OVERRUN (-2)
+#define ERR_STATE (-3)
+#define ERR_SLOT (-4)
+#define MAX_LANES 32
+
+/* refill lanes x[0..m) that fell below 2**16, one word each in lane order (reads clamped to the
+ * last word, as in the numba kernel) */
+static inline uint64_t renorm_scalar(uint32_t *x, uint64_t m, const uint16_t *words, uint64_t nwords,
+                                     uint64_t ptr) {
+    uint64_t last = nwords - 1;
+    for (uint64_t lane = 0; lane < m; lane++) {
+        uint32_t v = x[lane];
+        uint32_t need = v < RANS_L;
+        uint32_t w = words[ptr < last ? ptr : last];
+        x[lane] = need ? ((v << 16) | w) : v;
+        ptr += need;
+    }
+    return ptr;
+}
+
+static inline int64_t end_status(const uint32_t *x, uint64_t lanes, uint64_t ptr, uint64_t end) {
+    if (ptr != end) return ERR_OVERRUN;
+    for (uint64_t lane = 0; lane < lanes; lane++)
+        if (x[lane] != RANS_L) return ERR_STATE;
+    return 0;
+}
+
+/* one group of m <= lanes symbols starting at j, scalar */
+static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, uint8_t *out, const void *ctx,
+                                   int ctx_bytes, uint32_t nctx, uint32_t prec, const uint32_t *table) {
+    uint32_t mask = (1u << prec) - 1;
+    for (uint64_t lane = 0; lane < m; lane++) {
+        uint32_t c = 0;
+        if (ctx_bytes == 1) c = ((const uint8_t *)ctx)[j + lane];
+        else if (ctx_bytes == 2) c = ((const uint16_t *)ctx)[j + lane];
+        if (c >= nctx) return ERR_SLOT;
+        uint32_t e = table[(c << prec) | (x[lane] & mask)];
+        out[j + lane] = (uint8_t)(e & 0xFF);
+        x[lane] = (((e >> 8) & 0xFFF) + 1) * (x[lane] >> prec) + (e >> 20);
+    }
+    return 0;
+}
+
+static int64_t decode_block_scalar(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
+                                   const uint32_t *states, uint8_t *out, const void *ctx, int ctx_bytes,
+                                   uint64_t start, uint64_t stop, uint64_t lanes, uint32_t prec,
+                                   const uint32_t *table, uint64_t ntable) {
+    uint32_t x[MAX_LANES];
+    for (uint64_t lane = 0; lane < lanes; lane++) x[lane] = states[lane];
+    uint32_t nctx = (uint32_t)(ntable >> prec);
+    uint64_t ptr = wstart, j = start;
+    while (j < stop) {
+        uint64_t m = stop - j < lanes ? stop - j : lanes;
+        int64_t st = group_scalar(x, m, j, out, ctx, ctx_bytes, nctx, prec, table);
+        if (st < 0) return st;
+        ptr = renorm_scalar(x, m, words, nwords, ptr);
+        if (ptr > wend) return ERR_OVERRUN;
+        j += m;
+    }
+    return end_status(x, lanes, ptr, wend);
+}
+
+#if NZ_X86
+static int32_t perm_table[256][8];
+
+static void init_perm(void) {
+    for (int mask = 0; mask < 256; mask++) {
+        int rank = 0;
+        for (int lane = 0; lane < 8; lane++) {
+            perm_table[mask][lane] = (mask >> lane) & 1 ? rank : 0;
+            rank += (mask >> lane) & 1;
+        }
+    }
+}
+
+__attribute__((target("avx2,popcnt")))
+static int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
+                                 const uint32_t *states, uint8_t *out, const void *ctx, int ctx_bytes,
+                                 uint64_t start, uint64_t stop, uint64_t lanes, uint32_t prec,
+                                 const uint32_t *table, uint64_t ntable) {
+    /* lanes is 8, 16 or 32: nv vectors of 8 states */
+    uint64_t nv = lanes / 8;
+    __m256i xv[MAX_LANES / 8];
+    for (uint64_t v = 0; v < nv; v++) xv[v] = _mm256_loadu_si256((const __m256i *)(states + 8 * v));
+    uint32_t nctx = (uint32_t)(ntable >> prec);
+    const __m256i maskv = _mm256_set1_epi32((int)((1u << prec) - 1));
+    const __m128i pc = _mm_cvtsi32_si128((int)prec);
+    const __m256i lowbyte = _mm256_set1_epi32(0xFF);
+    const __m256i fmask = _mm256_set1_epi32(0xFFF);
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i ctxmax = _mm256_set1_epi32((int)nctx - 1);
+    uint64_t ptr = wstart, j = start;
+    while (j + lanes <= stop) {
+        /* the table steps of all lanes first (independent: their gathers overlap), then the
+         * refills in lane order (serial through ptr) */
+        __m256i need[MAX_LANES / 8];
+        for (uint64_t v = 0; v < nv; v++) {
+            uint64_t jj = j + 8 * v;
+            __m256i x = xv[v];
+            __m256i idx = _mm256_and_si256(x, maskv);
+            if (ctx_bytes) {
+                __m256i c = ctx_bytes == 1
+                    ? _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((const uint8_t *)ctx + jj)))
+                    : _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)ctx + jj)));
+                __m256i bad = _mm256_cmpgt_epi32(c, ctxmax);
+                if (!_mm256_testz_si256(bad, bad)) return ERR_SLOT;
+                idx = _mm256_or_si256(idx, _mm256_sll_epi32(c, pc));
+            }
+            __m256i e = _mm256_i32gather_epi32((const int *)table, idx, 4);
+            __m256i s = _mm256_and_si256(e, lowbyte);
+            __m128i s16 = _mm_packus_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            _mm_storel_epi64((__m128i *)(out + jj), _mm_packus_epi16(s16, s16));
+            __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 8), fmask), one);
+            x = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, pc)), _mm256_srli_epi32(e, 20));
+            need[v] = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), zero);
+            xv[v] = x;
+        }
+        for (uint64_t v = 0; v < nv; v++) {
+            int nm = _mm256_movemask_ps(_mm256_castsi256_ps(need[v]));
+            if (!nm) continue;
+            __m256i x = xv[v];
+            if (ptr + 8 <= nwords) {
+                __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(words + ptr)));
+                w = _mm256_permutevar8x32_epi32(w, _mm256_loadu_si256((const __m256i *)perm_table[nm]));
+                x = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), w), need[v]);
+                ptr += (uint64_t)_mm_popcnt_u32((unsigned)nm);
+            } else {  /* the last words of the array: the scalar refill clamps its reads */
+                uint32_t t[8];
+                _mm256_storeu_si256((__m256i *)t, x);
+                ptr = renorm_scalar(t, 8, words, nwords, ptr);
+                x = _mm256_loadu_si256((const __m256i *)t);
+            }
+            xv[v] = x;
+        }
+        if (ptr > wend) return ERR_OVERRUN;
+        j += lanes;
+    }
+    uint32_t x[MAX_LANES];
+    for (uint64_t v = 0; v < nv; v++) _mm256_storeu_si256((__m256i *)(x + 8 * v), xv[v]);
+    if (j < stop) {  /* a short last group */
+        uint64_t m = stop - j;
+        int64_t st = group_scalar(x, m, j, out, ctx, ctx_bytes, nctx, prec, table);
+        if (st < 0) return st;
+        ptr = renorm_scalar(x, m, words, nwords, ptr);
+        if (ptr > wend) return ERR_OVERRUN;
+    }
+    return end_status(x, lanes, ptr, wend);
+}
+#endif
+
+static int have_avx2 = -1;
+
+/* 1 when the AVX2 path runs on this CPU (for tests and benchmarks to report) */
+int nz_simd(void) {
+#if NZ_X86
+    if (have_avx2 < 0) {
+        __builtin_cpu_init();
+        have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+        if (have_avx2) init_perm();
+    }
+    return have_avx2;
+#else
+    return 0;
+#endif
+}
+
+/* Decode blocks b0..b1 of a packed-table blob into out (n symbols); status[b] per block.
+ * ctx_bytes: 0 (static table), 1 (uint8 contexts) or 2 (uint16). force_scalar: 1 skips the SIMD
+ * path (tests compare both). */
+void nz_decode_blocks_packed(const uint16_t *words, uint64_t nwords, const int64_t *woffsets,
+                             const uint32_t *states, uint8_t *out, uint64_t n, const void *ctx,
+                             int ctx_bytes, uint64_t block, uint64_t lanes, uint32_t prec,
+                             const uint32_t *table, uint64_t ntable, int64_t *status, uint64_t b0,
+                             uint64_t b1, int force_scalar) {
+    int simd = !force_scalar && nz_simd() && lanes % 8 == 0 && lanes <= MAX_LANES;
+    for (uint64_t b = b0; b < b1; b++) {
+        uint64_t start = b * block, stop = start + block < n ? start + block : n;
+#if NZ_X86
+        if (simd) {
+            status[b] = decode_block_avx2(words, nwords, (uint64_t)woffsets[b], (uint64_t)woffsets[b + 1],
+                                          states + b * lanes, out, ctx, ctx_bytes, start, stop, lanes, prec,
+                                          table, ntable);
+            continue;
+        }
+#endif
+        status[b] = decode_block_scalar(words, nwords, (uint64_t)woffsets[b], (uint64_t)woffsets[b + 1],
+                                        states + b * lanes, out, ctx, ctx_bytes, start, stop, lanes, prec,
+                                        table, ntable);
+    }
+}
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_lanes_c",
+                                    "C lane decoder; called through ctypes by nzip.entropy.lanes_c", -1,
+                                    NULL};
+
+PyMODINIT_FUNC PyInit__lanes_c(void) { return PyModule_Create(&module); }
