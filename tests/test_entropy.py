@@ -259,15 +259,29 @@ from nzip.entropy.tables import quantize_counts  # noqa: E402
 
 
 def _decode_all_ways(ls, cx):
-    table = ls.packed()
+    """Every decoder for the blob: numba (packed and unpacked tables where both apply) and C (SIMD
+    and scalar, the same two layouts). Statuses must agree block by block, and symbols in the
+    blocks that decode."""
+    runs = []
+    if ls.packable:
+        table = ls.packed()
+        runs.append(lambda o, s: K.decode_blocks_packed(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
+                                                        ls.prec, table, s))
+        for fs in (False, True):
+            runs.append(lambda o, s, fs=fs: LC.decode_blocks_packed(ls.words, ls.woff, ls.states, o, cx, ls.block,
+                                                                    ls.lanes, ls.prec, table, s, force_scalar=fs))
+    if cx is None:
+        runs.append(lambda o, s: K.decode_blocks(ls.words, ls.woff, ls.states, o, ls.block, ls.lanes, ls.prec,
+                                                 ls.slot_sym, ls.slot_pack, s))
+    else:
+        runs.append(lambda o, s: K.decode_blocks_ctx(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
+                                                     ls.prec, ls.slot_sym, ls.slot_pack, s))
+    for fs in (False, True):
+        runs.append(lambda o, s, fs=fs: LC.decode_blocks(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
+                                                         ls.prec, ls.slot_sym, ls.slot_pack, s, force_scalar=fs))
     outs, stats = [], []
-    for f in (lambda o, s: K.decode_blocks_packed(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
-                                                  ls.prec, table, s),
-              lambda o, s: LC.decode_blocks_packed(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
-                                                   ls.prec, table, s),
-              lambda o, s: LC.decode_blocks_packed(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
-                                                   ls.prec, table, s, force_scalar=True)):
-        o, s = np.zeros(ls.n, np.uint8), np.empty(ls.nblocks, np.int64)
+    for f in runs:
+        o, s = np.zeros(ls.n, ls.slot_sym.dtype), np.empty(ls.nblocks, np.int64)
         f(o, s)
         outs.append(o)
         stats.append(s)
@@ -281,23 +295,26 @@ def _decode_all_ways(ls, cx):
 
 
 @pytest.mark.skipif(not LC.available, reason="the C extension was not built")
-@pytest.mark.parametrize("n,nctx,lanes,block", [(5, 3, 8, 1 << 20), (1000, 0, 8, 256), (40_001, 300, 32, 4096),
-                                               (100_000, 16, 16, 8192), (70_000, 0, 32, 1 << 20)])
-def test_c_decoder_matches_numba_also_on_corrupt_streams(n, nctx, lanes, block):
+@pytest.mark.parametrize("n,nctx,lanes,block,prec,alphabet", [
+    (5, 3, 8, 1 << 20, 12, 256), (1000, 0, 8, 256, 12, 256), (40_001, 300, 32, 4096, 12, 256),
+    (100_000, 16, 16, 8192, 12, 256), (70_000, 0, 32, 1 << 20, 12, 256), (70_001, 0, 32, 8192, 15, 256),
+    (50_000, 0, 16, 4096, 16, 3000), (30_000, 5, 32, 4096, 14, 256), (20_000, 4, 8, 2048, 15, 1000)])
+def test_c_decoder_matches_numba_also_on_corrupt_streams(n, nctx, lanes, block, prec, alphabet):
     rng = np.random.default_rng(n + nctx)
-    sym = np.minimum(rng.geometric(0.06, n), 255).astype(np.uint8)
+    sym = np.minimum(rng.geometric(0.06 if alphabet == 256 else 0.002, n), alphabet - 1)
+    sym = sym.astype(np.uint8 if alphabet <= 256 else np.uint16)
     if nctx:
         cx = rng.integers(0, nctx, n).astype(np.uint8 if nctx <= 256 else np.uint16)
-        ls = coder.parse_context(coder.encode_context(sym, cx, nctx, lanes=lanes, block=block, max_precision=12), n)
+        ls = coder.parse_context(coder.encode_context(sym, cx, nctx, lanes=lanes, block=block, max_precision=prec), n)
     else:
         cx = None
-        ls = coder.parse(coder.encode(sym, quantize_counts(np.bincount(sym, minlength=256), 12),
+        ls = coder.parse(coder.encode(sym, quantize_counts(np.bincount(sym, minlength=alphabet), prec),
                                       lanes=lanes, block=block))
-    assert ls.packable
+    assert ls.packable == (ls.prec <= 12 and alphabet <= 256)
     status = _decode_all_ways(ls, cx)
     assert (status == 0).all()
     got = ls.decode(cx) if nctx else ls.decode()
-    assert np.array_equal(got.astype(np.uint8), sym)
+    assert np.array_equal(got.astype(sym.dtype), sym)
     failures = 0
     for trial in range(24):  # flipped words and forged states: the same status, block by block
         w, s = ls.words.copy(), ls.states.copy()

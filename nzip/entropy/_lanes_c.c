@@ -1,15 +1,17 @@
-/* The lane rANS decoder with packed tables, in C with an AVX2 path (nzip.entropy.lanes_c).
+/* The lane rANS decoder in C with an AVX2 path (nzip.entropy.lanes_c): static and context blobs.
  *
- * The same format and the same results as lanes._decode_block_packed (numba), which stays the
- * reference and the fallback: every output byte and every status code match it. Built by
+ * The same format and the same results as the numba kernels in lanes.py (_decode_block,
+ * _decode_block_ctx, _decode_block_packed), which stay the reference and the fallback: every
+ * output symbol and every status code match them. Built by
  * setup.py as an optional extension; Python calls the plain C entry points below through ctypes
  * (which releases the GIL, so blocks decode on several threads). The module init only exists so
  * that setuptools can build and install it like any extension.
  *
- * One block: ``lanes`` states; symbol j belongs to lane j % lanes; a packed table entry holds the
- * symbol (bits 0-7), frequency - 1 (bits 8-19) and the slot's bias (bits 20-31); after each lane's
+ * One block: ``lanes`` states; symbol j belongs to lane j % lanes; a slot gives the symbol, its
+ * frequency and the slot's bias (one packed uint32, or a symbol table beside a frequency<<16|bias
+ * table); after each lane's
  * step, the lanes whose state fell below 2**16 read one 16-bit word each from the shared stream,
- * in lane order. The AVX2 path decodes 8 lanes at a time: one gather for the table entries, and
+ * in lane order. The AVX2 path decodes 8 lanes at a time: gathers for the table entries, and
  * for the refill a popcount of the lanes that need a word plus a permutation that hands the next
  * words out to them in lane order (a 256-entry table of permutations).
  */
@@ -53,33 +55,50 @@ static inline int64_t end_status(const uint32_t *x, uint64_t lanes, uint64_t ptr
     return 0;
 }
 
+/* A blob's decode tables: ``symtab`` NULL means ``table`` is packed (symbol in bits 0-7,
+ * frequency - 1 in bits 8-19, bias in bits 20-31: byte alphabets, precision <= 12); otherwise
+ * ``symtab`` holds each slot's symbol and ``table`` (frequency << 16 | bias). ``out_bytes``: 1 or 2. */
+typedef struct {
+    const uint32_t *table, *symtab;
+    uint32_t prec, nctx;
+    int ctx_bytes, out_bytes;
+} Tables;
+
+static inline __attribute__((always_inline)) uint32_t step(const Tables *t, uint32_t x, uint32_t c, uint32_t *sym) {
+    uint32_t s = (c << t->prec) | (x & ((1u << t->prec) - 1));
+    uint32_t e = t->table[s];
+    if (!t->symtab) {
+        *sym = e & 0xFF;
+        return (((e >> 8) & 0xFFF) + 1) * (x >> t->prec) + (e >> 20);
+    }
+    *sym = t->symtab[s];
+    return (e >> 16) * (x >> t->prec) + (e & 0xFFFF);
+}
+
 /* one group of m <= lanes symbols starting at j, scalar */
-static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, uint8_t *out, const void *ctx,
-                                   int ctx_bytes, uint32_t nctx, uint32_t prec, const uint32_t *table) {
-    uint32_t mask = (1u << prec) - 1;
+static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, void *out, const void *ctx,
+                                   const Tables *t) {
     for (uint64_t lane = 0; lane < m; lane++) {
-        uint32_t c = 0;
-        if (ctx_bytes == 1) c = ((const uint8_t *)ctx)[j + lane];
-        else if (ctx_bytes == 2) c = ((const uint16_t *)ctx)[j + lane];
-        if (c >= nctx) return ERR_SLOT;
-        uint32_t e = table[(c << prec) | (x[lane] & mask)];
-        out[j + lane] = (uint8_t)(e & 0xFF);
-        x[lane] = (((e >> 8) & 0xFFF) + 1) * (x[lane] >> prec) + (e >> 20);
+        uint32_t c = 0, sym;
+        if (t->ctx_bytes == 1) c = ((const uint8_t *)ctx)[j + lane];
+        else if (t->ctx_bytes == 2) c = ((const uint16_t *)ctx)[j + lane];
+        if (c >= t->nctx) return ERR_SLOT;
+        x[lane] = step(t, x[lane], c, &sym);
+        if (t->out_bytes == 1) ((uint8_t *)out)[j + lane] = (uint8_t)sym;
+        else ((uint16_t *)out)[j + lane] = (uint16_t)sym;
     }
     return 0;
 }
 
 static int64_t decode_block_scalar(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
-                                   const uint32_t *states, uint8_t *out, const void *ctx, int ctx_bytes,
-                                   uint64_t start, uint64_t stop, uint64_t lanes, uint32_t prec,
-                                   const uint32_t *table, uint64_t ntable) {
+                                   const uint32_t *states, void *out, const void *ctx, const Tables *t,
+                                   uint64_t start, uint64_t stop, uint64_t lanes) {
     uint32_t x[MAX_LANES];
     for (uint64_t lane = 0; lane < lanes; lane++) x[lane] = states[lane];
-    uint32_t nctx = (uint32_t)(ntable >> prec);
     uint64_t ptr = wstart, j = start;
     while (j < stop) {
         uint64_t m = stop - j < lanes ? stop - j : lanes;
-        int64_t st = group_scalar(x, m, j, out, ctx, ctx_bytes, nctx, prec, table);
+        int64_t st = group_scalar(x, m, j, out, ctx, t);
         if (st < 0) return st;
         ptr = renorm_scalar(x, m, words, nwords, ptr);
         if (ptr > wend) return ERR_OVERRUN;
@@ -101,20 +120,22 @@ static void init_perm(void) {
     }
 }
 
-__attribute__((target("avx2,popcnt")))
-static int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
-                                 const uint32_t *states, uint8_t *out, const void *ctx, int ctx_bytes,
-                                 uint64_t start, uint64_t stop, uint64_t lanes, uint32_t prec,
-                                 const uint32_t *table, uint64_t ntable) {
+__attribute__((target("avx2,popcnt"), always_inline))
+static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
+                                        const uint32_t *states, void *out, const void *ctx, const Tables *t,
+                                        uint64_t start, uint64_t stop, uint64_t lanes, const int split,
+                                        const int out_bytes, const int ctx_bytes) {
+    const uint32_t prec = t->prec, nctx = t->nctx;
+    const uint32_t *table = t->table;
     /* lanes is 8, 16 or 32: nv vectors of 8 states */
     uint64_t nv = lanes / 8;
     __m256i xv[MAX_LANES / 8];
     for (uint64_t v = 0; v < nv; v++) xv[v] = _mm256_loadu_si256((const __m256i *)(states + 8 * v));
-    uint32_t nctx = (uint32_t)(ntable >> prec);
     const __m256i maskv = _mm256_set1_epi32((int)((1u << prec) - 1));
     const __m128i pc = _mm_cvtsi32_si128((int)prec);
     const __m256i lowbyte = _mm256_set1_epi32(0xFF);
     const __m256i fmask = _mm256_set1_epi32(0xFFF);
+    const __m256i lowhalf = _mm256_set1_epi32(0xFFFF);
     const __m256i one = _mm256_set1_epi32(1);
     const __m256i zero = _mm256_setzero_si256();
     const __m256i ctxmax = _mm256_set1_epi32((int)nctx - 1);
@@ -136,11 +157,20 @@ static int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, uint64_
                 idx = _mm256_or_si256(idx, _mm256_sll_epi32(c, pc));
             }
             __m256i e = _mm256_i32gather_epi32((const int *)table, idx, 4);
-            __m256i s = _mm256_and_si256(e, lowbyte);
+            __m256i s, f, bias;
+            if (split) {
+                s = _mm256_i32gather_epi32((const int *)t->symtab, idx, 4);
+                f = _mm256_srli_epi32(e, 16);
+                bias = _mm256_and_si256(e, lowhalf);
+            } else {
+                s = _mm256_and_si256(e, lowbyte);
+                f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 8), fmask), one);
+                bias = _mm256_srli_epi32(e, 20);
+            }
             __m128i s16 = _mm_packus_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-            _mm_storel_epi64((__m128i *)(out + jj), _mm_packus_epi16(s16, s16));
-            __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 8), fmask), one);
-            x = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, pc)), _mm256_srli_epi32(e, 20));
+            if (out_bytes == 1) _mm_storel_epi64((__m128i *)((uint8_t *)out + jj), _mm_packus_epi16(s16, s16));
+            else _mm_storeu_si128((__m128i *)((uint16_t *)out + jj), s16);
+            x = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, pc)), bias);
             need[v] = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), zero);
             xv[v] = x;
         }
@@ -168,12 +198,38 @@ static int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, uint64_
     for (uint64_t v = 0; v < nv; v++) _mm256_storeu_si256((__m256i *)(x + 8 * v), xv[v]);
     if (j < stop) {  /* a short last group */
         uint64_t m = stop - j;
-        int64_t st = group_scalar(x, m, j, out, ctx, ctx_bytes, nctx, prec, table);
+        int64_t st = group_scalar(x, m, j, out, ctx, t);
         if (st < 0) return st;
         ptr = renorm_scalar(x, m, words, nwords, ptr);
         if (ptr > wend) return ERR_OVERRUN;
     }
     return end_status(x, lanes, ptr, wend);
+}
+
+/* the variants, each compiled with its layout known */
+#define NZ_VARIANT(name, split, ob, cb)                                                              \
+    __attribute__((target("avx2,popcnt"))) static int64_t name(                                     \
+        const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out,     \
+        const void *ctx, const Tables *t, uint64_t a, uint64_t b, uint64_t lanes) {                 \
+        return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, lanes, split, ob, cb);         \
+    }
+NZ_VARIANT(avx2_p0, 0, 1, 0)
+NZ_VARIANT(avx2_p1, 0, 1, 1)
+NZ_VARIANT(avx2_p2, 0, 1, 2)
+NZ_VARIANT(avx2_s10, 1, 1, 0)
+NZ_VARIANT(avx2_s11, 1, 1, 1)
+NZ_VARIANT(avx2_s12, 1, 1, 2)
+NZ_VARIANT(avx2_s20, 1, 2, 0)
+NZ_VARIANT(avx2_s21, 1, 2, 1)
+NZ_VARIANT(avx2_s22, 1, 2, 2)
+
+typedef int64_t (*block_fn)(const uint16_t *, uint64_t, uint64_t, uint64_t, const uint32_t *, void *,
+                            const void *, const Tables *, uint64_t, uint64_t, uint64_t);
+
+static block_fn pick_avx2(const Tables *t) {
+    static const block_fn packed[3] = {avx2_p0, avx2_p1, avx2_p2};
+    static const block_fn split[2][3] = {{avx2_s10, avx2_s11, avx2_s12}, {avx2_s20, avx2_s21, avx2_s22}};
+    return t->symtab ? split[t->out_bytes - 1][t->ctx_bytes] : packed[t->ctx_bytes];
 }
 #endif
 
@@ -193,28 +249,30 @@ int nz_simd(void) {
 #endif
 }
 
-/* Decode blocks b0..b1 of a packed-table blob into out (n symbols); status[b] per block.
- * ctx_bytes: 0 (static table), 1 (uint8 contexts) or 2 (uint16). force_scalar: 1 skips the SIMD
- * path (tests compare both). */
-void nz_decode_blocks_packed(const uint16_t *words, uint64_t nwords, const int64_t *woffsets,
-                             const uint32_t *states, uint8_t *out, uint64_t n, const void *ctx,
-                             int ctx_bytes, uint64_t block, uint64_t lanes, uint32_t prec,
-                             const uint32_t *table, uint64_t ntable, int64_t *status, uint64_t b0,
-                             uint64_t b1, int force_scalar) {
+/* Decode blocks b0..b1 of a blob into out (n symbols of out_bytes each); status[b] per block.
+ * table/symtab as in Tables (symtab NULL: packed table); ntable: entries of table (contexts x
+ * 2**prec); ctx_bytes: 0 (no contexts), 1 (uint8 contexts) or 2 (uint16). force_scalar: 1 skips the
+ * SIMD path (tests compare both). */
+void nz_decode_blocks(const uint16_t *words, uint64_t nwords, const int64_t *woffsets, const uint32_t *states,
+                      void *out, int out_bytes, uint64_t n, const void *ctx, int ctx_bytes, uint64_t block,
+                      uint64_t lanes, uint32_t prec, const uint32_t *table, const uint32_t *symtab,
+                      uint64_t ntable, int64_t *status, uint64_t b0, uint64_t b1, int force_scalar) {
+    Tables t = {table, symtab, prec, (uint32_t)(ntable >> prec), ctx_bytes, out_bytes};
     int simd = !force_scalar && nz_simd() && lanes % 8 == 0 && lanes <= MAX_LANES;
+#if NZ_X86
+    block_fn fn = simd ? pick_avx2(&t) : NULL;
+#endif
     for (uint64_t b = b0; b < b1; b++) {
         uint64_t start = b * block, stop = start + block < n ? start + block : n;
+        uint64_t ws = (uint64_t)woffsets[b], we = (uint64_t)woffsets[b + 1];
 #if NZ_X86
         if (simd) {
-            status[b] = decode_block_avx2(words, nwords, (uint64_t)woffsets[b], (uint64_t)woffsets[b + 1],
-                                          states + b * lanes, out, ctx, ctx_bytes, start, stop, lanes, prec,
-                                          table, ntable);
+            status[b] = fn(words, nwords, ws, we, states + b * lanes, out, ctx, &t, start, stop, lanes);
             continue;
         }
 #endif
-        status[b] = decode_block_scalar(words, nwords, (uint64_t)woffsets[b], (uint64_t)woffsets[b + 1],
-                                        states + b * lanes, out, ctx, ctx_bytes, start, stop, lanes, prec,
-                                        table, ntable);
+        status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ctx, &t, start, stop,
+                                        lanes);
     }
 }
 

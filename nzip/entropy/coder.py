@@ -358,6 +358,9 @@ class LaneStreams:
         elif self.packable:
             K.decode_blocks_packed(self.words, self.woff, self.states, out, cx, self.block, self.lanes,
                                    self.prec, self.packed(), status)
+        elif LC.simd and self.slot_sym.dtype in (np.uint8, np.uint16):
+            LC.decode_blocks(self.words, self.woff, self.states, out, cx, self.block, self.lanes, self.prec,
+                             self.slot_sym, self.slot_pack, status)
         elif cx is None:
             K.decode_blocks(self.words, self.woff, self.states, out, self.block, self.lanes, self.prec,
                             self.slot_sym, self.slot_pack, status)

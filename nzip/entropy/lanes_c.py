@@ -1,7 +1,6 @@
-"""The C lane decoder (``_lanes_c.c``): packed-table blobs, AVX2 where the CPU has it.
+"""The C lane decoder (``_lanes_c.c``): static and context blobs, AVX2 where the CPU has it.
 
-Same arguments and results as :func:`nzip.entropy.lanes.decode_blocks_packed` (the numba kernel,
-which stays the fallback: ``available`` is False where the extension was not built, and
+Same results as the numba kernels of :mod:`nzip.entropy.lanes` (which stay the fallback: ``available`` is False where the extension was not built, and
 ``NZIP_NO_C=1`` turns it off). ctypes releases the GIL during a call, so several blocks decode on
 a small thread pool, as many threads as numba's.
 """
@@ -28,9 +27,9 @@ _U64 = ctypes.c_uint64
 if available:
     _lib.nz_simd.restype = ctypes.c_int
     _lib.nz_simd.argtypes = []
-    _lib.nz_decode_blocks_packed.restype = None
-    _lib.nz_decode_blocks_packed.argtypes = [_P, _U64, _P, _P, _P, _U64, _P, ctypes.c_int, _U64, _U64,
-                                             ctypes.c_uint32, _P, _U64, _P, _U64, _U64, ctypes.c_int]
+    _lib.nz_decode_blocks.restype = None
+    _lib.nz_decode_blocks.argtypes = [_P, _U64, _P, _P, _P, ctypes.c_int, _U64, _P, ctypes.c_int, _U64, _U64,
+                                      ctypes.c_uint32, _P, _P, _U64, _P, _U64, _U64, ctypes.c_int]
     simd = bool(_lib.nz_simd())  # also builds the permutation table, before any thread runs
 else:
     simd = False
@@ -46,13 +45,32 @@ def _threads() -> int:
 
 def decode_blocks_packed(words, woffsets, states, out, ctx, block, lanes, prec, table, status,
                          force_scalar: bool = False) -> None:
-    """Decode every block of a packed-table blob into ``out`` (uint8), one status per block."""
+    """:func:`nzip.entropy.lanes.decode_blocks_packed`: one packed uint32 per slot, ``out`` uint8."""
+    _decode(words, woffsets, states, out, ctx, block, lanes, prec, table, None, status, force_scalar)
+
+
+def decode_blocks(words, woffsets, states, out, ctx, block, lanes, prec, slot_sym, slot_pack, status,
+                  force_scalar: bool = False) -> None:
+    """:func:`nzip.entropy.lanes.decode_blocks` (``ctx`` None) or ``decode_blocks_ctx``: a symbol
+    table (uint8 or uint16, as ``out``) beside the frequency << 16 | bias table."""
+    if slot_sym.dtype != out.dtype or out.dtype not in (np.uint8, np.uint16):
+        raise ValueError("the C decoder writes uint8 or uint16 symbols of the table's type")
+    _decode(words, woffsets, states, out, ctx, block, lanes, prec, slot_pack, slot_sym.astype(np.uint32),
+            status, force_scalar)
+
+
+def _decode(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab, status, force_scalar):
     global _pool
     words = np.ascontiguousarray(words, np.uint16)
     woffsets = np.ascontiguousarray(woffsets, np.int64)
     states = np.ascontiguousarray(states, np.uint32)
     table = np.ascontiguousarray(table, np.uint32)
-    assert out.dtype == np.uint8 and out.flags.c_contiguous and status.dtype == np.int64
+    if not (out.flags.c_contiguous and out.dtype in (np.uint8, np.uint16) and status.dtype == np.int64):
+        raise ValueError("out must be contiguous uint8 / uint16, status int64")
+    if symtab is None and out.dtype != np.uint8:
+        raise ValueError("packed tables decode to uint8")
+    if symtab is not None and symtab.shape != table.shape:
+        raise ValueError("symbol and frequency tables differ in size")
     if ctx is None:
         cb, cx = 0, None
     else:
@@ -65,11 +83,11 @@ def decode_blocks_packed(words, woffsets, states, out, ctx, block, lanes, prec, 
         raise ValueError("block offsets or states do not match the number of blocks")
 
     def run(b0: int, b1: int) -> None:
-        _lib.nz_decode_blocks_packed(words.ctypes.data, len(words), woffsets.ctypes.data,
-                                     states.ctypes.data, out.ctypes.data, len(out),
-                                     None if cx is None else cx.ctypes.data, cb, block, lanes, prec,
-                                     table.ctypes.data, len(table), status.ctypes.data, b0, b1,
-                                     int(force_scalar))
+        _lib.nz_decode_blocks(words.ctypes.data, len(words), woffsets.ctypes.data, states.ctypes.data,
+                              out.ctypes.data, out.itemsize, len(out), None if cx is None else cx.ctypes.data,
+                              cb, block, lanes, prec, table.ctypes.data,
+                              None if symtab is None else symtab.ctypes.data, len(table),
+                              status.ctypes.data, b0, b1, int(force_scalar))
 
     t = min(_threads(), nblocks)
     if t <= 1:
