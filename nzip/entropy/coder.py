@@ -347,9 +347,14 @@ class LaneStreams:
             return np.full(self.n, self.constant, dtype=self.dtype)
         cx = None
         if self.kind == CONTEXT:
-            check_contexts(contexts, self.nctx)
-            # the kernels take uint8 or uint16 contexts as they are (no converted copy)
-            cx = contexts if contexts.dtype in (np.uint8, np.uint16) else contexts.astype(np.uint16)
+            # the kernels take uint8 or uint16 contexts as they are (no converted copy) and check
+            # their range themselves (ERR_SLOT): a range error is told apart from corrupt data
+            # after the fact, so the good path pays no extra pass over the contexts
+            if contexts.dtype in (np.uint8, np.uint16):
+                cx = contexts
+            else:
+                check_contexts(contexts, self.nctx)
+                cx = contexts.astype(np.uint16)
         out = np.empty(self.n, dtype=self.slot_sym.dtype)
         status = np.empty(self.nblocks, dtype=np.int64)
         if self.packable and LC.simd:  # the C decoder (AVX2), same output as the numba kernel
@@ -367,6 +372,8 @@ class LaneStreams:
         else:
             K.decode_blocks_ctx(self.words, self.woff, self.states, out, cx, self.block, self.lanes,
                                 self.prec, self.slot_sym, self.slot_pack, status)
+        if cx is not None and (status == K.ERR_SLOT).any():
+            check_contexts(contexts, self.nctx)  # the caller's contexts, or else the blob's tables
         _raise_status(status, self.what)
         return out if cx is not None else self.finish(out)
 
