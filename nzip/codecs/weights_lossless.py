@@ -59,23 +59,50 @@ CTX_PRECISION = 12
 
 
 _KJIT = dict(cache=True, nogil=True, boundscheck=False)
+PARALLEL_MIN = 1 << 20  # below this a thread-pool launch costs more than it saves
 
 
 @nb.njit(parallel=True, **_KJIT)
-def _gather_u8(lut, keys, out):
+def _gather_u8_par(lut, keys, out):
     for i in nb.prange(keys.shape[0]):
         out[i] = lut[keys[i]]
 
 
-@nb.njit(parallel=True, **_KJIT)
-def _outer_clip(a, b, bias, hi, out):
+@nb.njit(**_KJIT)
+def _gather_u8_ser(lut, keys, out):
+    for i in range(keys.shape[0]):
+        out[i] = lut[keys[i]]
+
+
+@nb.njit(**_KJIT)
+def _clip_rows(a, b, bias, hi, out, r0, r1):
     cols = b.shape[0]
-    for r in nb.prange(a.shape[0]):
+    for r in range(r0, r1):
         base = a[r] + bias
         row = out[r * cols:(r + 1) * cols]  # a 0-based slice: the inner loop vectorises
         for c in range(cols):
             v = base + b[c]
             row[c] = 0 if v < 0 else (hi if v > hi else v)
+
+
+@nb.njit(parallel=True, **_KJIT)
+def _outer_clip_par(a, b, bias, hi, out, parts):
+    rows = a.shape[0]
+    for p in nb.prange(parts):
+        _clip_rows(a, b, bias, hi, out, p * rows // parts, (p + 1) * rows // parts)
+
+
+# parallel for large tensors; serial below PARALLEL_MIN elements, where launching numba's threads
+# costs more than the loop (small tensors decode several at a time on a thread pool anyway)
+def _gather_u8(lut, keys, out):
+    (_gather_u8_par if keys.shape[0] >= PARALLEL_MIN else _gather_u8_ser)(lut, keys, out)
+
+
+def _outer_clip(a, b, bias, hi, out):
+    if out.shape[0] >= PARALLEL_MIN:
+        _outer_clip_par(a, b, bias, hi, out, 8)
+    else:
+        _clip_rows(a, b, bias, hi, out, 0, a.shape[0])
 
 
 @nb.njit(**_KJIT)
@@ -433,7 +460,6 @@ def _join32_par(e, sm, b1, b0, out, parts):
         _join32_part(e[a:b], sm[a:b], b1[a:b], b0[a:b], out[a:b])
 
 
-PARALLEL_MIN = 1 << 20  # below this a thread-pool launch costs more than it saves
 
 
 def _join16(e, sm, lo, ebits, out):

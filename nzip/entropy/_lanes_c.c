@@ -108,6 +108,17 @@ static int64_t decode_block_scalar(const uint16_t *words, uint64_t nwords, uint6
 }
 
 #if NZ_X86
+#ifdef NZ_SCALAR_GATHER
+__attribute__((target("avx2"), always_inline)) static inline __m256i gather_scalar(const uint32_t *t, __m256i idx) {
+    uint32_t i[8];
+    _mm256_storeu_si256((__m256i *)i, idx);
+    return _mm256_setr_epi32((int)t[i[0]], (int)t[i[1]], (int)t[i[2]], (int)t[i[3]], (int)t[i[4]], (int)t[i[5]],
+                             (int)t[i[6]], (int)t[i[7]]);
+}
+#define GATHER(t, idx) gather_scalar((t), (idx))
+#else
+#define GATHER(t, idx) _mm256_i32gather_epi32((const int *)(t), (idx), 4)
+#endif
 static int32_t perm_table[256][8];
 
 static void init_perm(void) {
@@ -156,10 +167,10 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
                 if (!_mm256_testz_si256(bad, bad)) return ERR_SLOT;
                 idx = _mm256_or_si256(idx, _mm256_sll_epi32(c, pc));
             }
-            __m256i e = _mm256_i32gather_epi32((const int *)table, idx, 4);
+            __m256i e = GATHER(table, idx);
             __m256i s, f, bias;
             if (split) {
-                s = _mm256_i32gather_epi32((const int *)t->symtab, idx, 4);
+                s = GATHER(t->symtab, idx);
                 f = _mm256_srli_epi32(e, 16);
                 bias = _mm256_and_si256(e, lowhalf);
             } else {
@@ -175,8 +186,7 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
             xv[v] = x;
         }
         for (uint64_t v = 0; v < nv; v++) {
-            int nm = _mm256_movemask_ps(_mm256_castsi256_ps(need[v]));
-            if (!nm) continue;
+            int nm = _mm256_movemask_ps(_mm256_castsi256_ps(need[v]));  /* no branch on nm == 0 */
             __m256i x = xv[v];
             if (ptr + 8 <= nwords) {
                 __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(words + ptr)));
@@ -211,6 +221,8 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
     __attribute__((target("avx2,popcnt"))) static int64_t name(                                     \
         const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out,     \
         const void *ctx, const Tables *t, uint64_t a, uint64_t b, uint64_t lanes) {                 \
+        if (lanes == 32) /* the default for large inputs: the lane loops unroll, states in registers */ \
+            return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, 32, split, ob, cb);        \
         return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, lanes, split, ob, cb);         \
     }
 NZ_VARIANT(avx2_p0, 0, 1, 0)
