@@ -389,6 +389,69 @@ def read_table(buf, k, nalpha, total, freqs):
     return bitpos
 
 
+@nb.njit(**_JIT)
+def _uvarint_at(buf, pos):
+    """LEB128 at buf[pos]: (value, next pos); value -1 if the buffer ends first, -2 if malformed."""
+    v = np.int64(0)
+    shift = 0
+    while True:
+        if pos >= buf.shape[0]:
+            return -1, pos
+        b = np.int64(buf[pos])
+        pos += 1
+        v |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return v, pos
+        shift += 7
+        if shift > 56:
+            return -2, pos
+
+
+PARSE_TRUNCATED, PARSE_HEADER, PARSE_VARINT, PARSE_TABLE = -1, -2, -3, -4
+
+
+@nb.njit(**_JIT)
+def parse_ctx_tables(buf, pos, nctx, nalpha, prec, max_prec, slot_sym, slot_pack, freqs):
+    """The per-context tables of a context blob, from buf[pos:], straight into the slot arrays
+    (one call instead of a Python loop over contexts). Each context: a byte k (255: unused, else
+    the exp-Golomb order), a uvarint length and that many bytes of table.
+
+    Returns (status, pos after the tables, the failing context, largest frequency of any table);
+    status 0 or one of the PARSE_* codes."""
+    total = np.int64(1) << prec
+    fmax = np.int64(0)
+    end = buf.shape[0]
+    for c in range(nctx):
+        if pos >= end:
+            return PARSE_TRUNCATED, pos, c, fmax
+        k = np.int64(buf[pos])
+        pos += 1
+        if k == 255:
+            continue
+        if k > max_prec:
+            return PARSE_HEADER, pos, c, fmax
+        ln, pos = _uvarint_at(buf, pos)
+        if ln == -1:
+            return PARSE_TRUNCATED, pos, c, fmax
+        if ln < 0 or ln > nalpha * 8:
+            return PARSE_VARINT, pos, c, fmax
+        if pos + ln > end:
+            return PARSE_TRUNCATED, pos, c, fmax
+        freqs[:] = 0
+        if read_table(buf[pos:pos + ln], k, nalpha, total, freqs) < 0:
+            return PARSE_TABLE, pos, c, fmax
+        pos += ln
+        acc = np.int64(0)
+        for s in range(nalpha):
+            acc += freqs[s]
+            if freqs[s] > fmax:
+                fmax = freqs[s]
+        if acc != total:
+            return PARSE_TABLE, pos, c, fmax
+        fill_slots(freqs, slot_sym[c << prec:(c + 1) << prec], slot_pack[c << prec:(c + 1) << prec])
+    return 0, pos, 0, fmax
+
+
 # ------------------------------------------------------------------------------------------------
 # context tables: symbol j uses table ctx[j] of a small set built from the data (all one alphabet)
 # ------------------------------------------------------------------------------------------------
