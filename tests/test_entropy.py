@@ -331,3 +331,19 @@ def test_c_decoder_matches_numba_also_on_corrupt_streams(n, nctx, lanes, block, 
         bad[-1] = ls.nctx if nctx < 256 else min(ls.nctx, 65535)
         if bad[-1] >= ls.nctx:
             assert (_decode_all_ways(ls, bad) == K.ERR_SLOT).any()
+
+
+def test_c_decoder_is_built_where_a_compiler_is():
+    """The extension is optional, so a broken build would only show as skipped tests: where the
+    machine has a C compiler (CI does), it must have been built and loaded."""
+    import os
+    import platform
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine")
+    assert LC.available, "nzip/entropy/_lanes_c.c was not built (see pip's build output)"
+    if platform.machine() in ("x86_64", "AMD64") and os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            has_avx2 = " avx2" in f.read()
+        assert LC.simd == has_avx2
