@@ -347,3 +347,27 @@ def test_c_decoder_is_built_where_a_compiler_is():
         with open("/proc/cpuinfo") as f:
             has_avx2 = " avx2" in f.read()
         assert LC.simd == has_avx2
+
+
+def _decode_in_child(blob, expect, q):
+    q.put(bool(np.array_equal(E.decode(blob), expect)))
+
+
+@pytest.mark.skipif(not LC.simd, reason="the C decoder does not run here")
+def test_c_decoder_threads_survive_fork():
+    """A DataLoader worker forked after the parent decoded multi-block blobs on the C decoder's
+    thread pool inherits the pool without its threads: the child must make its own, not hang."""
+    import multiprocessing as mp
+
+    a = np.random.default_rng(1).integers(0, 200, 3_000_000).astype(np.uint8)
+    blob = E.encode(a)
+    assert np.array_equal(E.decode(blob), a) and LC._pool is not None  # the parent's pool is up
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_decode_in_child, args=(blob, a, q))
+    p.start()
+    p.join(60)
+    alive = p.is_alive()
+    if alive:
+        p.kill()
+    assert not alive and q.get(timeout=5)

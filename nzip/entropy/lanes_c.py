@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -35,6 +36,8 @@ else:
     simd = False
 
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = 0  # a forked child (a DataLoader worker) inherits the pool without its threads
+_pool_lock = threading.Lock()  # tensors decode on several threads at once
 
 
 def _threads() -> int:
@@ -60,7 +63,7 @@ def decode_blocks(words, woffsets, states, out, ctx, block, lanes, prec, slot_sy
 
 
 def _decode(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab, status, force_scalar):
-    global _pool
+    global _pool, _pool_pid
     words = np.ascontiguousarray(words, np.uint16)
     woffsets = np.ascontiguousarray(woffsets, np.int64)
     states = np.ascontiguousarray(states, np.uint32)
@@ -93,8 +96,11 @@ def _decode(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab
     if t <= 1:
         run(0, nblocks)
         return
-    if _pool is None or _pool._max_workers < t:
-        _pool = ThreadPoolExecutor(max_workers=t, thread_name_prefix="nzip-lanes")
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < t or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=t, thread_name_prefix="nzip-lanes")
+            _pool_pid = os.getpid()
+        pool = _pool
     cuts = [nblocks * i // t for i in range(t + 1)]
-    for f in [_pool.submit(run, cuts[i], cuts[i + 1]) for i in range(t)]:
+    for f in [pool.submit(run, cuts[i], cuts[i + 1]) for i in range(t)]:
         f.result()
