@@ -357,13 +357,16 @@ class LaneStreams:
                 cx = contexts.astype(np.uint16)
         out = np.empty(self.n, dtype=self.slot_sym.dtype)
         status = np.empty(self.nblocks, dtype=np.int64)
-        if self.packable and LC.simd:  # the C decoder (AVX2), same output as the numba kernel
+        # the C decoder (AVX2; same output as the numba kernels) where its ctypes call (~30 us)
+        # is small beside the decode
+        use_c = LC.simd and self.n >= LC.MIN_SYMBOLS
+        if self.packable and use_c:
             LC.decode_blocks_packed(self.words, self.woff, self.states, out, cx, self.block, self.lanes,
                                     self.prec, self.packed(), status)
         elif self.packable:
             K.decode_blocks_packed(self.words, self.woff, self.states, out, cx, self.block, self.lanes,
                                    self.prec, self.packed(), status)
-        elif LC.simd and self.slot_sym.dtype in (np.uint8, np.uint16):
+        elif use_c and self.slot_sym.dtype in (np.uint8, np.uint16):
             LC.decode_blocks(self.words, self.woff, self.states, out, cx, self.block, self.lanes, self.prec,
                              self.slot_sym, self.slot_pack, status)
         elif cx is None:
