@@ -234,13 +234,12 @@ def test_progressive_kmeans_keeps_residual_codewords_in_use():
     """On high-dimensional, nearly isotropic residuals, k-means from random rows leaves most
     codewords with their seed alone; grown over the principal components, they stay in use and
     the stage's code carries more bits for less error."""
-    from nzip.codecs import embedding_pq as pq
     from nzip.codecs import embedding_rq as erq
 
     rng = np.random.default_rng(0)
     r = (rng.normal(size=(3000, 96)) * np.linspace(1.0, 0.3, 96)).astype(np.float32)
     out = {}
-    for name, fit in (("plain", pq.kmeans), ("progressive", erq.kmeans_progressive)):
+    for name, fit in (("plain", epq.kmeans), ("progressive", erq.kmeans_progressive)):
         c = fit(r, 128, 10, np.random.default_rng(1))
         a = ((r @ c.T) * -2 + (c ** 2).sum(1)).argmin(1)
         cnt = np.bincount(a, minlength=128)
