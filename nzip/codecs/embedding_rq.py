@@ -209,6 +209,34 @@ def greedy_stages(x: np.ndarray, bits: float, k: int, iters: int, rng: np.random
     return np.stack(books)
 
 
+def fit_last_stage(x: np.ndarray, books: np.ndarray, codes: np.ndarray, stages: int, budget: float,
+                   beam: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``stages`` stages, plus the next one cut down to its most used codewords where a
+    cut version still fits the ``budget`` (coded bytes, all stages): balanced stages cost ~8 bits
+    each, so a whole stage often misses the budget by a fraction of a byte, and half its
+    codewords (<= 7 bits) still buy recall. The dropped codewords are zeros that no code points
+    at; the codes are encoded again with the cut stage. Returns (books, codes)."""
+    M, k, _ = books.shape
+    room = budget - _stage_bytes(codes[:, :stages], k).sum()
+    if stages >= M or room * 8 < len(x) * 2:  # no next stage, or not even 2 bits a vector left
+        return books[:stages], codes[:, :stages]
+    use = np.bincount(codes[:, stages], minlength=k)
+    order = np.argsort(-use, kind="stable")
+    width = 1 << min(int(np.log2(k)) - 1, int(room * 8 / len(x)))
+    while width >= 4:
+        b = books[:stages + 1].copy()
+        far = np.ones(k, bool)
+        far[order[:width]] = False
+        b[stages][far] = 1e4  # never the nearest: the beam search cannot pick them
+        c = beam_encode(x, b, beam)
+        if int(c[:, stages].max(initial=0)) < k and not far[c[:, stages]].any():
+            if _stage_bytes(c, k).sum() <= budget:
+                b[stages][far] = 0
+                return b, c
+        width //= 2
+    return books[:stages], codes[:, :stages]
+
+
 def train_rq(x: np.ndarray, bits: float, k: int, iters: int, rounds: int, beam: int,
              rng: np.random.Generator, max_stages: int, progressive: bool = True) -> np.ndarray:
     """:func:`greedy_stages`, then ``rounds`` of (beam encoding, codebook refinement)."""
@@ -261,8 +289,10 @@ class EmbeddingRQ(_PQBase):
         books = books.astype(np.float16).astype(np.float32)  # the stored precision, before encoding
         codes = beam_encode(x, books, beam)
         # the coder decides: keep the longest prefix of stages whose coded bytes fit (at least one)
-        stages = max(1, int(np.searchsorted(np.cumsum(_stage_bytes(codes, k)), B * n, side="right")))
-        books, codes = books[:stages], codes[:, :stages]
+        sizes = np.cumsum(_stage_bytes(codes, k))
+        stages = max(1, int(np.searchsorted(sizes, B * n, side="right")))
+        books, codes = fit_last_stage(x, books, codes, stages, B * n, beam)
+        stages = len(books)
         normalize = bool(p.get("normalize", int(is_unit_norm(x))))
         if progress is not None:
             progress(x.size)
