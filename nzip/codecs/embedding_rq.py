@@ -145,6 +145,15 @@ def refine_books(x: np.ndarray, codes: np.ndarray, books: np.ndarray, passes: in
     return books
 
 
+def split_empty(c: np.ndarray, cnt: np.ndarray) -> None:
+    """In place: every empty cluster takes half of the largest one (its centroid nudged apart)."""
+    for e in np.flatnonzero(cnt == 0):
+        big = int(np.argmax(cnt))
+        eps = np.float32(1e-3 * (np.abs(c[big]).mean() + 1e-12))
+        c[e], c[big] = c[big] + eps, c[big] - eps
+        cnt[e] = cnt[big] = cnt[big] / 2
+
+
 def kmeans_progressive(x: np.ndarray, k: int, iters: int, rng: np.random.Generator,
                        steps: int = PD_STEPS, step_iters: int = PD_STEP_ITERS) -> np.ndarray:
     """k-means grown over the principal components (as faiss trains its residual quantiser): first
@@ -175,11 +184,7 @@ def kmeans_progressive(x: np.ndarray, k: int, iters: int, rng: np.random.Generat
         for _ in range(iters if di == d else step_iters):
             a = _nearest(yi, ci)
             ci, cnt = _means(yi, a, ci)
-            for e in np.flatnonzero(cnt == 0):  # split the largest cluster
-                big = int(np.argmax(cnt))
-                eps = np.float32(1e-3 * (np.abs(ci[big]).mean() + 1e-12))
-                ci[e], ci[big] = ci[big] + eps, ci[big] - eps
-                cnt[e] = cnt[big] = cnt[big] / 2
+            split_empty(ci, cnt)
         c = ci
     return (c @ V.T + mu).astype(np.float32)
 
@@ -209,15 +214,17 @@ def greedy_stages(x: np.ndarray, bits: float, k: int, iters: int, rng: np.random
     return np.stack(books)
 
 
-def fit_last_stage(x: np.ndarray, books: np.ndarray, codes: np.ndarray, stages: int, budget: float,
-                   beam: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``stages`` stages, plus the next one cut down to its most used codewords where a
-    cut version still fits the ``budget`` (coded bytes, all stages): balanced stages cost ~8 bits
-    each, so a whole stage often misses the budget by a fraction of a byte, and half its
-    codewords (<= 7 bits) still buy recall. The dropped codewords are zeros that no code points
-    at; the codes are encoded again with the cut stage. Returns (books, codes)."""
+def fit_stages(x: np.ndarray, books: np.ndarray, codes: np.ndarray, budget: float,
+               beam: int) -> tuple[np.ndarray, np.ndarray]:
+    """The coder decides: the longest prefix of stages whose coded bytes fit ``budget`` (at least
+    one), plus the next stage cut down to its most used codewords where a cut version still fits:
+    balanced stages cost ~8 bits each, so a whole stage often misses the budget by a fraction of
+    a byte, and half its codewords (<= 7 bits) still buy recall. The dropped codewords are zeros
+    that no code points at; the codes are encoded again with the cut stage. Returns (books, codes)."""
     M, k, _ = books.shape
-    room = budget - _stage_bytes(codes[:, :stages], k).sum()
+    sizes = np.cumsum(_stage_bytes(codes, k))
+    stages = max(1, int(np.searchsorted(sizes, budget, side="right")))
+    room = budget - sizes[stages - 1]
     if stages >= M or room * 8 < len(x) * 2:  # no next stage, or not even 2 bits a vector left
         return books[:stages], codes[:, :stages]
     use = np.bincount(codes[:, stages], minlength=k)
@@ -229,10 +236,9 @@ def fit_last_stage(x: np.ndarray, books: np.ndarray, codes: np.ndarray, stages: 
         far[order[:width]] = False
         b[stages][far] = 1e4  # never the nearest: the beam search cannot pick them
         c = beam_encode(x, b, beam)
-        if int(c[:, stages].max(initial=0)) < k and not far[c[:, stages]].any():
-            if _stage_bytes(c, k).sum() <= budget:
-                b[stages][far] = 0
-                return b, c
+        if not far[c[:, stages]].any() and _stage_bytes(c, k).sum() <= budget:
+            b[stages][far] = 0
+            return b, c
         width //= 2
     return books[:stages], codes[:, :stages]
 
@@ -288,10 +294,7 @@ class EmbeddingRQ(_PQBase):
                          progressive)
         books = books.astype(np.float16).astype(np.float32)  # the stored precision, before encoding
         codes = beam_encode(x, books, beam)
-        # the coder decides: keep the longest prefix of stages whose coded bytes fit (at least one)
-        sizes = np.cumsum(_stage_bytes(codes, k))
-        stages = max(1, int(np.searchsorted(sizes, B * n, side="right")))
-        books, codes = fit_last_stage(x, books, codes, stages, B * n, beam)
+        books, codes = fit_stages(x, books, codes, B * n, beam)
         stages = len(books)
         normalize = bool(p.get("normalize", int(is_unit_norm(x))))
         if progress is not None:

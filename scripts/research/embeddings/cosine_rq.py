@@ -123,7 +123,7 @@ def main():
         books = np.load(cache)
     else:  # the codec's training (greedy stages, rounds of beam encoding + refinement), a few spare stages
         rng = np.random.default_rng(0)
-        books = greedy_stages(x, bits + 8 * args.spare, 256, 20, rng, 96)
+        books = greedy_stages(x, bits + 8 * args.spare, 256, 20, rng, 96, progressive=False)
         for _ in range(args.rounds):
             books = refine_books(x, beam_encode(x, books, args.beam), books)
         np.save(cache, books)

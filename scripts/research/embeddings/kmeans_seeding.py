@@ -10,9 +10,9 @@ Variants of the stage k-means, the rest of the codec's training unchanged:
   base    random rows, empty clusters re-seeded at the farthest points (the codec today)
   split   random rows, an empty cluster takes half of the largest cluster (faiss's way)
   pp      k-means++ seeding, then as ``split``
-  pd      progressive dimensions (faiss's default for its residual quantiser): k-means in the
-          residuals' first 2, 3, 6, ... principal components, each step starting from the last
-          one's centroids, up to all 384
+  pd      progressive dimensions (faiss's default for its residual quantiser; now the codec's
+          ``kmeans_progressive``): k-means in the residuals' first 2, 3, 6, ... principal
+          components, each step starting from the last one's centroids, up to all 384
 
     python scripts/research/embeddings/kmeans_seeding.py --bytes 16 --variant split [--rounds 0]
 """
@@ -45,42 +45,8 @@ def kmeans_split(x, k, iters, rng, init="rows"):
     for _ in range(iters):
         a = _nearest(x, c)
         c, cnt = _means(x, a, c)
-        for e in np.flatnonzero(cnt == 0):  # split the largest cluster in two
-            big = int(np.argmax(cnt))
-            eps = 1e-3 * (np.abs(c[big]).mean() + 1e-12)
-            c[e] = c[big] + eps
-            c[big] = c[big] - eps
-            cnt[e] = cnt[big] / 2
-            cnt[big] /= 2
+        RQ.split_empty(c, cnt)
     return c
-
-
-def kmeans_pd(x, k, iters, rng, steps=10, step_iters=10):
-    mu = x.mean(0)
-    xc = (x - mu).astype(np.float32)
-    lam, V = np.linalg.eigh(xc.T.astype(np.float64) @ xc)
-    V = V[:, ::-1].astype(np.float32)  # principal directions, largest first
-    y = xc @ V
-    d = x.shape[1]
-    dims = sorted({max(1, min(d, int(round(d ** ((i + 1) / steps))))) for i in range(steps)} | {d})
-    c = None
-    for di in dims:
-        yi = np.ascontiguousarray(y[:, :di])
-        if c is None:
-            ci = yi[rng.choice(len(yi), size=k, replace=False)].copy()
-        else:
-            ci = np.zeros((k, di), np.float32)
-            ci[:, :c.shape[1]] = c
-        for _ in range(step_iters if di < d else iters):
-            a = _nearest(yi, ci)
-            ci, cnt = _means(yi, a, ci)
-            for e in np.flatnonzero(cnt == 0):
-                big = int(np.argmax(cnt))
-                eps = 1e-3 * (np.abs(ci[big]).mean() + 1e-12)
-                ci[e], ci[big] = ci[big] + eps, ci[big] - eps
-                cnt[e] = cnt[big] = cnt[big] / 2
-        c = ci
-    return (c @ V.T + mu).astype(np.float32)
 
 
 def main():
@@ -93,16 +59,15 @@ def main():
         RQ.kmeans = lambda x, k, iters, rng: kmeans_split(x, k, iters, rng)
     elif args.variant == "pp":
         RQ.kmeans = lambda x, k, iters, rng: kmeans_split(x, k, iters, rng, "pp")
-    elif args.variant == "pd":
-        RQ.kmeans = lambda x, k, iters, rng: kmeans_pd(x, k, iters, rng)
-    elif args.variant != "base":
+    elif args.variant not in ("base", "pd"):  # pd: the codec's kmeans_progressive (its default)
         raise SystemExit(f"unknown variant {args.variant}")
     z = np.load(ROOT / "data/embeddings/minilm_30000_1000_5000.npz")
     x, q = z["passages"], z["queries"]
     exact = np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :10]
     t0 = time.time()
     rng = np.random.default_rng(0)
-    books = RQ.train_rq(x, 8 * args.bytes, 256, RQ.ITERS, args.rounds, RQ.BEAM, rng, 4 * int(np.ceil(args.bytes)))
+    books = RQ.train_rq(x, 8 * args.bytes, 256, RQ.ITERS, args.rounds, RQ.BEAM, rng, 4 * int(np.ceil(args.bytes)),
+                        progressive=args.variant == "pd")
     books = books.astype(np.float16).astype(np.float32)
     codes = RQ.beam_encode(x, books, RQ.BEAM)
     h = np.array([RQ._entropy_bits(codes[:, m], 256) for m in range(len(books))])

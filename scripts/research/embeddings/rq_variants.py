@@ -83,7 +83,7 @@ def main():
         rng = np.random.default_rng(0)
         mu = float(v[2:]) if v.startswith("rd") else 0.0
         extra = 8 if mu else 0  # room for the stages that cheaper codes buy
-        books = greedy_stages(x, bits, 256, args.iters, rng, 64 + extra)
+        books = greedy_stages(x, bits, 256, args.iters, rng, 64 + extra, progressive=False)
         if extra:  # add stages past the greedy budget: RD encoding will make codes cheaper
             r = x - books[np.arange(len(books))[None, :], beam_rd(x, books, 1)].sum(1)
             more = []

@@ -52,7 +52,8 @@ def main():
     rng = np.random.default_rng(0)
     t0 = time.time()
     bits = 8 * args.bytes
-    books = train_rq(x, bits + 8 * args.extra * 0.5, 256, ITERS, ROUNDS, BEAM, rng, 4 * int(args.bytes) + args.extra)
+    books = train_rq(x, bits + 8 * args.extra * 0.5, 256, ITERS, ROUNDS, BEAM, rng, 4 * int(args.bytes) + args.extra,
+                     progressive=False)
     books = books.astype(np.float16).astype(np.float32)
     codes = beam_encode(x, books, BEAM)
     M = books.shape[0]

@@ -43,7 +43,8 @@ def main():
     T, Ti = weight_maps(x, args.alpha, args.eps)
     xw = x @ T
     rng = np.random.default_rng(0)
-    books = train_rq(xw, 8 * args.bytes, 256, ITERS, ROUNDS, BEAM, rng, 4 * int(np.ceil(args.bytes)))
+    books = train_rq(xw, 8 * args.bytes, 256, ITERS, ROUNDS, BEAM, rng, 4 * int(np.ceil(args.bytes)),
+                     progressive=False)  # the training these notes measured
     books = (books @ Ti).astype(np.float16).astype(np.float32)  # stored in the original space
     codes = beam_encode(xw, (books @ T), BEAM)  # encode in the weighted space, with the stored books
     h = np.array([_entropy_bits(codes[:, m], 256) for m in range(len(books))])
