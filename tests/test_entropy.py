@@ -334,6 +334,71 @@ def test_c_decoder_matches_numba_also_on_corrupt_streams(n, nctx, lanes, block, 
             assert (_decode_all_ways(ls, bad) == K.ERR_SLOT).any()
 
 
+@pytest.mark.skipif(not LC.simd, reason="the C decoder does not run here")
+@pytest.mark.parametrize("n,lanes,block,width", [(40_000, 32, 4096, 2), (70_001, 16, 8192, 4),
+                                                 (33_333, 8, 1 << 20, 2), (50_000, 32, 1 << 20, 4)])
+def test_fused_float_decode_matches_decode_then_join(n, lanes, block, width):
+    """``decode_join`` (the sign+mantissa blob decoded with its exponent contexts and written
+    joined) gives the plain decode's symbols joined with the exponents, SIMD and scalar alike, and
+    the same status block by block on corrupt streams."""
+    rng = np.random.default_rng(n)
+    e = np.clip(np.rint(rng.normal(120, 2.5, n)), 0, 255).astype(np.uint8)
+    e[::97] = 0  # values outside the run of top exponents: context 0
+    sm = rng.integers(0, 256, n).astype(np.uint8)
+    emin, ecount = 114, 12
+    cx = np.where((e >= emin) & (e < emin + ecount), e.astype(np.int64) - emin + 1, 0).astype(np.uint8)
+    ls = coder.parse_context(coder.encode_context(sm, cx, ecount + 1, lanes=lanes, block=block, max_precision=12), n)
+    eshift, mshift = (10, 3) if width == 2 else (7, 0)
+    dt = np.uint16 if width == 2 else np.uint32
+
+    def joined(s):
+        s = s.astype(np.uint32)
+        v = ((s & 0x80) << 8) | (e.astype(np.uint32) << eshift) | ((s & 0x7F) << mshift)
+        return (v << 16 if width == 4 else v).astype(dt)
+
+    def both(streams):
+        outs, stats = [], []
+        for fs in (False, True):
+            o, st = np.zeros(n, dt), np.empty(streams.nblocks, np.int64)
+            LC.decode_join(streams.words, streams.woff, streams.states, o, e, emin, ecount, eshift, mshift,
+                           streams.block, streams.lanes, streams.prec, streams.packed(), st, force_scalar=fs)
+            outs.append(o)
+            stats.append(st)
+        plain = _decode_all_ways(streams, cx)
+        assert np.array_equal(stats[0], plain) and np.array_equal(stats[1], plain)
+        sym, st = np.zeros(n, np.uint8), np.empty(streams.nblocks, np.int64)
+        K.decode_blocks_packed(streams.words, streams.woff, streams.states, sym, cx, streams.block, streams.lanes,
+                               streams.prec, streams.packed(), st)
+        want = joined(sym)  # (a rare flipped word decodes cleanly to other symbols: compare decoders)
+        for b in np.flatnonzero(plain >= 0):
+            part = slice(b * streams.block, (b + 1) * streams.block)
+            assert np.array_equal(outs[0][part], want[part]) and np.array_equal(outs[1][part], want[part])
+        return plain
+
+    assert (both(ls) == 0).all()
+    out = np.empty(n, dt)
+    ls.decode_join(e, emin, ecount, out, eshift, mshift)
+    assert np.array_equal(out, joined(sm))
+    lo = rng.integers(0, 8 if width == 2 else 256, (2, n)).astype(np.uint8)  # the low bits ORed in
+    ls.decode_join(e, emin, ecount, out, eshift, mshift, lo[0], None if width == 2 else lo[1])
+    low = lo[0].astype(np.uint32) if width == 2 else (lo[0].astype(np.uint32) << 8) | lo[1]
+    assert np.array_equal(out, joined(sm) | low.astype(dt))
+    scalar, st = np.zeros(n, dt), np.empty(ls.nblocks, np.int64)
+    LC.decode_join(ls.words, ls.woff, ls.states, scalar, e, emin, ecount, eshift, mshift, ls.block, ls.lanes,
+                   ls.prec, ls.packed(), st, lo[0], None if width == 2 else lo[1], force_scalar=True)
+    assert (st == 0).all() and np.array_equal(scalar, out)
+    assert ls.joinable(e, ecount, out) and not ls.joinable(e, ls.nctx, out)  # contexts past the tables
+    failures = 0
+    for trial in range(12):
+        w, s = ls.words.copy(), ls.states.copy()
+        if trial % 3 == 0:
+            s[rng.integers(len(s))] = rng.integers(1 << 16, 1 << 32)
+        else:
+            w[rng.integers(len(w))] ^= np.uint16(rng.integers(1, 1 << 16))
+        failures += int((both(coder.LaneStreams(**{**ls.__dict__, "words": w, "states": s})) < 0).any())
+    assert failures > 0
+
+
 def test_c_decoder_is_built_where_a_compiler_is():
     """The extension is optional, so a broken build would only show as skipped tests: where the
     machine has a C compiler (CI does), it must have been built and loaded."""

@@ -33,6 +33,8 @@ import numba as nb
 import numpy as np
 
 from .. import entropy as E
+from ..entropy import coder as EC
+from ..entropy import lanes_c as LC
 from ..entropy._varint import Reader, put_uvarint
 from ..errors import CorruptDataError, InvalidInputError
 from ..formats.checkpoint import (
@@ -259,7 +261,22 @@ def _put_sm(out: bytearray, sm: np.ndarray, e: np.ndarray, mode: str) -> None:
     _put_stream(out, E.encode_context(sm, _ctx_of(e, top), TOP_CONTEXTS + 1, max_precision=CTX_PRECISION), sm)
 
 
-def _get_sm(r: Reader, e, n: int, mode: str, dev=_CPU):
+class _FusedSM:
+    """A sign+mantissa field that decodes fused with its exponents straight into the output
+    (``LaneStreams.decode_join``) once the low bits, which come after it in the stream, are in."""
+
+    def __init__(self, streams, e, emin: int, ecount: int, out, eshift: int, mshift: int) -> None:
+        self.args = (streams, e, emin, ecount, out, eshift, mshift)
+
+    def finish(self, lo1=None, lo0=None) -> None:
+        p, e, emin, ecount, out, eshift, mshift = self.args
+        p.decode_join(e, emin, ecount, out, eshift, mshift, lo1, lo0)
+
+
+def _get_sm(r: Reader, e, n: int, mode: str, dev=_CPU, join=None):
+    """The sign+mantissa bytes; with ``join`` = (out, eshift, mshift) on the CPU, a large
+    context-coded field comes back as a :class:`_FusedSM` to finish instead (the caller joins only
+    when it gets bytes)."""
     if mode == "fast" or n < 4096:
         return _get_stream(r, np.uint8, n, dev)
     k = r.byte()
@@ -274,6 +291,14 @@ def _get_sm(r: Reader, e, n: int, mode: str, dev=_CPU):
         return dev.raw(data, np.uint8)
     if m != CODED:
         raise r.fail(f"unknown stream mode {m}")
+    # fused with the exponents where the top exponents are a run (as a bell-shaped field's are)
+    if (join is not None and dev is _CPU and n >= LC.MIN_SYMBOLS and k
+            and int(top[-1]) - int(top[0]) == k - 1):
+        out, eshift, mshift = join
+        p = EC.parse_context(data, n, what=r.what)
+        if p.joinable(e, k, out):
+            return _FusedSM(p, e, int(top[0]), k, out, eshift, mshift)
+        return p.decode(_ctx_of(e, top)).astype(np.uint8, copy=False)
     return dev.cast(dev.context(data, dev.ctx_of(e, top), r.what), np.uint8)
 
 
@@ -539,17 +564,23 @@ def decode_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = 
     n = numel
     if dtype in ("BF16", "F16"):  # (little-endian hosts: the uint16 view is the file's byte order)
         e = _get_e(r, n, shape)
-        sm = _get_sm(r, e, n, mode)
-        lo = _get_stream(r, np.uint8, n) if dtype == "F16" else np.empty(0, np.uint8)
         u = np.empty(n, dtype=np.uint16)
-        _join16(e, sm, lo, 8 if dtype == "BF16" else 5, u)
+        sm = _get_sm(r, e, n, mode, join=(u, 7, 0) if dtype == "BF16" else (u, 10, 3))
+        lo = _get_stream(r, np.uint8, n) if dtype == "F16" else np.empty(0, np.uint8)
+        if isinstance(sm, _FusedSM):
+            sm.finish(lo if lo.size else None)
+        else:
+            _join16(e, sm, lo, 8 if dtype == "BF16" else 5, u)
         out = u.view(np.uint8)
     elif dtype == "F32":
         e = _get_e(r, n, shape)
-        sm = _get_sm(r, e, n, mode)
-        b1, b0 = _get_lo32(r, n, shape)
         u = np.empty(n, dtype=np.uint32)
-        _join32(e, sm, b1, b0, u)
+        sm = _get_sm(r, e, n, mode, join=(u, 7, 0))
+        b1, b0 = _get_lo32(r, n, shape)
+        if isinstance(sm, _FusedSM):
+            sm.finish(b1, b0)
+        else:
+            _join32(e, sm, b1, b0, u)
         out = u.view(np.uint8)
     elif dtype == "F64":
         hi = _get_stream(r, np.uint16, n).astype("<u2")

@@ -14,7 +14,10 @@
  * in lane order. The AVX2 path decodes 8 lanes at a time: gathers for the table entries, and
  * for the refill a popcount of the lanes that need a word plus a permutation that hands the next
  * words out to them in lane order (a 256-entry table of permutations).
- */
+ *
+ * nz_decode_join is the fused float decode of weights/lossless: a sign+mantissa blob whose
+ * contexts come from the exponents, written straight out as the floats' bits (no context array,
+ * no byte array, no separate join pass). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -88,6 +91,56 @@ static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, void *ou
         else ((uint16_t *)out)[j + lane] = (uint16_t)sym;
     }
     return 0;
+}
+
+/* The fused float decode (``nz_decode_join``): a sign+mantissa blob whose context is e - emin + 1
+ * for an exponent e (``ectx``) in emin .. emin + ecount - 1 and 0 for any other, written straight
+ * out as the float's top bits: ((s & 0x80) << 8 | e << eshift | (s & 0x7F) << mshift), as uint16
+ * (bf16, fp16) or shifted to the top half of a uint32 (fp32), with the low bits ORed in when given
+ * (lo1, lo0: fp16's 3 low mantissa bits; fp32's low 16 bits). Packed tables only; the caller
+ * checks ecount < nctx. (Computing the context beats a lookup: a table gather per 8 values
+ * measured slower than the separate passes this replaces.) */
+typedef struct {
+    uint32_t emin, ecount, eshift, mshift;
+    int out_bytes;
+    const uint8_t *lo1, *lo0;  /* the low bits, or NULL: fp16's 3 (lo1); fp32's 16 (lo1 << 8 | lo0) */
+} Join;
+
+static inline uint32_t join_ctx(const Join *jn, uint32_t e) {
+    uint32_t d = e - jn->emin;  /* wraps below emin */
+    return d < jn->ecount ? d + 1 : 0;
+}
+
+static inline uint32_t join_value(const Join *jn, uint32_t s, uint32_t e) {
+    return ((s & 0x80u) << 8) | (e << jn->eshift) | ((s & 0x7Fu) << jn->mshift);
+}
+
+static inline void group_join_scalar(uint32_t *x, uint64_t m, uint64_t j, void *out, const uint8_t *ectx,
+                                     const Tables *t, const Join *jn) {
+    for (uint64_t lane = 0; lane < m; lane++) {
+        uint32_t e = ectx[j + lane], sym;
+        x[lane] = step(t, x[lane], join_ctx(jn, e), &sym);
+        uint32_t v = join_value(jn, sym, e);
+        if (jn->out_bytes == 2) ((uint16_t *)out)[j + lane] = (uint16_t)(jn->lo1 ? v | jn->lo1[j + lane] : v);
+        else ((uint32_t *)out)[j + lane] = jn->lo1 ? v << 16 | (uint32_t)jn->lo1[j + lane] << 8 | jn->lo0[j + lane]
+                                                  : v << 16;
+    }
+}
+
+static int64_t decode_join_scalar(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
+                                  const uint32_t *states, void *out, const uint8_t *ectx, const Tables *t,
+                                  const Join *jn, uint64_t start, uint64_t stop, uint64_t lanes) {
+    uint32_t x[MAX_LANES];
+    for (uint64_t lane = 0; lane < lanes; lane++) x[lane] = states[lane];
+    uint64_t ptr = wstart, j = start;
+    while (j < stop) {
+        uint64_t m = stop - j < lanes ? stop - j : lanes;
+        group_join_scalar(x, m, j, out, ectx, t, jn);
+        ptr = renorm_scalar(x, m, words, nwords, ptr);
+        if (ptr > wend) return ERR_OVERRUN;
+        j += m;
+    }
+    return end_status(x, lanes, ptr, wend);
 }
 
 static int64_t decode_block_scalar(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
@@ -207,6 +260,109 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
     return end_status(x, lanes, ptr, wend);
 }
 
+/* the fused float decode, 8 lanes at a time (see Join) */
+__attribute__((target("avx2,popcnt"), always_inline))
+static inline int64_t decode_join_avx2(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
+                                       const uint32_t *states, void *out, const uint8_t *ectx, const Tables *t,
+                                       const Join *jn, uint64_t start, uint64_t stop, uint64_t lanes,
+                                       const int out_bytes) {
+    const uint32_t prec = t->prec;
+    const uint32_t *table = t->table;
+    uint64_t nv = lanes / 8;
+    __m256i xv[MAX_LANES / 8];
+    for (uint64_t v = 0; v < nv; v++) xv[v] = _mm256_loadu_si256((const __m256i *)(states + 8 * v));
+    const __m256i maskv = _mm256_set1_epi32((int)((1u << prec) - 1));
+    const __m128i pc = _mm_cvtsi32_si128((int)prec);
+    const __m128i esh = _mm_cvtsi32_si128((int)jn->eshift);
+    const __m128i msh = _mm_cvtsi32_si128((int)jn->mshift);
+    const __m256i lowbyte = _mm256_set1_epi32(0xFF);
+    const __m256i fmask = _mm256_set1_epi32(0xFFF);
+    const __m256i signbit = _mm256_set1_epi32(0x80);
+    const __m256i mant = _mm256_set1_epi32(0x7F);
+    const __m256i lowhalf = _mm256_set1_epi32(0xFFFF);
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i eminv = _mm256_set1_epi32((int)jn->emin - 1);
+    const __m256i ecntv = _mm256_set1_epi32((int)jn->ecount + 1);
+    uint64_t ptr = wstart, j = start;
+    while (j + lanes <= stop) {
+        __m256i need[MAX_LANES / 8];
+        for (uint64_t v = 0; v < nv; v++) {
+            uint64_t jj = j + 8 * v;
+            __m256i x = xv[v];
+            __m256i ev = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ectx + jj)));
+            /* context e - emin + 1 where 1 <= that <= ecount, else 0 */
+            __m256i d = _mm256_sub_epi32(ev, eminv);
+            __m256i c = _mm256_and_si256(d, _mm256_and_si256(_mm256_cmpgt_epi32(d, zero),
+                                                             _mm256_cmpgt_epi32(ecntv, d)));
+            __m256i idx = _mm256_or_si256(_mm256_and_si256(x, maskv), _mm256_sll_epi32(c, pc));
+            __m256i e = GATHER(table, idx);
+            __m256i s = _mm256_and_si256(e, lowbyte);
+            __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 8), fmask), one);
+            __m256i bias = _mm256_srli_epi32(e, 20);
+            __m256i val = _mm256_or_si256(_mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(s, signbit), 8),
+                                                          _mm256_sll_epi32(ev, esh)),
+                                          _mm256_sll_epi32(_mm256_and_si256(s, mant), msh));
+            __m256i l1 = zero, l0 = zero;
+            if (jn->lo1) l1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(jn->lo1 + jj)));
+            if (jn->lo0) l0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(jn->lo0 + jj)));
+            if (out_bytes == 2) {  /* (the low 16 bits, as the scalar path's cast: packus saturates) */
+                val = _mm256_and_si256(_mm256_or_si256(val, l1), lowhalf);
+                _mm_storeu_si128((__m128i *)((uint16_t *)out + jj),
+                                 _mm_packus_epi32(_mm256_castsi256_si128(val), _mm256_extracti128_si256(val, 1)));
+            }
+            else
+                _mm256_storeu_si256((__m256i *)((uint32_t *)out + jj),
+                                    _mm256_or_si256(_mm256_slli_epi32(val, 16),
+                                                    _mm256_or_si256(_mm256_slli_epi32(l1, 8), l0)));
+            x = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, pc)), bias);
+            need[v] = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), zero);
+            xv[v] = x;
+        }
+        for (uint64_t v = 0; v < nv; v++) {
+            int nm = _mm256_movemask_ps(_mm256_castsi256_ps(need[v]));
+            __m256i x = xv[v];
+            if (ptr + 8 <= nwords) {
+                __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(words + ptr)));
+                w = _mm256_permutevar8x32_epi32(w, _mm256_loadu_si256((const __m256i *)perm_table[nm]));
+                x = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), w), need[v]);
+                ptr += (uint64_t)_mm_popcnt_u32((unsigned)nm);
+            } else {
+                uint32_t tmp[8];
+                _mm256_storeu_si256((__m256i *)tmp, x);
+                ptr = renorm_scalar(tmp, 8, words, nwords, ptr);
+                x = _mm256_loadu_si256((const __m256i *)tmp);
+            }
+            xv[v] = x;
+        }
+        if (ptr > wend) return ERR_OVERRUN;
+        j += lanes;
+    }
+    uint32_t x[MAX_LANES];
+    for (uint64_t v = 0; v < nv; v++) _mm256_storeu_si256((__m256i *)(x + 8 * v), xv[v]);
+    if (j < stop) {
+        uint64_t m = stop - j;
+        group_join_scalar(x, m, j, out, ectx, t, jn);
+        ptr = renorm_scalar(x, m, words, nwords, ptr);
+        if (ptr > wend) return ERR_OVERRUN;
+    }
+    return end_status(x, lanes, ptr, wend);
+}
+
+__attribute__((target("avx2,popcnt"))) static int64_t join_avx2_2(
+    const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out, const uint8_t *e,
+    const Tables *t, const Join *jn, uint64_t a, uint64_t b, uint64_t lanes) {
+    if (lanes == 32) return decode_join_avx2(w, nw, ws, we, st, out, e, t, jn, a, b, 32, 2);
+    return decode_join_avx2(w, nw, ws, we, st, out, e, t, jn, a, b, lanes, 2);
+}
+
+__attribute__((target("avx2,popcnt"))) static int64_t join_avx2_4(
+    const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out, const uint8_t *e,
+    const Tables *t, const Join *jn, uint64_t a, uint64_t b, uint64_t lanes) {
+    if (lanes == 32) return decode_join_avx2(w, nw, ws, we, st, out, e, t, jn, a, b, 32, 4);
+    return decode_join_avx2(w, nw, ws, we, st, out, e, t, jn, a, b, lanes, 4);
+}
+
 /* the variants, each compiled with its layout known */
 #define NZ_VARIANT(name, split, ob, cb)                                                              \
     __attribute__((target("avx2,popcnt"))) static int64_t name(                                     \
@@ -276,6 +432,34 @@ void nz_decode_blocks(const uint16_t *words, uint64_t nwords, const int64_t *wof
 #endif
         status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ctx, &t, start, stop,
                                         lanes);
+    }
+}
+
+/* The fused float decode of blocks b0..b1 (see Join): a packed-table context blob of
+ * sign+mantissa bytes, contexts lut[ectx[i]], written joined with the exponents ectx into out
+ * (uint16 for out_bytes 2, uint32 top halves for 4). status[b] per block as nz_decode_blocks. */
+void nz_decode_join(const uint16_t *words, uint64_t nwords, const int64_t *woffsets, const uint32_t *states,
+                    void *out, int out_bytes, uint64_t n, const uint8_t *ectx, uint32_t emin,
+                    uint32_t ecount, uint32_t eshift, uint32_t mshift, const uint8_t *lo1, const uint8_t *lo0,
+                    uint64_t block, uint64_t lanes, uint32_t prec,
+                    const uint32_t *table, uint64_t ntable, int64_t *status, uint64_t b0, uint64_t b1,
+                    int force_scalar) {
+    Tables t = {table, NULL, prec, (uint32_t)(ntable >> prec), 1, out_bytes};
+    Join jn = {emin, ecount, eshift, mshift, out_bytes, lo1, out_bytes == 4 ? lo0 : NULL};
+    if (out_bytes == 4 && !lo0) jn.lo1 = NULL;
+    int simd = !force_scalar && nz_simd() && lanes % 8 == 0 && lanes <= MAX_LANES;
+    for (uint64_t b = b0; b < b1; b++) {
+        uint64_t start = b * block, stop = start + block < n ? start + block : n;
+        uint64_t ws = (uint64_t)woffsets[b], we = (uint64_t)woffsets[b + 1];
+#if NZ_X86
+        if (simd) {
+            status[b] = (out_bytes == 2 ? join_avx2_2 : join_avx2_4)(words, nwords, ws, we, states + b * lanes,
+                                                                    out, ectx, &t, &jn, start, stop, lanes);
+            continue;
+        }
+#endif
+        status[b] = decode_join_scalar(words, nwords, ws, we, states + b * lanes, out, ectx, &t, &jn, start, stop,
+                                       lanes);
     }
 }
 

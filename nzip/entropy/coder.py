@@ -381,6 +381,27 @@ class LaneStreams:
         return out if cx is not None else self.finish(out)
 
 
+    def joinable(self, exponents: np.ndarray, ecount: int, out: np.ndarray) -> bool:
+        """Whether :meth:`decode_join` runs here: the C decoder (AVX2), a packed context blob of
+        >= 32K symbols, one uint8 exponent per symbol, contexts 0..ecount within the tables."""
+        return (self.kind == CONTEXT and LC.simd and self.n >= LC.MIN_SYMBOLS and self.packable
+                and exponents.dtype == np.uint8 and len(exponents) == self.n == len(out) and ecount < self.nctx)
+
+    def decode_join(self, exponents: np.ndarray, emin: int, ecount: int, out: np.ndarray, eshift: int,
+                    mshift: int, lo1: np.ndarray | None = None, lo0: np.ndarray | None = None) -> None:
+        """The fused float decode (where :meth:`joinable`): the sign+mantissa byte s of value i has
+        context ``e - emin + 1`` for its exponent ``e = exponents[i]`` in ``emin .. emin + ecount -
+        1``, else 0; ``out`` receives ``(s & 0x80) << 8 | e << eshift | (s & 0x7F) << mshift``
+        ORed with ``lo1`` (uint16 out: fp16's low bits), or that << 16 ORed with ``lo1 << 8 | lo0``
+        (uint32 out: fp32). One pass instead of a context pass, the decode and a join pass."""
+        if not self.joinable(exponents, ecount, out):
+            raise ValueError("the fused float decode does not apply to this blob here")
+        status = np.empty(self.nblocks, dtype=np.int64)
+        LC.decode_join(self.words, self.woff, self.states, out, exponents, emin, ecount, eshift, mshift,
+                       self.block, self.lanes, self.prec, self.packed(), status, lo1, lo0)
+        _raise_status(status, self.what)
+
+
 def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
           what: str = "entropy blob") -> LaneStreams:
     """Parse and check a static blob from :func:`encode` (every size checked before allocation)."""

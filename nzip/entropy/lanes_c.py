@@ -1,4 +1,5 @@
-"""The C lane decoder (``_lanes_c.c``): static and context blobs, AVX2 where the CPU has it.
+"""The C lane decoder (``_lanes_c.c``): static and context blobs, AVX2 where the CPU has it, and
+the fused float decode of weights/lossless (:func:`decode_join`).
 
 Same results as the numba kernels of :mod:`nzip.entropy.lanes` (which stay the fallback: ``available`` is False where the extension was not built, and
 ``NZIP_NO_C=1`` turns it off). ctypes releases the GIL during a call, so several blocks decode on
@@ -31,6 +32,10 @@ if available:
     _lib.nz_decode_blocks.restype = None
     _lib.nz_decode_blocks.argtypes = [_P, _U64, _P, _P, _P, ctypes.c_int, _U64, _P, ctypes.c_int, _U64, _U64,
                                       ctypes.c_uint32, _P, _P, _U64, _P, _U64, _U64, ctypes.c_int]
+    _lib.nz_decode_join.restype = None
+    _lib.nz_decode_join.argtypes = [_P, _U64, _P, _P, _P, ctypes.c_int, _U64, _P, ctypes.c_uint32, ctypes.c_uint32,
+                                    ctypes.c_uint32, ctypes.c_uint32, _P, _P, _U64, _U64, ctypes.c_uint32, _P, _U64,
+                                    _P, _U64, _U64, ctypes.c_int]
     simd = bool(_lib.nz_simd())  # also builds the permutation table, before any thread runs
 else:
     simd = False
@@ -64,7 +69,6 @@ def decode_blocks(words, woffsets, states, out, ctx, block, lanes, prec, slot_sy
 
 
 def _decode(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab, status, force_scalar):
-    global _pool, _pool_pid
     words = np.ascontiguousarray(words, np.uint16)
     woffsets = np.ascontiguousarray(woffsets, np.int64)
     states = np.ascontiguousarray(states, np.uint32)
@@ -93,6 +97,50 @@ def _decode(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab
                               None if symtab is None else symtab.ctypes.data, len(table),
                               status.ctypes.data, b0, b1, int(force_scalar))
 
+    _on_pool(run, nblocks)
+
+
+def decode_join(words, woffsets, states, out, ectx, emin: int, ecount: int, eshift: int, mshift: int, block,
+                lanes, prec, table, status, lo1=None, lo0=None, force_scalar: bool = False) -> None:
+    """The fused float decode: a packed-table context blob of sign+mantissa bytes whose context is
+    ``e - emin + 1`` for an exponent ``e = ectx[i]`` in ``emin .. emin + ecount - 1``, else 0,
+    written joined with the exponents as ``(s & 0x80) << 8 | e << eshift | (s & 0x7F) << mshift``
+    into ``out`` (uint16), or that value << 16 (``out`` uint32: the top half of fp32 values), ORed
+    with the low bits where given: ``lo1`` (uint16 out: fp16's 3 low mantissa bits), or
+    ``lo1 << 8 | lo0`` (uint32 out: fp32's low 16 bits). ``status`` as :func:`decode_blocks`;
+    ``ecount`` must be below the blob's contexts."""
+    words = np.ascontiguousarray(words, np.uint16)
+    woffsets = np.ascontiguousarray(woffsets, np.int64)
+    states = np.ascontiguousarray(states, np.uint32)
+    table = np.ascontiguousarray(table, np.uint32)
+    ectx = np.ascontiguousarray(ectx)
+    nblocks = status.shape[0]
+    if not (out.flags.c_contiguous and out.dtype in (np.uint16, np.uint32) and status.dtype == np.int64):
+        raise ValueError("out must be contiguous uint16 / uint32, status int64")
+    if ectx.dtype != np.uint8 or len(ectx) < len(out):
+        raise ValueError("exponents must be uint8, one per value")
+    lows = [None if a is None else np.ascontiguousarray(a) for a in (lo1, lo0)]
+    pair_ok = lows[1] is None if out.dtype == np.uint16 else (lows[0] is None) == (lows[1] is None)
+    if not pair_ok or any(a is not None and (a.dtype != np.uint8 or len(a) < len(out)) for a in lows):
+        raise ValueError("low bits: uint8, one per value (lo1 for uint16 out, lo1 and lo0 for uint32)")
+    if not (0 <= emin < 256 and 0 <= ecount < len(table) >> prec):
+        raise ValueError("the exponent range names contexts the blob does not have")
+    if woffsets.shape[0] != nblocks + 1 or states.shape[0] != nblocks * lanes:
+        raise ValueError("block offsets or states do not match the number of blocks")
+
+    def run(b0: int, b1: int) -> None:
+        _lib.nz_decode_join(words.ctypes.data, len(words), woffsets.ctypes.data, states.ctypes.data,
+                            out.ctypes.data, out.itemsize, len(out), ectx.ctypes.data, emin, ecount,
+                            eshift, mshift, *[None if a is None else a.ctypes.data for a in lows], block,
+                            lanes, prec, table.ctypes.data, len(table),
+                            status.ctypes.data, b0, b1, int(force_scalar))
+
+    _on_pool(run, nblocks)
+
+
+def _on_pool(run, nblocks: int) -> None:
+    """run(b0, b1) over the blocks, split across the thread pool (one call where one thread)."""
+    global _pool, _pool_pid
     t = min(_threads(), nblocks)
     if t <= 1:
         run(0, nblocks)
