@@ -230,6 +230,24 @@ def test_residual_quantiser_beats_opq_and_searches_exactly(tmp_path):
         nzip.encode(x, tmp_path / "l.nz", codec="embedding/rq", bytes=4, metric="l2")
 
 
+def test_table_beam_search_matches_the_residual_one(monkeypatch):
+    """The beam search from codeword-product tables (no residual vectors) finds the same codes as
+    the one that keeps each path's residual, for every beam width; past the table-size limit the
+    residual one runs."""
+    from nzip.codecs import embedding_rq as erq
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 24)).astype(np.float32)
+    books = (rng.normal(size=(6, 16, 24)) * np.geomspace(0.6, 0.1, 6)[:, None, None]).astype(np.float32)
+    for beam in (1, 3, 8, 40):
+        lut, ref = erq.beam_encode(x, books, beam), erq.beam_encode_np(x, books, beam)
+        err = [((x - books[np.arange(6)[None], c].sum(1)) ** 2).sum(1) for c in (lut, ref)]
+        assert np.allclose(err[0], err[1], rtol=1e-5)
+        assert (lut == ref).all(1).mean() > 0.99  # (exact ties aside)
+    monkeypatch.setattr(erq, "LUT_MAX_CODEWORDS", 50)
+    assert np.array_equal(erq.beam_encode(x, books, 3), erq.beam_encode_np(x, books, 3))
+
+
 def test_progressive_kmeans_keeps_residual_codewords_in_use():
     """On high-dimensional, nearly isotropic residuals, k-means from random rows leaves most
     codewords with their seed alone; grown over the principal components, they stay in use and

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba as nb
 import numpy as np
 
 from ..errors import CorruptDataError, InvalidInputError
@@ -44,6 +45,7 @@ ITERS = 20
 PD_STEPS = 10  # progressive-dimension k-means: dimension steps, and iterations at each but the last
 PD_STEP_ITERS = 10
 BLOCK = 2048  # vectors per beam-search batch
+LUT_MAX_CODEWORDS = 12288  # the table beam search keeps (stages x k)^2 float32 codeword products (<= 600 MB)
 
 
 class RQIndex:
@@ -95,9 +97,90 @@ class RQIndex:
         return lut, np.arange(M, dtype=np.int64) * K
 
 
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _beam_lut(xc, xn, norms, cross, beam, out):
+    """Beam search from tables (faiss's "beam LUT"): the error of a partial code plus codeword k of
+    stage m is err + ||c_mk||^2 - 2 (<x, c_mk> - sum_{i<m} <c_i, c_mk>), with <x, c> (``xc``) and
+    the codewords' products (``cross``) precomputed, so no residual vectors are kept. The
+    ``beam`` cheapest extensions of the live paths survive each stage (ties: the first found)."""
+    n = xc.shape[0]
+    M, K = norms.shape
+    for v in nb.prange(n):
+        codes = np.zeros((beam, M), np.int64)
+        nxt = np.zeros((beam, M), np.int64)
+        err = np.empty(beam, np.float32)
+        kc = np.empty(beam, np.float32)
+        kp = np.empty(beam, np.int64)
+        kk = np.empty(beam, np.int64)
+        acc = np.empty(K, np.float32)
+        err[0] = xn[v]
+        live = 1
+        for m in range(M):
+            kept = 0
+            worst = 0
+            for p in range(live):
+                for k in range(K):
+                    acc[k] = xc[v, m * K + k]
+                for i in range(m):
+                    row = i * K + codes[p, i]
+                    for k in range(K):
+                        acc[k] -= cross[row, m * K + k]
+                e0 = err[p]
+                for k in range(K):
+                    c = e0 + norms[m, k] - np.float32(2) * acc[k]
+                    if kept < beam:
+                        kc[kept] = c
+                        kp[kept] = p
+                        kk[kept] = k
+                        kept += 1
+                        if kept == beam:
+                            worst = 0
+                            for t in range(1, beam):
+                                if kc[t] > kc[worst]:
+                                    worst = t
+                    elif c < kc[worst]:
+                        kc[worst] = c
+                        kp[worst] = p
+                        kk[worst] = k
+                        worst = 0
+                        for t in range(1, beam):
+                            if kc[t] > kc[worst]:
+                                worst = t
+            for j in range(kept):
+                for i in range(m):
+                    nxt[j, i] = codes[kp[j], i]
+                nxt[j, m] = kk[j]
+                err[j] = kc[j]
+            codes, nxt = nxt, codes
+            live = kept
+        best = 0
+        for p in range(1, live):
+            if err[p] < err[best]:
+                best = p
+        for i in range(M):
+            out[v, i] = codes[best, i]
+
+
 def beam_encode(x: np.ndarray, books: np.ndarray, beam: int = BEAM) -> np.ndarray:
     """Codes (n x M) minimising ||x - sum_m C_m[i_m]||^2 by beam search: ``beam`` partial
-    encodings per vector survive each stage (beam 1 is the greedy encoder)."""
+    encodings per vector survive each stage (beam 1 is the greedy encoder). From tables of
+    codeword products (:func:`_beam_lut`, both cores) where they fit in memory, else
+    :func:`beam_encode_np`."""
+    M, K, d = books.shape
+    if M * K > LUT_MAX_CODEWORDS or beam > 256:
+        return beam_encode_np(x, books, beam)
+    flat = np.ascontiguousarray(books.reshape(M * K, d), np.float32)
+    cross = flat @ flat.T
+    norms = np.ascontiguousarray(np.diagonal(cross).reshape(M, K))
+    out = np.empty((len(x), M), np.int64)
+    for s in range(0, len(x), BLOCK):
+        xb = np.ascontiguousarray(x[s:s + BLOCK], np.float32)
+        _beam_lut(xb @ flat.T, (xb * xb).sum(1), norms, cross, beam, out[s:s + BLOCK])
+    return out
+
+
+def beam_encode_np(x: np.ndarray, books: np.ndarray, beam: int = BEAM) -> np.ndarray:
+    """:func:`beam_encode` with the residuals kept per path (numpy; any number of codewords)."""
     M, K, d = books.shape
     n = len(x)
     out = np.empty((n, M), np.int64)
