@@ -22,6 +22,27 @@ from .formats.container import open_item
 
 _JIT = dict(cache=True, nogil=True, boundscheck=False)
 
+# the C scan (nzip/_scan_c.c, AVX2: eight rows per gather; the same scores and ids as the numba
+# scan below, which is the fallback: no compiler, no AVX2, or NZIP_NO_C=1)
+_clib = None
+if os.environ.get("NZIP_NO_C", "") in ("", "0"):
+    try:
+        import ctypes
+
+        from . import _scan_c
+
+        _clib = ctypes.CDLL(_scan_c.__file__)
+        _clib.nz_scan_simd.restype = ctypes.c_int
+        _clib.nz_adc_topk.restype = None
+        _P, _U64 = ctypes.c_void_p, ctypes.c_uint64
+        _clib.nz_adc_topk.argtypes = [_P, _U64, _U64, _P, _P, _U64, _P, _U64, _P, _P, _P, _P, _U64, _U64,
+                                      ctypes.c_int]
+        if not _clib.nz_scan_simd():
+            _clib = None  # the scalar C loop is no faster than numba's
+    except (ImportError, OSError):
+        _clib = None
+c_scan = _clib is not None
+
 
 @nb.njit(**_JIT)
 def _insert(best_s, best_i, s, r):
@@ -119,18 +140,53 @@ def _scan(codes, offs, lut, scale, k, out_i, out_s):
 
 
 def adc_topk(codes: np.ndarray, offs: np.ndarray, lut: np.ndarray, k: int,
-             scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+             scale: np.ndarray | None = None, codes_t: np.ndarray | None = None,
+             force_numba: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(ids, scores), each (q, k): the k codes with the highest summed table entries per query
     (each sum multiplied by ``scale[n]`` in float32 when given: cosine scores of normalised
-    indexes)."""
+    indexes). ``codes_t``: the uint8 codes stage-major (m x n), for the C scan (made here when
+    not given)."""
     q = lut.shape[0]
     ids = np.empty((q, k), np.int64)
     scores = np.empty((q, k), np.float32)
-    if q:
-        sc = np.zeros(0, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
-        _scan(np.ascontiguousarray(codes), offs.astype(np.int64), np.ascontiguousarray(lut, np.float32),
-              sc, k, ids, scores)
+    if not q:
+        return ids, scores
+    sc = np.zeros(0, np.float32) if scale is None else np.ascontiguousarray(scale, np.float32)
+    lut = np.ascontiguousarray(lut, np.float32)
+    offs = np.ascontiguousarray(offs, np.int64)
+    # (the C scan reads 256 table entries past every offset: byte codes, tables of 256 per column)
+    if (c_scan and not force_numba and codes.dtype == np.uint8 and codes.shape[0] >= 8
+            and int(offs.max(initial=0)) + 256 <= lut.shape[1]):
+        _c_topk(codes if codes_t is None else None, codes_t, offs, lut, k, sc, ids, scores)
+    else:
+        _scan(np.ascontiguousarray(codes), offs, lut, sc, k, ids, scores)
     return ids, scores
+
+
+def _c_topk(codes, codes_t, offs, lut, k, sc, ids, scores, force_scalar: bool = False) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ct = np.ascontiguousarray(codes.T if codes_t is None else codes_t, np.uint8)
+    m, n = ct.shape
+    if (len(offs) != m or (sc.size and sc.size != n) or offs.min(initial=0) < 0
+            or int(offs.max(initial=0)) + 256 > lut.shape[1]):
+        raise ValueError("codes, offsets, tables and scale do not match")
+    nq = lut.shape[0]
+
+    def run(q0: int, q1: int) -> None:
+        ws, wi = np.empty(k, np.float32), np.empty(k, np.int64)
+        _clib.nz_adc_topk(ct.ctypes.data, n, m, offs.ctypes.data, lut.ctypes.data, lut.shape[1],
+                          sc.ctypes.data if sc.size else None, k, ids.ctypes.data, scores.ctypes.data,
+                          ws.ctypes.data, wi.ctypes.data, q0, q1, int(force_scalar))
+
+    t = min(nb.get_num_threads(), nq)
+    if t <= 1:
+        run(0, nq)
+        return
+    cuts = [nq * i // t for i in range(t + 1)]
+    with ThreadPoolExecutor(t) as pool:
+        for f in [pool.submit(run, cuts[i], cuts[i + 1]) for i in range(t)]:
+            f.result()
 
 
 def adc_topk_reference(codes, offs, lut, k, scale=None):
@@ -154,6 +210,7 @@ class Index:
         self.path = os.fspath(path)
         self.device = device
         self._codes_dev = None
+        self._codes_t = None
         self._kernel = use_kernel(device)
         with open_item(self.path) as it:
             if it.source.get("modality") != "embedding":
@@ -185,7 +242,9 @@ class Index:
         if self._kernel:
             ids, scores = self._scan_device(lut, offs, depth)
         else:
-            ids, scores = adc_topk(self.pq.codes, offs, lut, depth, self.pq.scale)
+            if self._codes_t is None and c_scan and self.pq.codes.dtype == np.uint8:
+                self._codes_t = np.ascontiguousarray(self.pq.codes.T)  # stage-major, for the C scan
+            ids, scores = adc_topk(self.pq.codes, offs, lut, depth, self.pq.scale, self._codes_t)
         if rerank is not None:
             ids, scores = self._rerank(q.astype(np.float32), ids, rerank, k_eff)
         return ids[:, :k_eff], scores[:, :k_eff]

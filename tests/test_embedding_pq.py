@@ -1,4 +1,5 @@
 """embedding/pq and embedding/opq: rate accounting, the entropy-constrained quantiser, OPQ, search."""
+import importlib
 import subprocess
 import sys
 
@@ -9,6 +10,8 @@ import nzip
 from nzip.codecs import embedding_pq as epq
 from nzip.errors import InvalidInputError
 from nzip.search import adc_topk, adc_topk_reference
+
+search_mod = importlib.import_module("nzip.search")  # (nzip.search the attribute is the function)
 
 
 def _clustered(n=3000, d=32, seed=0, rotate=True):
@@ -88,6 +91,26 @@ def test_scan_matches_its_twin():
         ids, scores = adc_topk(codes[:n], offs, ties, min(7, n))
         ref_ids, ref_scores = adc_topk_reference(codes[:n], offs, ties, min(7, n))
         assert np.array_equal(ids, ref_ids) and np.array_equal(scores, ref_scores)
+
+
+@pytest.mark.skipif(not search_mod.c_scan, reason="the C scan does not run here")
+def test_c_scan_gives_the_numba_scans_bits():
+    """The C scan (AVX2, eight rows per gather; and its scalar loop) keeps the same ids and the
+    same float32 scores as the numba scan, ties and the cosine scale included."""
+    rng = np.random.default_rng(11)
+    codes = rng.integers(0, 256, size=(1003, 12)).astype(np.uint8)
+    offs = np.arange(12) * 256
+    for lut, scale in ((rng.normal(size=(9, 12 * 256)).astype(np.float32), None),
+                       (rng.normal(size=(4, 12 * 256)).astype(np.float32), rng.uniform(0.5, 2, 1003).astype(np.float32)),
+                       (rng.integers(0, 3, size=(5, 12 * 256)).astype(np.float32), None)):  # many equal sums
+        for n, k in ((1003, 10), (16, 16), (9, 3)):
+            want = adc_topk(codes[:n], offs, lut, k, None if scale is None else scale[:n], force_numba=True)
+            got = adc_topk(codes[:n], offs, lut, k, None if scale is None else scale[:n])
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+            ids, sc = np.empty_like(want[0]), np.empty_like(want[1])
+            search_mod._c_topk(codes[:n], None, offs, lut, k, np.zeros(0, np.float32) if scale is None
+                               else scale[:n], ids, sc, force_scalar=True)
+            assert np.array_equal(ids, want[0]) and np.array_equal(sc, want[1])
 
 
 def test_search_recall_and_rerank(tmp_path):  # (default fixed-rate codes)

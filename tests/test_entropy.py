@@ -400,8 +400,9 @@ def test_fused_float_decode_matches_decode_then_join(n, lanes, block, width):
 
 
 def test_c_decoder_is_built_where_a_compiler_is():
-    """The extension is optional, so a broken build would only show as skipped tests: where the
-    machine has a C compiler (CI does), it must have been built and loaded."""
+    """The extensions are optional, so a broken build would only show as skipped tests: where the
+    machine has a C compiler (CI does), they must have been built and loaded (the lane decoder and
+    the top-k scan)."""
     import platform
     import shutil
 
@@ -412,6 +413,10 @@ def test_c_decoder_is_built_where_a_compiler_is():
         with open("/proc/cpuinfo") as f:
             has_avx2 = " avx2" in f.read()
         assert LC.simd == has_avx2
+        import importlib
+
+        search = importlib.import_module("nzip.search")
+        assert search.c_scan == has_avx2, "nzip/_scan_c.c was not built (see pip's build output)"
 
 
 @pytest.mark.skipif(not LC.simd or not hasattr(os, "fork"), reason="the C decoder does not run here")
