@@ -39,8 +39,12 @@ from ..registry import Encoded, register
 from .embedding_pq import (CHUNK_ROWS, _means, _nearest, _PQBase, _rotate, check_pairs, fit_query_map,
                            inverse_norms, is_unit_norm, kmeans, take_pairs)
 
-BEAM = 4  # beam 8 measured the same recall (0.684 at 16 B on 30k passages)
-ROUNDS = 5  # refinement rounds: 5 (with 20 k-means iterations) gave recall@10 0.690 vs 0.684 for 2
+# beam width: 64 from the table beam search (recall@10 at 32 bytes, two rounds: beam 4 0.8405,
+# 16 0.8458, 32 0.8462, 64 0.8483; scripts/research/embeddings/NOTES.md); 8 where the tables would
+# not fit (over LUT_MAX_CODEWORDS codewords: the residual-keeping search, slower per path)
+BEAM = 64
+BEAM_LARGE = 8
+ROUNDS = 2  # refinement rounds (beam search + codebook refit): at 32 bytes rounds 2, 4, 6 measured the same
 ITERS = 20
 PD_STEPS = 10  # progressive-dimension k-means: dimension steps, and iterations at each but the last
 PD_STEP_ITERS = 10
@@ -179,7 +183,7 @@ def beam_encode(x: np.ndarray, books: np.ndarray, beam: int = BEAM) -> np.ndarra
     return out
 
 
-def beam_encode_np(x: np.ndarray, books: np.ndarray, beam: int = BEAM) -> np.ndarray:
+def beam_encode_np(x: np.ndarray, books: np.ndarray, beam: int = BEAM_LARGE) -> np.ndarray:
     """:func:`beam_encode` with the residuals kept per path (numpy; any number of codewords)."""
     M, K, d = books.shape
     n = len(x)
@@ -365,7 +369,8 @@ class EmbeddingRQ(_PQBase):
         if k > n:
             raise InvalidInputError(f"{n} vectors are fewer than the k={k} codewords per stage; pass "
                                     f"--param k={max(2, n)} or fewer")
-        beam = p.get("beam", BEAM)
+        # (stages ~ one per 8 bits of budget for k=256: the table beam search where it fits)
+        beam = p.get("beam", BEAM if max(1, round(8 * B / np.log2(k))) * k <= LUT_MAX_CODEWORDS else BEAM_LARGE)
         if beam < 1:
             raise InvalidInputError("beam must be >= 1")
         rng = np.random.default_rng(p.get("seed", 0))

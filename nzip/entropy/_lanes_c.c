@@ -175,6 +175,24 @@ static void init_perm(void) {
     }
 }
 
+/* the refill of 8 lanes whose states fell below 2**16 (``need``), in lane order, from the shared
+ * word stream at *ptr: the next words permuted to those lanes (no branch on none needing one) */
+__attribute__((target("avx2,popcnt"), always_inline))
+static inline __m256i refill8(__m256i x, __m256i need, const uint16_t *words, uint64_t nwords, uint64_t *ptr) {
+    int nm = _mm256_movemask_ps(_mm256_castsi256_ps(need));
+    if (*ptr + 8 <= nwords) {
+        __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(words + *ptr)));
+        w = _mm256_permutevar8x32_epi32(w, _mm256_loadu_si256((const __m256i *)perm_table[nm]));
+        *ptr += (uint64_t)_mm_popcnt_u32((unsigned)nm);
+        return _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), w), need);
+    }
+    /* the last words of the array: the scalar refill clamps its reads */
+    uint32_t tmp[8];
+    _mm256_storeu_si256((__m256i *)tmp, x);
+    *ptr = renorm_scalar(tmp, 8, words, nwords, *ptr);
+    return _mm256_loadu_si256((const __m256i *)tmp);
+}
+
 __attribute__((target("avx2,popcnt"), always_inline))
 static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
                                         const uint32_t *states, void *out, const void *ctx, const Tables *t,
@@ -229,22 +247,7 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
             need[v] = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), zero);
             xv[v] = x;
         }
-        for (uint64_t v = 0; v < nv; v++) {
-            int nm = _mm256_movemask_ps(_mm256_castsi256_ps(need[v]));  /* no branch on nm == 0 */
-            __m256i x = xv[v];
-            if (ptr + 8 <= nwords) {
-                __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(words + ptr)));
-                w = _mm256_permutevar8x32_epi32(w, _mm256_loadu_si256((const __m256i *)perm_table[nm]));
-                x = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), w), need[v]);
-                ptr += (uint64_t)_mm_popcnt_u32((unsigned)nm);
-            } else {  /* the last words of the array: the scalar refill clamps its reads */
-                uint32_t tmp[8];
-                _mm256_storeu_si256((__m256i *)tmp, x);
-                ptr = renorm_scalar(tmp, 8, words, nwords, ptr);
-                x = _mm256_loadu_si256((const __m256i *)tmp);
-            }
-            xv[v] = x;
-        }
+        for (uint64_t v = 0; v < nv; v++) xv[v] = refill8(xv[v], need[v], words, nwords, &ptr);
         if (ptr > wend) return ERR_OVERRUN;
         j += lanes;
     }
@@ -319,22 +322,7 @@ static inline int64_t decode_join_avx2(const uint16_t *words, uint64_t nwords, u
             need[v] = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), zero);
             xv[v] = x;
         }
-        for (uint64_t v = 0; v < nv; v++) {
-            int nm = _mm256_movemask_ps(_mm256_castsi256_ps(need[v]));
-            __m256i x = xv[v];
-            if (ptr + 8 <= nwords) {
-                __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(words + ptr)));
-                w = _mm256_permutevar8x32_epi32(w, _mm256_loadu_si256((const __m256i *)perm_table[nm]));
-                x = _mm256_blendv_epi8(x, _mm256_or_si256(_mm256_slli_epi32(x, 16), w), need[v]);
-                ptr += (uint64_t)_mm_popcnt_u32((unsigned)nm);
-            } else {
-                uint32_t tmp[8];
-                _mm256_storeu_si256((__m256i *)tmp, x);
-                ptr = renorm_scalar(tmp, 8, words, nwords, ptr);
-                x = _mm256_loadu_si256((const __m256i *)tmp);
-            }
-            xv[v] = x;
-        }
+        for (uint64_t v = 0; v < nv; v++) xv[v] = refill8(xv[v], need[v], words, nwords, &ptr);
         if (ptr > wend) return ERR_OVERRUN;
         j += lanes;
     }

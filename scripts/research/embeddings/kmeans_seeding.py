@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT))
 import nzip.codecs.embedding_rq as RQ  # noqa: E402
 from nzip.codecs.embedding_pq import _means, _nearest  # noqa: E402
 
+BEAM = 4  # the codec's beam when the notes' numbers were measured
+
 
 def kmeans_split(x, k, iters, rng, init="rows"):
     if init == "pp":  # k-means++ on a sample (D^2 seeding)
@@ -53,7 +55,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bytes", type=float, default=16)
     ap.add_argument("--variant", default="split")
-    ap.add_argument("--rounds", type=int, default=RQ.ROUNDS)
+    ap.add_argument("--rounds", type=int, default=5)  # the codec's then (its notes' numbers)
     args = ap.parse_args()
     if args.variant == "split":
         RQ.kmeans = lambda x, k, iters, rng: kmeans_split(x, k, iters, rng)
@@ -66,10 +68,10 @@ def main():
     exact = np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :10]
     t0 = time.time()
     rng = np.random.default_rng(0)
-    books = RQ.train_rq(x, 8 * args.bytes, 256, RQ.ITERS, args.rounds, RQ.BEAM, rng, 4 * int(np.ceil(args.bytes)),
+    books = RQ.train_rq(x, 8 * args.bytes, 256, RQ.ITERS, args.rounds, BEAM, rng, 4 * int(np.ceil(args.bytes)),
                         progressive=args.variant == "pd")
     books = books.astype(np.float16).astype(np.float32)
-    codes = RQ.beam_encode(x, books, RQ.BEAM)
+    codes = RQ.beam_encode(x, books, BEAM)
     h = np.array([RQ._entropy_bits(codes[:, m], 256) for m in range(len(books))])
     y = books[np.arange(len(books))[None, :], codes].sum(1).astype(np.float64)
     mse = float(((x - y) ** 2).sum(1).mean())
