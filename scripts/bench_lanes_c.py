@@ -4,8 +4,9 @@ Three levels, every reader timed once per round in turn, medians over rounds (th
 read the ratios):
   1. the kernel alone: a context blob of 12M byte symbols (16 contexts, precision 12, 32 lanes);
   2. ``decode_tensor`` over every tensor of all-MiniLM-L6-v2 (bf16 and fp32), mode=best;
-  3. ``nzip.weights.load`` of the whole model (mode=best and fast) beside zipnn's per-tensor
-     decompression (2 threads), the issue's anchor.
+  3. ``nzip.weights.load`` of the whole model (mode=best and fast; mode=best also with the fused
+     float decode turned off) beside zipnn's per-tensor decompression (2 threads), the issue's
+     anchor.
 
     pip install -e ".[bench]"
     python scripts/bench_lanes_c.py --rounds 7
@@ -50,6 +51,21 @@ def with_c(flag: bool, f):
             return f()
         finally:
             LC.simd = simd
+    return run
+
+
+def unfused(f):
+    """f with weights/lossless's fused float decode turned off (the C decoder, then the join)."""
+    from nzip.entropy import coder as EC
+
+    joinable = EC.LaneStreams.joinable
+
+    def run():
+        EC.LaneStreams.joinable = lambda *a: False
+        try:
+            return f()
+        finally:
+            EC.LaneStreams.joinable = joinable
     return run
 
 
@@ -117,6 +133,9 @@ def load_rows(src: Path, work: Path, n_rounds: int) -> list[str]:
             nzip.encode(path, dst, overwrite=True, mode=mode)
             readers[f"nzip mode={mode}, numba"] = with_c(False, lambda d=dst: nzip.weights.load(d))
             readers[f"nzip mode={mode}, C"] = with_c(True, lambda d=dst: nzip.weights.load(d))
+            if mode == "best":
+                readers[f"nzip mode={mode}, C, fused float decode off"] = unfused(
+                    with_c(True, lambda d=dst: nzip.weights.load(d)))
         sd = load_file(str(path))
         z = ZipNN(input_format="torch", threads=2)
         blobs = {k: bytes(z.compress(v.clone())) for k, v in sd.items() if v.is_floating_point()}

@@ -352,7 +352,7 @@ class EmbeddingRQ(_PQBase):
         extra = self.extra_params(params)
         p = self.check_params(params, {"bytes": float, "k": int, "iters": int, "train": int, "seed": int,
                                        "rounds": int, "beam": int, "metric": str, "normalize": int,
-                                       "stages": int, "progressive": int})
+                                       "stages": int, "progressive": int, "polish": int})
         src = np.asarray(item)
         x = check_matrix(src)
         n, d = x.shape
@@ -383,6 +383,8 @@ class EmbeddingRQ(_PQBase):
         books = books.astype(np.float16).astype(np.float32)  # the stored precision, before encoding
         codes = beam_encode(x, books, beam)
         books, codes = fit_stages(x, books, codes, B * n, beam)
+        if p.get("polish", 1):  # codebooks refit to the final codes: the same codes and bytes, less error
+            books = refine_books(x, codes, books).astype(np.float16).astype(np.float32)
         stages = len(books)
         normalize = bool(p.get("normalize", int(is_unit_norm(x))))
         if progress is not None:
@@ -396,7 +398,7 @@ class EmbeddingRQ(_PQBase):
         }
         params_out = {"bytes": B, "stages": stages, "k": k, "beam": beam, "metric": "ip",
                       "train": int(train_n), "rounds": p.get("rounds", ROUNDS), "normalize": int(normalize),
-                      "progressive": int(progressive)}
+                      "progressive": int(progressive), "polish": int(bool(p.get("polish", 1)))}
         if "queries" in extra:  # JPQ's query side on the residual codes (see embedding/jpq)
             q, pos = check_pairs(extra["queries"], extra["positives"], n, d)
             index = RQIndex(codes, books)
