@@ -380,7 +380,6 @@ class LaneStreams:
         _raise_status(status, self.what)
         return out if cx is not None else self.finish(out)
 
-
     def joinable(self, exponents: np.ndarray, ecount: int, out: np.ndarray) -> bool:
         """Whether :meth:`decode_join` runs here: the C decoder (AVX2), a packed context blob of
         >= 32K symbols, one uint8 exponent per symbol, contexts 0..ecount within the tables."""
