@@ -78,21 +78,6 @@ static inline __attribute__((always_inline)) uint32_t step(const Tables *t, uint
     return (e >> 16) * (x >> t->prec) + (e & 0xFFFF);
 }
 
-/* one group of m <= lanes symbols starting at j, scalar */
-static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, void *out, const void *ctx,
-                                   const Tables *t) {
-    for (uint64_t lane = 0; lane < m; lane++) {
-        uint32_t c = 0, sym;
-        if (t->ctx_bytes == 1) c = ((const uint8_t *)ctx)[j + lane];
-        else if (t->ctx_bytes == 2) c = ((const uint16_t *)ctx)[j + lane];
-        if (c >= t->nctx) return ERR_SLOT;
-        x[lane] = step(t, x[lane], c, &sym);
-        if (t->out_bytes == 1) ((uint8_t *)out)[j + lane] = (uint8_t)sym;
-        else ((uint16_t *)out)[j + lane] = (uint16_t)sym;
-    }
-    return 0;
-}
-
 /* The fused float decode (``nz_decode_join``): a sign+mantissa blob whose context is e - emin + 1
  * for an exponent e (``ectx``) in emin .. emin + ecount - 1 and 0 for any other, written straight
  * out as the float's top bits: ((s & 0x80) << 8 | e << eshift | (s & 0x7F) << mshift), as uint16
@@ -115,43 +100,43 @@ static inline uint32_t join_value(const Join *jn, uint32_t s, uint32_t e) {
     return ((s & 0x80u) << 8) | (e << jn->eshift) | ((s & 0x7Fu) << jn->mshift);
 }
 
-static inline void group_join_scalar(uint32_t *x, uint64_t m, uint64_t j, void *out, const uint8_t *ectx,
-                                     const Tables *t, const Join *jn) {
+/* one group of m <= lanes symbols starting at j, scalar; with ``jn`` the fused float decode
+ * (ctx: the exponents) */
+static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, void *out, const void *ctx,
+                                   const Tables *t, const Join *jn) {
+    if (jn) {
+        const uint8_t *ectx = (const uint8_t *)ctx;
+        for (uint64_t lane = 0; lane < m; lane++) {
+            uint32_t e = ectx[j + lane], sym;
+            x[lane] = step(t, x[lane], join_ctx(jn, e), &sym);
+            uint32_t v = join_value(jn, sym, e);
+            if (jn->out_bytes == 2) ((uint16_t *)out)[j + lane] = (uint16_t)(jn->lo1 ? v | jn->lo1[j + lane] : v);
+            else ((uint32_t *)out)[j + lane] = jn->lo1 ? v << 16 | (uint32_t)jn->lo1[j + lane] << 8 | jn->lo0[j + lane]
+                                                      : v << 16;
+        }
+        return 0;
+    }
     for (uint64_t lane = 0; lane < m; lane++) {
-        uint32_t e = ectx[j + lane], sym;
-        x[lane] = step(t, x[lane], join_ctx(jn, e), &sym);
-        uint32_t v = join_value(jn, sym, e);
-        if (jn->out_bytes == 2) ((uint16_t *)out)[j + lane] = (uint16_t)(jn->lo1 ? v | jn->lo1[j + lane] : v);
-        else ((uint32_t *)out)[j + lane] = jn->lo1 ? v << 16 | (uint32_t)jn->lo1[j + lane] << 8 | jn->lo0[j + lane]
-                                                  : v << 16;
+        uint32_t c = 0, sym;
+        if (t->ctx_bytes == 1) c = ((const uint8_t *)ctx)[j + lane];
+        else if (t->ctx_bytes == 2) c = ((const uint16_t *)ctx)[j + lane];
+        if (c >= t->nctx) return ERR_SLOT;
+        x[lane] = step(t, x[lane], c, &sym);
+        if (t->out_bytes == 1) ((uint8_t *)out)[j + lane] = (uint8_t)sym;
+        else ((uint16_t *)out)[j + lane] = (uint16_t)sym;
     }
-}
-
-static int64_t decode_join_scalar(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
-                                  const uint32_t *states, void *out, const uint8_t *ectx, const Tables *t,
-                                  const Join *jn, uint64_t start, uint64_t stop, uint64_t lanes) {
-    uint32_t x[MAX_LANES];
-    for (uint64_t lane = 0; lane < lanes; lane++) x[lane] = states[lane];
-    uint64_t ptr = wstart, j = start;
-    while (j < stop) {
-        uint64_t m = stop - j < lanes ? stop - j : lanes;
-        group_join_scalar(x, m, j, out, ectx, t, jn);
-        ptr = renorm_scalar(x, m, words, nwords, ptr);
-        if (ptr > wend) return ERR_OVERRUN;
-        j += m;
-    }
-    return end_status(x, lanes, ptr, wend);
+    return 0;
 }
 
 static int64_t decode_block_scalar(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
                                    const uint32_t *states, void *out, const void *ctx, const Tables *t,
-                                   uint64_t start, uint64_t stop, uint64_t lanes) {
+                                   const Join *jn, uint64_t start, uint64_t stop, uint64_t lanes) {
     uint32_t x[MAX_LANES];
     for (uint64_t lane = 0; lane < lanes; lane++) x[lane] = states[lane];
     uint64_t ptr = wstart, j = start;
     while (j < stop) {
         uint64_t m = stop - j < lanes ? stop - j : lanes;
-        int64_t st = group_scalar(x, m, j, out, ctx, t);
+        int64_t st = group_scalar(x, m, j, out, ctx, t, jn);
         if (st < 0) return st;
         ptr = renorm_scalar(x, m, words, nwords, ptr);
         if (ptr > wend) return ERR_OVERRUN;
@@ -197,7 +182,9 @@ __attribute__((target("avx2,popcnt"), always_inline))
 static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
                                         const uint32_t *states, void *out, const void *ctx, const Tables *t,
                                         uint64_t start, uint64_t stop, uint64_t lanes, const int split,
-                                        const int out_bytes, const int ctx_bytes) {
+                                        const int out_bytes, const int ctx_bytes, const Join *jn) {
+    /* jn (a constant NULL or not in each variant): the fused float decode, ctx the exponents,
+     * out_bytes 2 or 4 */
     const uint32_t prec = t->prec, nctx = t->nctx;
     const uint32_t *table = t->table;
     /* lanes is 8, 16 or 32: nv vectors of 8 states */
@@ -212,6 +199,12 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
     const __m256i one = _mm256_set1_epi32(1);
     const __m256i zero = _mm256_setzero_si256();
     const __m256i ctxmax = _mm256_set1_epi32((int)nctx - 1);
+    const __m128i esh = _mm_cvtsi32_si128(jn ? (int)jn->eshift : 0);
+    const __m128i msh = _mm_cvtsi32_si128(jn ? (int)jn->mshift : 0);
+    const __m256i signbit = _mm256_set1_epi32(0x80);
+    const __m256i mant = _mm256_set1_epi32(0x7F);
+    const __m256i eminv = _mm256_set1_epi32(jn ? (int)jn->emin - 1 : 0);
+    const __m256i ecntv = _mm256_set1_epi32(jn ? (int)jn->ecount + 1 : 0);
     uint64_t ptr = wstart, j = start;
     while (j + lanes <= stop) {
         /* the table steps of all lanes first (independent: their gathers overlap), then the
@@ -220,8 +213,14 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
         for (uint64_t v = 0; v < nv; v++) {
             uint64_t jj = j + 8 * v;
             __m256i x = xv[v];
-            __m256i idx = _mm256_and_si256(x, maskv);
-            if (ctx_bytes) {
+            __m256i idx = _mm256_and_si256(x, maskv), ev = zero;
+            if (jn) {  /* context e - emin + 1 where 1 <= that <= ecount, else 0 */
+                ev = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((const uint8_t *)ctx + jj)));
+                __m256i d = _mm256_sub_epi32(ev, eminv);
+                __m256i c = _mm256_and_si256(d, _mm256_and_si256(_mm256_cmpgt_epi32(d, zero),
+                                                                 _mm256_cmpgt_epi32(ecntv, d)));
+                idx = _mm256_or_si256(idx, _mm256_sll_epi32(c, pc));
+            } else if (ctx_bytes) {
                 __m256i c = ctx_bytes == 1
                     ? _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)((const uint8_t *)ctx + jj)))
                     : _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)ctx + jj)));
@@ -240,9 +239,27 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
                 f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 8), fmask), one);
                 bias = _mm256_srli_epi32(e, 20);
             }
-            __m128i s16 = _mm_packus_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-            if (out_bytes == 1) _mm_storel_epi64((__m128i *)((uint8_t *)out + jj), _mm_packus_epi16(s16, s16));
-            else _mm_storeu_si128((__m128i *)((uint16_t *)out + jj), s16);
+            if (jn) {  /* the float's bits, the low bits ORed in */
+                __m256i val = _mm256_or_si256(
+                    _mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(s, signbit), 8), _mm256_sll_epi32(ev, esh)),
+                    _mm256_sll_epi32(_mm256_and_si256(s, mant), msh));
+                __m256i l1 = zero, l0 = zero;
+                if (jn->lo1) l1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(jn->lo1 + jj)));
+                if (jn->lo0) l0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(jn->lo0 + jj)));
+                if (out_bytes == 2) {  /* (the low 16 bits, as the scalar path's cast: packus saturates) */
+                    val = _mm256_and_si256(_mm256_or_si256(val, l1), lowhalf);
+                    _mm_storeu_si128((__m128i *)((uint16_t *)out + jj),
+                                     _mm_packus_epi32(_mm256_castsi256_si128(val), _mm256_extracti128_si256(val, 1)));
+                } else {
+                    _mm256_storeu_si256((__m256i *)((uint32_t *)out + jj),
+                                        _mm256_or_si256(_mm256_slli_epi32(val, 16),
+                                                        _mm256_or_si256(_mm256_slli_epi32(l1, 8), l0)));
+                }
+            } else {
+                __m128i s16 = _mm_packus_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                if (out_bytes == 1) _mm_storel_epi64((__m128i *)((uint8_t *)out + jj), _mm_packus_epi16(s16, s16));
+                else _mm_storeu_si128((__m128i *)((uint16_t *)out + jj), s16);
+            }
             x = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, pc)), bias);
             need[v] = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), zero);
             xv[v] = x;
@@ -255,100 +272,12 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
     for (uint64_t v = 0; v < nv; v++) _mm256_storeu_si256((__m256i *)(x + 8 * v), xv[v]);
     if (j < stop) {  /* a short last group */
         uint64_t m = stop - j;
-        int64_t st = group_scalar(x, m, j, out, ctx, t);
+        int64_t st = group_scalar(x, m, j, out, ctx, t, jn);
         if (st < 0) return st;
         ptr = renorm_scalar(x, m, words, nwords, ptr);
         if (ptr > wend) return ERR_OVERRUN;
     }
     return end_status(x, lanes, ptr, wend);
-}
-
-/* the fused float decode, 8 lanes at a time (see Join) */
-__attribute__((target("avx2,popcnt"), always_inline))
-static inline int64_t decode_join_avx2(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
-                                       const uint32_t *states, void *out, const uint8_t *ectx, const Tables *t,
-                                       const Join *jn, uint64_t start, uint64_t stop, uint64_t lanes,
-                                       const int out_bytes) {
-    const uint32_t prec = t->prec;
-    const uint32_t *table = t->table;
-    uint64_t nv = lanes / 8;
-    __m256i xv[MAX_LANES / 8];
-    for (uint64_t v = 0; v < nv; v++) xv[v] = _mm256_loadu_si256((const __m256i *)(states + 8 * v));
-    const __m256i maskv = _mm256_set1_epi32((int)((1u << prec) - 1));
-    const __m128i pc = _mm_cvtsi32_si128((int)prec);
-    const __m128i esh = _mm_cvtsi32_si128((int)jn->eshift);
-    const __m128i msh = _mm_cvtsi32_si128((int)jn->mshift);
-    const __m256i lowbyte = _mm256_set1_epi32(0xFF);
-    const __m256i fmask = _mm256_set1_epi32(0xFFF);
-    const __m256i signbit = _mm256_set1_epi32(0x80);
-    const __m256i mant = _mm256_set1_epi32(0x7F);
-    const __m256i lowhalf = _mm256_set1_epi32(0xFFFF);
-    const __m256i one = _mm256_set1_epi32(1);
-    const __m256i zero = _mm256_setzero_si256();
-    const __m256i eminv = _mm256_set1_epi32((int)jn->emin - 1);
-    const __m256i ecntv = _mm256_set1_epi32((int)jn->ecount + 1);
-    uint64_t ptr = wstart, j = start;
-    while (j + lanes <= stop) {
-        __m256i need[MAX_LANES / 8];
-        for (uint64_t v = 0; v < nv; v++) {
-            uint64_t jj = j + 8 * v;
-            __m256i x = xv[v];
-            __m256i ev = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ectx + jj)));
-            /* context e - emin + 1 where 1 <= that <= ecount, else 0 */
-            __m256i d = _mm256_sub_epi32(ev, eminv);
-            __m256i c = _mm256_and_si256(d, _mm256_and_si256(_mm256_cmpgt_epi32(d, zero),
-                                                             _mm256_cmpgt_epi32(ecntv, d)));
-            __m256i idx = _mm256_or_si256(_mm256_and_si256(x, maskv), _mm256_sll_epi32(c, pc));
-            __m256i e = GATHER(table, idx);
-            __m256i s = _mm256_and_si256(e, lowbyte);
-            __m256i f = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(e, 8), fmask), one);
-            __m256i bias = _mm256_srli_epi32(e, 20);
-            __m256i val = _mm256_or_si256(_mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(s, signbit), 8),
-                                                          _mm256_sll_epi32(ev, esh)),
-                                          _mm256_sll_epi32(_mm256_and_si256(s, mant), msh));
-            __m256i l1 = zero, l0 = zero;
-            if (jn->lo1) l1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(jn->lo1 + jj)));
-            if (jn->lo0) l0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(jn->lo0 + jj)));
-            if (out_bytes == 2) {  /* (the low 16 bits, as the scalar path's cast: packus saturates) */
-                val = _mm256_and_si256(_mm256_or_si256(val, l1), lowhalf);
-                _mm_storeu_si128((__m128i *)((uint16_t *)out + jj),
-                                 _mm_packus_epi32(_mm256_castsi256_si128(val), _mm256_extracti128_si256(val, 1)));
-            }
-            else
-                _mm256_storeu_si256((__m256i *)((uint32_t *)out + jj),
-                                    _mm256_or_si256(_mm256_slli_epi32(val, 16),
-                                                    _mm256_or_si256(_mm256_slli_epi32(l1, 8), l0)));
-            x = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srl_epi32(x, pc)), bias);
-            need[v] = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), zero);
-            xv[v] = x;
-        }
-        for (uint64_t v = 0; v < nv; v++) xv[v] = refill8(xv[v], need[v], words, nwords, &ptr);
-        if (ptr > wend) return ERR_OVERRUN;
-        j += lanes;
-    }
-    uint32_t x[MAX_LANES];
-    for (uint64_t v = 0; v < nv; v++) _mm256_storeu_si256((__m256i *)(x + 8 * v), xv[v]);
-    if (j < stop) {
-        uint64_t m = stop - j;
-        group_join_scalar(x, m, j, out, ectx, t, jn);
-        ptr = renorm_scalar(x, m, words, nwords, ptr);
-        if (ptr > wend) return ERR_OVERRUN;
-    }
-    return end_status(x, lanes, ptr, wend);
-}
-
-__attribute__((target("avx2,popcnt"))) static int64_t join_avx2_2(
-    const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out, const uint8_t *e,
-    const Tables *t, const Join *jn, uint64_t a, uint64_t b, uint64_t lanes) {
-    if (lanes == 32) return decode_join_avx2(w, nw, ws, we, st, out, e, t, jn, a, b, 32, 2);
-    return decode_join_avx2(w, nw, ws, we, st, out, e, t, jn, a, b, lanes, 2);
-}
-
-__attribute__((target("avx2,popcnt"))) static int64_t join_avx2_4(
-    const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out, const uint8_t *e,
-    const Tables *t, const Join *jn, uint64_t a, uint64_t b, uint64_t lanes) {
-    if (lanes == 32) return decode_join_avx2(w, nw, ws, we, st, out, e, t, jn, a, b, 32, 4);
-    return decode_join_avx2(w, nw, ws, we, st, out, e, t, jn, a, b, lanes, 4);
 }
 
 /* the variants, each compiled with its layout known */
@@ -357,8 +286,8 @@ __attribute__((target("avx2,popcnt"))) static int64_t join_avx2_4(
         const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out,     \
         const void *ctx, const Tables *t, uint64_t a, uint64_t b, uint64_t lanes) {                 \
         if (lanes == 32) /* the default for large inputs: the lane loops unroll, states in registers */ \
-            return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, 32, split, ob, cb);        \
-        return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, lanes, split, ob, cb);         \
+            return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, 32, split, ob, cb, NULL);  \
+        return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, lanes, split, ob, cb, NULL);   \
     }
 NZ_VARIANT(avx2_p0, 0, 1, 0)
 NZ_VARIANT(avx2_p1, 0, 1, 1)
@@ -369,6 +298,17 @@ NZ_VARIANT(avx2_s12, 1, 1, 2)
 NZ_VARIANT(avx2_s20, 1, 2, 0)
 NZ_VARIANT(avx2_s21, 1, 2, 1)
 NZ_VARIANT(avx2_s22, 1, 2, 2)
+
+/* the fused float decode (packed tables, uint8 exponents), uint16 or uint32 out */
+#define NZ_JOIN(name, ob)                                                                              \
+    __attribute__((target("avx2,popcnt"))) static int64_t name(                                     \
+        const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out,     \
+        const uint8_t *e, const Tables *t, const Join *jn, uint64_t a, uint64_t b, uint64_t lanes) { \
+        if (lanes == 32) return decode_block_avx2(w, nw, ws, we, st, out, e, t, a, b, 32, 0, ob, 1, jn); \
+        return decode_block_avx2(w, nw, ws, we, st, out, e, t, a, b, lanes, 0, ob, 1, jn);            \
+    }
+NZ_JOIN(join_avx2_2, 2)
+NZ_JOIN(join_avx2_4, 4)
 
 typedef int64_t (*block_fn)(const uint16_t *, uint64_t, uint64_t, uint64_t, const uint32_t *, void *,
                             const void *, const Tables *, uint64_t, uint64_t, uint64_t);
@@ -418,8 +358,8 @@ void nz_decode_blocks(const uint16_t *words, uint64_t nwords, const int64_t *wof
             continue;
         }
 #endif
-        status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ctx, &t, start, stop,
-                                        lanes);
+        status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ctx, &t, NULL, start,
+                                        stop, lanes);
     }
 }
 
@@ -446,8 +386,8 @@ void nz_decode_join(const uint16_t *words, uint64_t nwords, const int64_t *woffs
             continue;
         }
 #endif
-        status[b] = decode_join_scalar(words, nwords, ws, we, states + b * lanes, out, ectx, &t, &jn, start, stop,
-                                       lanes);
+        status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ectx, &t, &jn, start,
+                                        stop, lanes);
     }
 }
 
