@@ -7,6 +7,15 @@
  * when it beats the lowest kept score), then sorted by score, then id. The AVX2 path scores
  * eight rows at a time from stage-major codes (codesT[j * n + r]): one gather per stage and
  * eight rows, the additions in the same order per row, so every score has the same bits.
+ *
+ * Early exit (residual indexes: the later stages' tables are small): after the first J columns,
+ * a row's bound is its partial sum plus each later column's table maximum, added in the same
+ * order (then times scale >= 0). Float addition and multiplication are monotone, so the bound is
+ * >= the row's full score in float32; a row whose bound does not beat the weakest kept score
+ * cannot enter (the threshold only rises), and is skipped. The rest finish one at a time from
+ * the row-major codes, in row order, with the same additions: the same ids and bits as the full
+ * scan. Where most rows survive (product quantisers), the query stops checking and scans plainly.
+ *
  * Built by setup.py as an optional extension and called through ctypes (GIL released).
  */
 #define PY_SSIZE_T_CLEAN
@@ -58,14 +67,48 @@ static inline float score_scalar(const uint8_t *codesT, uint64_t n, uint64_t m, 
 }
 
 #if NZ_X86
+/* the early exit gives up on a query when more than a quarter of its first PRUNE_TRIAL rows
+ * survive the bound */
+#define PRUNE_TRIAL 4096
+
 __attribute__((target("avx2")))
-static void scan_avx2(const uint8_t *codesT, uint64_t n, uint64_t m, const int64_t *offs, const float *lut,
-                      const float *scale, uint64_t k, float *bs, int64_t *bi, float *worst_io) {
+static uint64_t scan_avx2(const uint8_t *codesT, const uint8_t *codes, uint64_t n, uint64_t m, uint64_t J,
+                          const float *tmax, const int64_t *offs, const float *lut, const float *scale,
+                          uint64_t k, float *bs, int64_t *bi, float *worst_io) {
     float worst = *worst_io;
-    uint64_t r = 0;
+    uint64_t r = 0, seen = 0, kept = 0, full = 0;  /* full: rows scored in all columns */
+    int prune = J < m;
     for (; r + 8 <= n; r += 8) {
         __m256 acc = _mm256_setzero_ps();
-        for (uint64_t j = 0; j < m; j++) {
+        uint64_t j = 0;
+        if (prune) {
+            for (; j < J; j++) {
+                __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codesT + j * n + r)));
+                acc = _mm256_add_ps(acc, _mm256_i32gather_ps(lut + offs[j], c, 4));
+            }
+            __m256 bound = acc;
+            for (uint64_t u = J; u < m; u++) bound = _mm256_add_ps(bound, _mm256_set1_ps(tmax[u]));
+            if (scale) bound = _mm256_mul_ps(bound, _mm256_loadu_ps(scale + r));
+            int hit = _mm256_movemask_ps(_mm256_cmp_ps(bound, _mm256_set1_ps(worst), _CMP_GT_OQ));
+            if (hit) {
+                float p8[8];
+                _mm256_storeu_ps(p8, acc);
+                for (int t = 0; t < 8; t++) {
+                    if (!(hit >> t & 1)) continue;
+                    const uint8_t *row = codes + (r + t) * m;
+                    float s = p8[t];
+                    for (uint64_t u = J; u < m; u++) s += lut[offs[u] + row[u]];
+                    if (scale) s *= scale[r + t];
+                    if (s > worst) worst = insert(bs, bi, k, s, (int64_t)(r + t));
+                    kept++;
+                }
+            }
+            seen += 8;
+            if (seen == PRUNE_TRIAL && kept * 4 > seen) prune = 0;
+            continue;
+        }
+        full += 8;
+        for (; j < m; j++) {
             __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codesT + j * n + r)));
             acc = _mm256_add_ps(acc, _mm256_i32gather_ps(lut + offs[j], c, 4));
         }
@@ -84,6 +127,7 @@ static void scan_avx2(const uint8_t *codesT, uint64_t n, uint64_t m, const int64
         if (s > worst) worst = insert(bs, bi, k, s, (int64_t)r);
     }
     *worst_io = worst;
+    return full + kept + (n & 7);
 }
 #endif
 
@@ -102,13 +146,19 @@ int nz_scan_simd(void) {
 #endif
 }
 
-/* Queries q0..q1: lut is (queries x ltab) float32, codesT (m x n) uint8 stage-major, offs[j] the
- * table offset of column j, scale NULL or n floats; out_i / out_s (queries x k). work: k floats +
- * k int64 of scratch per call (the caller's). force_scalar: skip the SIMD path (tests). */
-void nz_adc_topk(const uint8_t *codesT, uint64_t n, uint64_t m, const int64_t *offs, const float *lut,
-                 uint64_t ltab, const float *scale, uint64_t k, int64_t *out_i, float *out_s, float *work_s,
-                 int64_t *work_i, uint64_t q0, uint64_t q1, int force_scalar) {
+/* Queries q0..q1: lut is (queries x ltab) float32, codesT (m x n) uint8 stage-major, codes the
+ * same row-major (n x m; read only by the early exit), offs[j] the table offset of column j (256
+ * entries from there are read), scale NULL or n floats (>= 0 where J < m); out_i / out_s
+ * (queries x k). J: the early exit's check after J columns (J >= m: none). work: k + m floats +
+ * k int64 of scratch per call (the caller's). force_scalar: skip the SIMD path (tests). Returns
+ * the number of (query, row) scores computed in all m columns (the rest were cut short). */
+uint64_t nz_adc_topk(const uint8_t *codesT, const uint8_t *codes, uint64_t n, uint64_t m, const int64_t *offs,
+                     const float *lut, uint64_t ltab, const float *scale, uint64_t k, int64_t *out_i,
+                     float *out_s, float *work_s, int64_t *work_i, uint64_t q0, uint64_t q1, uint64_t J,
+                     int force_scalar) {
     int simd = !force_scalar && nz_scan_simd();
+    uint64_t full = 0;
+    float *tmax = work_s + k;
     for (uint64_t q = q0; q < q1; q++) {
         const float *lq = lut + q * ltab;
         for (uint64_t t = 0; t < k; t++) {
@@ -118,7 +168,13 @@ void nz_adc_topk(const uint8_t *codesT, uint64_t n, uint64_t m, const int64_t *o
         float worst = -INFINITY;
 #if NZ_X86
         if (simd) {
-            scan_avx2(codesT, n, m, offs, lq, scale, k, work_s, work_i, &worst);
+            uint64_t cut = codes ? J : m;
+            for (uint64_t u = cut; u < m; u++) {  /* each later column's largest entry */
+                float mx = lq[offs[u]];
+                for (uint64_t c = 1; c < 256; c++) mx = lq[offs[u] + c] > mx ? lq[offs[u] + c] : mx;
+                tmax[u] = mx;
+            }
+            full += scan_avx2(codesT, codes, n, m, cut, tmax, offs, lq, scale, k, work_s, work_i, &worst);
             finish(work_s, work_i, k, out_i + q * k, out_s + q * k);
             continue;
         }
@@ -128,8 +184,10 @@ void nz_adc_topk(const uint8_t *codesT, uint64_t n, uint64_t m, const int64_t *o
             if (scale) s *= scale[r];
             if (s > worst) worst = insert(work_s, work_i, k, s, (int64_t)r);
         }
+        full += n;
         finish(work_s, work_i, k, out_i + q * k, out_s + q * k);
     }
+    return full;
 }
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan_c",

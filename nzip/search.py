@@ -11,36 +11,31 @@ the best ``k * rerank_factor`` candidates exactly.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import Any
 
 import numba as nb
 import numpy as np
 
+from ._native import load, on_pool
 from .errors import InvalidInputError
 from .formats.container import open_item
 
 _JIT = dict(cache=True, nogil=True, boundscheck=False)
 
-# the C scan (nzip/_scan_c.c, AVX2: eight rows per gather; the same scores and ids as the numba
-# scan below, which is the fallback: no compiler, no AVX2, or NZIP_NO_C=1)
-_clib = None
-if os.environ.get("NZIP_NO_C", "") in ("", "0"):
-    try:
-        import ctypes
-
-        from . import _scan_c
-
-        _clib = ctypes.CDLL(_scan_c.__file__)
-        _clib.nz_scan_simd.restype = ctypes.c_int
-        _clib.nz_adc_topk.restype = None
-        _P, _U64 = ctypes.c_void_p, ctypes.c_uint64
-        _clib.nz_adc_topk.argtypes = [_P, _U64, _U64, _P, _P, _U64, _P, _U64, _P, _P, _P, _P, _U64, _U64,
-                                      ctypes.c_int]
-        if not _clib.nz_scan_simd():
-            _clib = None  # the scalar C loop is no faster than numba's
-    except (ImportError, OSError):
-        _clib = None
+# the C scan (nzip/_scan_c.c, AVX2: eight rows per gather, and an early exit for residual
+# indexes; the same scores and ids as the numba scan below, which is the fallback: no compiler,
+# no AVX2, or NZIP_NO_C=1)
+_clib = load("nzip._scan_c")
+if _clib is not None:
+    _clib.nz_scan_simd.restype = ctypes.c_int
+    _clib.nz_adc_topk.restype = ctypes.c_uint64
+    _P, _U64 = ctypes.c_void_p, ctypes.c_uint64
+    _clib.nz_adc_topk.argtypes = [_P, _P, _U64, _U64, _P, _P, _U64, _P, _U64, _P, _P, _P, _P, _U64, _U64, _U64,
+                                  ctypes.c_int]
+    if not _clib.nz_scan_simd():
+        _clib = None  # the scalar C loop is no faster than numba's
 c_scan = _clib is not None
 
 
@@ -157,36 +152,40 @@ def adc_topk(codes: np.ndarray, offs: np.ndarray, lut: np.ndarray, k: int,
     # (the C scan reads 256 table entries past every offset: byte codes, tables of 256 per column)
     if (c_scan and not force_numba and codes.dtype == np.uint8 and codes.shape[0] >= 8
             and int(offs.max(initial=0)) + 256 <= lut.shape[1]):
-        _c_topk(codes if codes_t is None else None, codes_t, offs, lut, k, sc, ids, scores)
+        _c_topk(codes, codes_t, offs, lut, k, sc, ids, scores)
     else:
         _scan(np.ascontiguousarray(codes), offs, lut, sc, k, ids, scores)
     return ids, scores
 
 
-def _c_topk(codes, codes_t, offs, lut, k, sc, ids, scores, force_scalar: bool = False) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
+def _c_topk(codes, codes_t, offs, lut, k, sc, ids, scores, force_scalar: bool = False,
+            prune_at: int | None = None) -> int:
+    """The C scan; ``prune_at``: the early exit's check after that many columns (default three
+    quarters of them, from 8 columns; off where the scale has negatives or no row-major codes are
+    given). Returns how many (query, row) scores were computed in full."""
     ct = np.ascontiguousarray(codes.T if codes_t is None else codes_t, np.uint8)
     m, n = ct.shape
     if (len(offs) != m or (sc.size and sc.size != n) or offs.min(initial=0) < 0
             or int(offs.max(initial=0)) + 256 > lut.shape[1]):
         raise ValueError("codes, offsets, tables and scale do not match")
+    rows = None if codes is None else np.ascontiguousarray(codes, np.uint8)
+    if rows is not None and rows.shape != (n, m):
+        raise ValueError("row-major and stage-major codes differ")
+    cut = (3 * m // 4 if m >= 8 else m) if prune_at is None else int(prune_at)
+    if rows is None or (sc.size and not (sc >= 0).all()):
+        cut = m  # (the bound times a negative or NaN scale bounds nothing)
     nq = lut.shape[0]
+    full = [0] * nq
 
     def run(q0: int, q1: int) -> None:
-        ws, wi = np.empty(k, np.float32), np.empty(k, np.int64)
-        _clib.nz_adc_topk(ct.ctypes.data, n, m, offs.ctypes.data, lut.ctypes.data, lut.shape[1],
-                          sc.ctypes.data if sc.size else None, k, ids.ctypes.data, scores.ctypes.data,
-                          ws.ctypes.data, wi.ctypes.data, q0, q1, int(force_scalar))
+        ws, wi = np.empty(k + m, np.float32), np.empty(k, np.int64)
+        full[q0] = _clib.nz_adc_topk(ct.ctypes.data, None if rows is None else rows.ctypes.data, n, m, offs.ctypes.data,
+                          lut.ctypes.data, lut.shape[1], sc.ctypes.data if sc.size else None, k,
+                          ids.ctypes.data, scores.ctypes.data, ws.ctypes.data, wi.ctypes.data, q0, q1,
+                          min(max(cut, 0), m), int(force_scalar))
 
-    t = min(nb.get_num_threads(), nq)
-    if t <= 1:
-        run(0, nq)
-        return
-    cuts = [nq * i // t for i in range(t + 1)]
-    with ThreadPoolExecutor(t) as pool:
-        for f in [pool.submit(run, cuts[i], cuts[i + 1]) for i in range(t)]:
-            f.result()
+    on_pool(run, nq)
+    return sum(full)
 
 
 def adc_topk_reference(codes, offs, lut, k, scale=None):

@@ -113,6 +113,35 @@ def test_c_scan_gives_the_numba_scans_bits():
             assert np.array_equal(ids, want[0]) and np.array_equal(sc, want[1])
 
 
+
+@pytest.mark.skipif(not search_mod.c_scan, reason="the C scan does not run here")
+def test_c_scan_early_exit_keeps_the_bits():
+    """The C scan's early exit (a bound from the later columns' table maxima) skips rows on
+    residual-shaped tables (later columns small) and still returns the full scan's ids and bits,
+    at every cut, with and without the cosine scale, ties and rerank depths included; a negative
+    scale turns it off rather than bounding wrongly."""
+    rng = np.random.default_rng(12)
+    n, m = 5000, 16
+    codes = rng.integers(0, 256, size=(n, m)).astype(np.uint8)
+    offs = np.arange(m) * 256
+    decay = (0.7 ** np.arange(m)).repeat(256).astype(np.float32)
+    luts = [(rng.normal(size=(6, m * 256)) * decay).astype(np.float32),
+            np.round(rng.normal(size=(3, m * 256)) * decay * 4).astype(np.float32)]  # many equal sums
+    scales = [None, rng.uniform(0.5, 2, n).astype(np.float32), rng.uniform(-1, 1, n).astype(np.float32)]
+    for lut in luts:
+        for scale in scales:
+            sc = np.zeros(0, np.float32) if scale is None else scale
+            for k in (1, 10, 100):
+                want = adc_topk(codes, offs, lut, k, scale, force_numba=True)
+                for cut in (0, 1, 5, 8, 12, 15, 16):
+                    ids, got = np.empty_like(want[0]), np.empty_like(want[1])
+                    full = search_mod._c_topk(codes, None, offs, lut, k, sc, ids, got, prune_at=cut)
+                    assert np.array_equal(ids, want[0]) and np.array_equal(got, want[1]), (k, cut)
+                    if cut == 12 and k == 10 and (scale is None or scale.min() > 0):
+                        assert full < 0.5 * lut.shape[0] * n, full  # the exit does cut rows short
+                    if cut == 16 or (scale is not None and scale.min() < 0):
+                        assert full == lut.shape[0] * n  # off: every row in full
+
 def test_search_recall_and_rerank(tmp_path):  # (default fixed-rate codes)
     x = _clustered(3000, seed=4)
     rng = np.random.default_rng(5)

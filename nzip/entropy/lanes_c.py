@@ -1,28 +1,19 @@
 """The C lane decoder (``_lanes_c.c``): static and context blobs, AVX2 where the CPU has it, and
 the fused float decode of weights/lossless (:func:`decode_join`).
 
-Same results as the numba kernels of :mod:`nzip.entropy.lanes` (which stay the fallback: ``available`` is False where the extension was not built, and
-``NZIP_NO_C=1`` turns it off). ctypes releases the GIL during a call, so several blocks decode on
-a small thread pool, as many threads as numba's.
+Same results as the numba kernels of :mod:`nzip.entropy.lanes`, which stay the fallback:
+``available`` is False where the extension was not built, and ``NZIP_NO_C=1`` turns it off.
+Several blocks decode at once on the extensions' shared thread pool (:mod:`nzip._native`).
 """
 from __future__ import annotations
 
 import ctypes
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-_lib = None
-if os.environ.get("NZIP_NO_C", "") in ("", "0"):
-    try:
-        from . import _lanes_c
+from .._native import load, on_pool
 
-        _lib = ctypes.CDLL(_lanes_c.__file__)
-    except (ImportError, OSError):
-        _lib = None
-
+_lib = load("nzip.entropy._lanes_c")
 available = _lib is not None
 _P = ctypes.c_void_p
 _U64 = ctypes.c_uint64
@@ -41,17 +32,6 @@ else:
     simd = False
 
 MIN_SYMBOLS = 1 << 15  # below this the numba kernels win (measured: 8K symbols 84 vs 120 us)
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0  # a forked child (a DataLoader worker) inherits the pool without its threads
-_pool_lock = threading.Lock()  # tensors decode on several threads at once
-
-
-def _threads() -> int:
-    import numba
-
-    return max(1, int(numba.get_num_threads()))
-
-
 def decode_blocks_packed(words, woffsets, states, out, ctx, block, lanes, prec, table, status,
                          force_scalar: bool = False) -> None:
     """:func:`nzip.entropy.lanes.decode_blocks_packed`: one packed uint32 per slot, ``out`` uint8."""
@@ -97,7 +77,7 @@ def _decode(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab
                               None if symtab is None else symtab.ctypes.data, len(table),
                               status.ctypes.data, b0, b1, int(force_scalar))
 
-    _on_pool(run, nblocks)
+    on_pool(run, nblocks)
 
 
 def decode_join(words, woffsets, states, out, ectx, emin: int, ecount: int, eshift: int, mshift: int, block,
@@ -135,21 +115,4 @@ def decode_join(words, woffsets, states, out, ectx, emin: int, ecount: int, eshi
                             lanes, prec, table.ctypes.data, len(table),
                             status.ctypes.data, b0, b1, int(force_scalar))
 
-    _on_pool(run, nblocks)
-
-
-def _on_pool(run, nblocks: int) -> None:
-    """run(b0, b1) over the blocks, split across the thread pool (one call where one thread)."""
-    global _pool, _pool_pid
-    t = min(_threads(), nblocks)
-    if t <= 1:
-        run(0, nblocks)
-        return
-    with _pool_lock:
-        if _pool is None or _pool._max_workers < t or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(max_workers=t, thread_name_prefix="nzip-lanes")
-            _pool_pid = os.getpid()
-        pool = _pool
-    cuts = [nblocks * i // t for i in range(t + 1)]
-    for f in [pool.submit(run, cuts[i], cuts[i + 1]) for i in range(t)]:
-        f.result()
+    on_pool(run, nblocks)
