@@ -70,64 +70,79 @@ static inline float score_scalar(const uint8_t *codesT, uint64_t n, uint64_t m, 
 /* the early exit gives up on a query when more than a quarter of its first PRUNE_TRIAL rows
  * survive the bound */
 #define PRUNE_TRIAL 4096
+/* rows are scored a block at a time, a few stages per pass over the block, so that the tables of
+ * the stages in use stay in L1 (48 stages of tables are 48 KB; measured 0.53 against 0.65 ns a
+ * lookup at 48 stages, the same below 32); the partial sums are stored and reloaded between
+ * passes, which leaves their bits as they were */
+#define ROW_BLOCK 1024
+#define STAGE_PASS 12
 
 __attribute__((target("avx2")))
 static uint64_t scan_avx2(const uint8_t *codesT, const uint8_t *codes, uint64_t n, uint64_t m, uint64_t J,
                           const float *tmax, const int64_t *offs, const float *lut, const float *scale,
                           uint64_t k, float *bs, int64_t *bi, float *worst_io) {
+    float part[ROW_BLOCK] __attribute__((aligned(32)));
     float worst = *worst_io;
-    uint64_t r = 0, seen = 0, kept = 0, full = 0;  /* full: rows scored in all columns */
-    int prune = J < m;
-    for (; r + 8 <= n; r += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        uint64_t j = 0;
-        if (prune) {
-            for (; j < J; j++) {
-                __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codesT + j * n + r)));
-                acc = _mm256_add_ps(acc, _mm256_i32gather_ps(lut + offs[j], c, 4));
-            }
-            __m256 bound = acc;
-            for (uint64_t u = J; u < m; u++) bound = _mm256_add_ps(bound, _mm256_set1_ps(tmax[u]));
-            if (scale) bound = _mm256_mul_ps(bound, _mm256_loadu_ps(scale + r));
-            int hit = _mm256_movemask_ps(_mm256_cmp_ps(bound, _mm256_set1_ps(worst), _CMP_GT_OQ));
-            if (hit) {
-                float p8[8];
-                _mm256_storeu_ps(p8, acc);
-                for (int t = 0; t < 8; t++) {
-                    if (!(hit >> t & 1)) continue;
-                    const uint8_t *row = codes + (r + t) * m;
-                    float s = p8[t];
-                    for (uint64_t u = J; u < m; u++) s += lut[offs[u] + row[u]];
-                    if (scale) s *= scale[r + t];
-                    if (s > worst) worst = insert(bs, bi, k, s, (int64_t)(r + t));
-                    kept++;
+    uint64_t seen = 0, kept = 0, full = 0;  /* full: rows scored in all columns */
+    uint64_t cut = J < m ? J : m, body = n & ~(uint64_t)7;
+    int tried = 0;
+    for (uint64_t r0 = 0; r0 < body; r0 += ROW_BLOCK) {
+        uint64_t rn = body - r0 < ROW_BLOCK ? body - r0 : ROW_BLOCK;
+        if (!cut)
+            for (uint64_t i = 0; i < rn; i++) part[i] = 0.0f;
+        for (uint64_t s0 = 0; s0 < cut; s0 += STAGE_PASS) {
+            uint64_t s1 = s0 + STAGE_PASS < cut ? s0 + STAGE_PASS : cut;
+            for (uint64_t i = 0; i < rn; i += 8) {
+                __m256 acc = s0 ? _mm256_load_ps(part + i) : _mm256_setzero_ps();
+                for (uint64_t j = s0; j < s1; j++) {
+                    __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codesT + j * n + r0 + i)));
+                    acc = _mm256_add_ps(acc, _mm256_i32gather_ps(lut + offs[j], c, 4));
                 }
+                _mm256_store_ps(part + i, acc);
             }
-            seen += 8;
-            if (seen == PRUNE_TRIAL && kept * 4 > seen) prune = 0;
+        }
+        if (cut == m) {  /* full scores */
+            full += rn;
+            for (uint64_t i = 0; i < rn; i += 8) {
+                __m256 acc = _mm256_load_ps(part + i);
+                if (scale) acc = _mm256_mul_ps(acc, _mm256_loadu_ps(scale + r0 + i));
+                if (!_mm256_movemask_ps(_mm256_cmp_ps(acc, _mm256_set1_ps(worst), _CMP_GT_OQ))) continue;
+                float s8[8];
+                _mm256_storeu_ps(s8, acc);
+                for (int t = 0; t < 8; t++)
+                    if (s8[t] > worst) worst = insert(bs, bi, k, s8[t], (int64_t)(r0 + i + t));
+            }
             continue;
         }
-        full += 8;
-        for (; j < m; j++) {
-            __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codesT + j * n + r)));
-            acc = _mm256_add_ps(acc, _mm256_i32gather_ps(lut + offs[j], c, 4));
+        for (uint64_t i = 0; i < rn; i += 8) {  /* the early exit: bound, then the survivors */
+            __m256 bound = _mm256_load_ps(part + i);
+            for (uint64_t u = cut; u < m; u++) bound = _mm256_add_ps(bound, _mm256_set1_ps(tmax[u]));
+            if (scale) bound = _mm256_mul_ps(bound, _mm256_loadu_ps(scale + r0 + i));
+            int hit = _mm256_movemask_ps(_mm256_cmp_ps(bound, _mm256_set1_ps(worst), _CMP_GT_OQ));
+            for (int t = 0; hit && t < 8; t++) {
+                if (!(hit >> t & 1)) continue;
+                uint64_t r = r0 + i + t;
+                const uint8_t *row = codes + r * m;
+                float s = part[i + t];
+                for (uint64_t u = cut; u < m; u++) s += lut[offs[u] + row[u]];
+                if (scale) s *= scale[r];
+                if (s > worst) worst = insert(bs, bi, k, s, (int64_t)r);
+                kept++;
+            }
         }
-        if (scale) acc = _mm256_mul_ps(acc, _mm256_loadu_ps(scale + r));
-        int hit = _mm256_movemask_ps(_mm256_cmp_ps(acc, _mm256_set1_ps(worst), _CMP_GT_OQ));
-        if (hit) {
-            float s8[8];
-            _mm256_storeu_ps(s8, acc);
-            for (int t = 0; t < 8; t++)
-                if (s8[t] > worst) worst = insert(bs, bi, k, s8[t], (int64_t)(r + t));
+        seen += rn;
+        if (!tried && seen >= PRUNE_TRIAL) {
+            tried = 1;
+            if (kept * 4 > seen) cut = m;  /* most rows survive: scan the rest plainly */
         }
     }
-    for (; r < n; r++) {
+    for (uint64_t r = body; r < n; r++) {
         float s = score_scalar(codesT, n, m, offs, lut, r);
         if (scale) s *= scale[r];
         if (s > worst) worst = insert(bs, bi, k, s, (int64_t)r);
     }
     *worst_io = worst;
-    return full + kept + (n & 7);
+    return full + kept + (n - body);
 }
 #endif
 
