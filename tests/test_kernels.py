@@ -127,8 +127,12 @@ def test_kernel_dispatch_weights_load(tmp_path, monkeypatch):
     g = torch.Generator().manual_seed(4)
     sd = {"w": (torch.randn(300, 256, generator=g) * 0.02).to(torch.bfloat16),  # context models
           "h": torch.randn(40, 30, generator=g).half(), "f": torch.randn(64, 48, generator=g),
-          "i": torch.arange(12), "t": torch.zeros(0)}
+          "i": torch.arange(12), "t": torch.zeros(0),
+          "wf": torch.randn(260, 256, generator=g) * 0.05, "wh": (torch.randn(256, 260, generator=g) * 0.1).half()}
     sd["f"][:8] = sd["f"][:8].half().float()  # fp32 rows with spare precision
+    sd["w"][7] = 0  # escaped values of the joint layout (zeros)
+    sd["wf"][3, :5] = 0
+    sd["wf"][:16] = sd["wf"][:16].half().float()
     save_file(sd, tmp_path / "m.safetensors")
     for mode in ("best", "fast"):
         nzip.encode(tmp_path / "m.safetensors", tmp_path / f"{mode}.nz", mode=mode)

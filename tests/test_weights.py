@@ -178,6 +178,41 @@ def test_cli_roundtrip_and_info(tmp_path):
     assert r.returncode != 0 and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("dtype", ["BF16", "F16", "F32"])
+def test_joint_layout_is_exact_on_both_decoders(dtype, monkeypatch):
+    """mode=best codes a matrix's exponent and top 2 mantissa bits as one symbol (the rest raw):
+    bit-exact through the C decoder and the numba one, on shapes whose size is not a multiple of
+    4, with escaped values (zeros, tiny values; inf and nan), and below the C decoder's size."""
+    from nzip.codecs import weights_lossless as W
+    from nzip.entropy import coder
+
+    g = torch.Generator().manual_seed(9)
+    tdt = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}[dtype]
+    for rows, cols in ((300, 257), (1025, 129), (97, 701)):
+        w = torch.randn(rows, cols, generator=g) * torch.rand(rows, 1, generator=g) * 0.05
+        w[1] = 0
+        w[2, :7] = 1e-30
+        w[4, 3] = -0.0
+        t = w.to(tdt)
+        raw = t.contiguous().view(torch.uint8).numpy().reshape(-1).copy()
+        blob = encode_tensor(dtype, raw, "best", [rows, cols])
+        assert blob[1] == W.JOINT  # the joint layout was chosen
+        assert len(blob) < len(encode_tensor(dtype, raw, "fast", [rows, cols]))
+        got = decode_tensor(blob, dtype, rows * cols, "best", shape=[rows, cols])
+        assert np.array_equal(got, raw)
+        with monkeypatch.context() as m:  # the numba decode and join
+            m.setattr(coder.LaneStreams, "jointable", lambda *a: False)
+            assert np.array_equal(decode_tensor(blob, dtype, rows * cols, "best", shape=[rows, cols]), raw)
+        for cut in (3, len(blob) // 3, len(blob) - 1):
+            with pytest.raises(CorruptDataError):
+                decode_tensor(blob[:cut], dtype, rows * cols, "best", shape=[rows, cols])
+    # inf/nan put the top exponent far above the weights': every weight would escape, so the
+    # coder keeps the two fields apart there; still exact
+    w[5, 5], w[6, 6] = float("inf"), float("nan")
+    raw = w.to(tdt).contiguous().view(torch.uint8).numpy().reshape(-1).copy()
+    blob = encode_tensor(dtype, raw, "best", list(w.shape))
+    assert np.array_equal(decode_tensor(blob, dtype, w.numel(), "best", shape=list(w.shape)), raw)
+
 def test_row_precision_and_scale_contexts():
     g = torch.Generator().manual_seed(3)
     rows = torch.rand(600, 1, generator=g) * 4

@@ -17,7 +17,8 @@
  *
  * nz_decode_join is the fused float decode of weights/lossless: a sign+mantissa blob whose
  * contexts come from the exponents, written straight out as the floats' bits (no context array,
- * no byte array, no separate join pass). */
+ * no byte array, no separate join pass). nz_decode_joint is the same for weights/lossless's joint
+ * layout: (exponent, top 2 mantissa bits) symbols joined with the raw sign and low mantissa bits. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -100,10 +101,37 @@ static inline uint32_t join_value(const Join *jn, uint32_t s, uint32_t e) {
     return ((s & 0x80u) << 8) | (e << jn->eshift) | ((s & 0x7Fu) << jn->mshift);
 }
 
+/* The joint float decode (``nz_decode_joint``): symbol s = (e - base + 1) << 2 | m2 (s >= 4), or
+ * an escape (s < 4: exponent and m2 left 0 here, filled in by the caller, and counted), joined
+ * with the value's raw 6-bit field r (sign << 5 | low 5 mantissa bits) into
+ * r >> 5 << 15 | e << eshift | (m2 << 5 | r & 31) << mshift (uint16). The fields lie in three
+ * byte planes of q bytes: values i < 3q in the low 6 bits of planes[i], value 3q + k spread over
+ * the top 2 bits of planes[k], planes[q + k] and planes[2q + k]. Packed tables, uint8 contexts. */
+typedef struct {
+    uint32_t base, eshift, mshift;
+    const uint8_t *planes;
+    uint64_t q, lost;
+} Joint;
+
+static inline uint32_t joint_field(const Joint *jt, uint64_t i) {
+    const uint8_t *p = jt->planes;
+    uint64_t q = jt->q;
+    if (i < 3 * q) return p[i] & 63u;
+    uint64_t k = i - 3 * q;
+    return (uint32_t)(p[k] >> 6) | (uint32_t)(p[q + k] >> 6) << 2 | (uint32_t)(p[2 * q + k] >> 6) << 4;
+}
+
+static inline uint32_t joint_value(const Joint *jt, uint32_t s, uint32_t r) {
+    uint32_t keep = s >= 4 ? ~0u : 0u;
+    uint32_t ev = ((s >> 2) + jt->base - 1) & keep;
+    uint32_t m7 = (((s & 3u) << 5) & keep) | (r & 31u);
+    return (r >> 5) << 15 | ev << jt->eshift | m7 << jt->mshift;
+}
+
 /* one group of m <= lanes symbols starting at j, scalar; with ``jn`` the fused float decode
  * (ctx: the exponents) */
 static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, void *out, const void *ctx,
-                                   const Tables *t, const Join *jn) {
+                                   const Tables *t, const Join *jn, Joint *jt) {
     if (jn) {
         const uint8_t *ectx = (const uint8_t *)ctx;
         for (uint64_t lane = 0; lane < m; lane++) {
@@ -122,7 +150,10 @@ static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, void *ou
         else if (t->ctx_bytes == 2) c = ((const uint16_t *)ctx)[j + lane];
         if (c >= t->nctx) return ERR_SLOT;
         x[lane] = step(t, x[lane], c, &sym);
-        if (t->out_bytes == 1) ((uint8_t *)out)[j + lane] = (uint8_t)sym;
+        if (jt) {
+            ((uint16_t *)out)[j + lane] = (uint16_t)joint_value(jt, sym, joint_field(jt, j + lane));
+            jt->lost += sym < 4;
+        } else if (t->out_bytes == 1) ((uint8_t *)out)[j + lane] = (uint8_t)sym;
         else ((uint16_t *)out)[j + lane] = (uint16_t)sym;
     }
     return 0;
@@ -130,13 +161,13 @@ static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, void *ou
 
 static int64_t decode_block_scalar(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
                                    const uint32_t *states, void *out, const void *ctx, const Tables *t,
-                                   const Join *jn, uint64_t start, uint64_t stop, uint64_t lanes) {
+                                   const Join *jn, Joint *jt, uint64_t start, uint64_t stop, uint64_t lanes) {
     uint32_t x[MAX_LANES];
     for (uint64_t lane = 0; lane < lanes; lane++) x[lane] = states[lane];
     uint64_t ptr = wstart, j = start;
     while (j < stop) {
         uint64_t m = stop - j < lanes ? stop - j : lanes;
-        int64_t st = group_scalar(x, m, j, out, ctx, t, jn);
+        int64_t st = group_scalar(x, m, j, out, ctx, t, jn, jt);
         if (st < 0) return st;
         ptr = renorm_scalar(x, m, words, nwords, ptr);
         if (ptr > wend) return ERR_OVERRUN;
@@ -182,9 +213,9 @@ __attribute__((target("avx2,popcnt"), always_inline))
 static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
                                         const uint32_t *states, void *out, const void *ctx, const Tables *t,
                                         uint64_t start, uint64_t stop, uint64_t lanes, const int split,
-                                        const int out_bytes, const int ctx_bytes, const Join *jn) {
+                                        const int out_bytes, const int ctx_bytes, const Join *jn, Joint *jt) {
     /* jn (a constant NULL or not in each variant): the fused float decode, ctx the exponents,
-     * out_bytes 2 or 4 */
+     * out_bytes 2 or 4; jt (likewise): the joint float decode, out_bytes 2, uint8 contexts */
     const uint32_t prec = t->prec, nctx = t->nctx;
     const uint32_t *table = t->table;
     /* lanes is 8, 16 or 32: nv vectors of 8 states */
@@ -205,6 +236,12 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
     const __m256i mant = _mm256_set1_epi32(0x7F);
     const __m256i eminv = _mm256_set1_epi32(jn ? (int)jn->emin - 1 : 0);
     const __m256i ecntv = _mm256_set1_epi32(jn ? (int)jn->ecount + 1 : 0);
+    const __m128i jesh = _mm_cvtsi32_si128(jt ? (int)jt->eshift : 0);
+    const __m128i jmsh = _mm_cvtsi32_si128(jt ? (int)jt->mshift : 0);
+    const __m256i jbase = _mm256_set1_epi32(jt ? (int)jt->base - 1 : 0);
+    const __m256i three = _mm256_set1_epi32(3), six3 = _mm256_set1_epi32(63), low5 = _mm256_set1_epi32(31);
+    const uint64_t jq = jt ? jt->q : 0;
+    uint64_t jlost = 0;
     uint64_t ptr = wstart, j = start;
     while (j + lanes <= stop) {
         /* the table steps of all lanes first (independent: their gathers overlap), then the
@@ -255,6 +292,32 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
                                         _mm256_or_si256(_mm256_slli_epi32(val, 16),
                                                         _mm256_or_si256(_mm256_slli_epi32(l1, 8), l0)));
                 }
+            } else if (jt) {  /* the joint float decode: the raw field, then the float's bits */
+                __m256i r;
+                if (jj + 8 <= 3 * jq) {
+                    r = _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(jt->planes + jj))), six3);
+                } else if (jj >= 3 * jq) {
+                    const uint8_t *pk = jt->planes + (jj - 3 * jq);
+                    __m256i a = _mm256_srli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)pk)), 6);
+                    __m256i b = _mm256_srli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(pk + jq))), 6);
+                    __m256i c = _mm256_srli_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(pk + 2 * jq))), 6);
+                    r = _mm256_or_si256(a, _mm256_or_si256(_mm256_slli_epi32(b, 2), _mm256_slli_epi32(c, 4)));
+                } else {  /* eight values across the planes' seam */
+                    uint32_t f8[8];
+                    for (int u = 0; u < 8; u++) f8[u] = joint_field(jt, jj + (uint64_t)u);
+                    r = _mm256_loadu_si256((const __m256i *)f8);
+                }
+                __m256i keep = _mm256_cmpgt_epi32(s, three);
+                __m256i ev = _mm256_and_si256(_mm256_add_epi32(_mm256_srli_epi32(s, 2), jbase), keep);
+                __m256i m7 = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(_mm256_and_si256(s, three), 5), keep),
+                                             _mm256_and_si256(r, low5));
+                __m256i val = _mm256_or_si256(_mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(r, 5), 15),
+                                                              _mm256_sll_epi32(ev, jesh)),
+                                              _mm256_sll_epi32(m7, jmsh));
+                val = _mm256_and_si256(val, lowhalf);
+                _mm_storeu_si128((__m128i *)((uint16_t *)out + jj),
+                                 _mm_packus_epi32(_mm256_castsi256_si128(val), _mm256_extracti128_si256(val, 1)));
+                jlost += 8 - (uint64_t)_mm_popcnt_u32((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(keep)));
             } else {
                 __m128i s16 = _mm_packus_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
                 if (out_bytes == 1) _mm_storel_epi64((__m128i *)((uint8_t *)out + jj), _mm_packus_epi16(s16, s16));
@@ -268,11 +331,12 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
         if (ptr > wend) return ERR_OVERRUN;
         j += lanes;
     }
+    if (jt) jt->lost += jlost;
     uint32_t x[MAX_LANES];
     for (uint64_t v = 0; v < nv; v++) _mm256_storeu_si256((__m256i *)(x + 8 * v), xv[v]);
     if (j < stop) {  /* a short last group */
         uint64_t m = stop - j;
-        int64_t st = group_scalar(x, m, j, out, ctx, t, jn);
+        int64_t st = group_scalar(x, m, j, out, ctx, t, jn, jt);
         if (st < 0) return st;
         ptr = renorm_scalar(x, m, words, nwords, ptr);
         if (ptr > wend) return ERR_OVERRUN;
@@ -286,8 +350,8 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
         const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out,     \
         const void *ctx, const Tables *t, uint64_t a, uint64_t b, uint64_t lanes) {                 \
         if (lanes == 32) /* the default for large inputs: the lane loops unroll, states in registers */ \
-            return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, 32, split, ob, cb, NULL);  \
-        return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, lanes, split, ob, cb, NULL);   \
+            return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, 32, split, ob, cb, NULL, NULL); \
+        return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, lanes, split, ob, cb, NULL, NULL); \
     }
 NZ_VARIANT(avx2_p0, 0, 1, 0)
 NZ_VARIANT(avx2_p1, 0, 1, 1)
@@ -304,11 +368,19 @@ NZ_VARIANT(avx2_s22, 1, 2, 2)
     __attribute__((target("avx2,popcnt"))) static int64_t name(                                     \
         const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out,     \
         const uint8_t *e, const Tables *t, const Join *jn, uint64_t a, uint64_t b, uint64_t lanes) { \
-        if (lanes == 32) return decode_block_avx2(w, nw, ws, we, st, out, e, t, a, b, 32, 0, ob, 1, jn); \
-        return decode_block_avx2(w, nw, ws, we, st, out, e, t, a, b, lanes, 0, ob, 1, jn);            \
+        if (lanes == 32) return decode_block_avx2(w, nw, ws, we, st, out, e, t, a, b, 32, 0, ob, 1, jn, NULL); \
+        return decode_block_avx2(w, nw, ws, we, st, out, e, t, a, b, lanes, 0, ob, 1, jn, NULL);            \
     }
 NZ_JOIN(join_avx2_2, 2)
 NZ_JOIN(join_avx2_4, 4)
+
+/* the joint float decode (packed tables, uint8 contexts, uint16 out) */
+__attribute__((target("avx2,popcnt"))) static int64_t joint_avx2(
+    const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out, const uint8_t *ctx,
+    const Tables *t, Joint *jt, uint64_t a, uint64_t b, uint64_t lanes) {
+    if (lanes == 32) return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, 32, 0, 2, 1, NULL, jt);
+    return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, lanes, 0, 2, 1, NULL, jt);
+}
 
 typedef int64_t (*block_fn)(const uint16_t *, uint64_t, uint64_t, uint64_t, const uint32_t *, void *,
                             const void *, const Tables *, uint64_t, uint64_t, uint64_t);
@@ -358,8 +430,8 @@ void nz_decode_blocks(const uint16_t *words, uint64_t nwords, const int64_t *wof
             continue;
         }
 #endif
-        status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ctx, &t, NULL, start,
-                                        stop, lanes);
+        status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ctx, &t, NULL, NULL,
+                                        start, stop, lanes);
     }
 }
 
@@ -386,8 +458,35 @@ void nz_decode_join(const uint16_t *words, uint64_t nwords, const int64_t *woffs
             continue;
         }
 #endif
-        status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ectx, &t, &jn, start,
+        status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ectx, &t, &jn, NULL,
+                                        start, stop, lanes);
+    }
+}
+
+/* The joint float decode of blocks b0..b1 (see Joint): a packed-table blob with uint8 contexts
+ * ctx, written joined with the raw fields of ``planes`` (3 * q bytes) into out (uint16);
+ * status[b] per block as nz_decode_blocks, lost[b] the block's escaped values (symbols < 4). */
+void nz_decode_joint(const uint16_t *words, uint64_t nwords, const int64_t *woffsets, const uint32_t *states,
+                     uint16_t *out, uint64_t n, const uint8_t *ctx, uint32_t base, uint32_t eshift, uint32_t mshift,
+                     const uint8_t *planes, uint64_t q, uint64_t block, uint64_t lanes, uint32_t prec,
+                     const uint32_t *table, uint64_t ntable, int64_t *status, int64_t *lost, uint64_t b0, uint64_t b1,
+                     int force_scalar) {
+    Tables t = {table, NULL, prec, (uint32_t)(ntable >> prec), 1, 2};
+    int simd = !force_scalar && nz_simd() && lanes % 8 == 0 && lanes <= MAX_LANES;
+    for (uint64_t b = b0; b < b1; b++) {
+        uint64_t start = b * block, stop = start + block < n ? start + block : n;
+        uint64_t ws = (uint64_t)woffsets[b], we = (uint64_t)woffsets[b + 1];
+        Joint jt = {base, eshift, mshift, planes, q, 0};
+#if NZ_X86
+        if (simd) {
+            status[b] = joint_avx2(words, nwords, ws, we, states + b * lanes, out, ctx, &t, &jt, start, stop, lanes);
+            lost[b] = (int64_t)jt.lost;
+            continue;
+        }
+#endif
+        status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ctx, &t, NULL, &jt, start,
                                         stop, lanes);
+        lost[b] = (int64_t)jt.lost;
     }
 }
 

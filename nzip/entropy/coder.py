@@ -400,6 +400,28 @@ class LaneStreams:
                        self.block, self.lanes, self.prec, self.packed(), status, lo1, lo0)
         _raise_status(status, self.what)
 
+    def jointable(self, contexts: np.ndarray, out: np.ndarray) -> bool:
+        """Whether :meth:`decode_joint` runs here: the C decoder (AVX2), a packed context blob of
+        >= 32K symbols, uint8 contexts, one per symbol, into uint16."""
+        return (self.kind == CONTEXT and LC.simd and self.n >= LC.MIN_SYMBOLS and self.packable
+                and contexts.dtype == np.uint8 and len(contexts) == self.n == len(out) and out.dtype == np.uint16)
+
+    def decode_joint(self, contexts: np.ndarray, base: int, eshift: int, mshift: int, planes: np.ndarray,
+                     out: np.ndarray) -> list[tuple[int, int, int]]:
+        """weights/lossless's joint float decode (where :meth:`jointable`; see
+        :func:`nzip.entropy.lanes_c.decode_joint`): one pass from symbols and raw fields to the
+        floats' bits. Returns (start, stop, count) of the blocks holding escaped values (symbols
+        below 4)."""
+        if not self.jointable(contexts, out):
+            raise ValueError("the joint float decode does not apply to this blob here")
+        status = np.empty(self.nblocks, dtype=np.int64)
+        lost = np.zeros(self.nblocks, dtype=np.int64)
+        LC.decode_joint(self.words, self.woff, self.states, out, contexts, base, eshift, mshift, planes,
+                        self.block, self.lanes, self.prec, self.packed(), status, lost)
+        _raise_status(status, self.what)
+        return [(int(b) * self.block, min((int(b) + 1) * self.block, self.n), int(lost[b]))
+                for b in np.flatnonzero(lost)]
+
 
 def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
           what: str = "entropy blob") -> LaneStreams:

@@ -1,5 +1,5 @@
 """The C lane decoder (``_lanes_c.c``): static and context blobs, AVX2 where the CPU has it, and
-the fused float decode of weights/lossless (:func:`decode_join`).
+the fused float decodes of weights/lossless (:func:`decode_join`, :func:`decode_joint`).
 
 Same results as the numba kernels of :mod:`nzip.entropy.lanes`, which stay the fallback:
 ``available`` is False where the extension was not built, and ``NZIP_NO_C=1`` turns it off.
@@ -27,6 +27,9 @@ if available:
     _lib.nz_decode_join.argtypes = [_P, _U64, _P, _P, _P, ctypes.c_int, _U64, _P, ctypes.c_uint32, ctypes.c_uint32,
                                     ctypes.c_uint32, ctypes.c_uint32, _P, _P, _U64, _U64, ctypes.c_uint32, _P, _U64,
                                     _P, _U64, _U64, ctypes.c_int]
+    _lib.nz_decode_joint.restype = None
+    _lib.nz_decode_joint.argtypes = [_P, _U64, _P, _P, _P, _U64, _P, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
+                                     _P, _U64, _U64, _U64, ctypes.c_uint32, _P, _U64, _P, _P, _U64, _U64, ctypes.c_int]
     simd = bool(_lib.nz_simd())  # also builds the permutation table, before any thread runs
 else:
     simd = False
@@ -114,5 +117,39 @@ def decode_join(words, woffsets, states, out, ectx, emin: int, ecount: int, eshi
                             eshift, mshift, *[None if a is None else a.ctypes.data for a in lows], block,
                             lanes, prec, table.ctypes.data, len(table),
                             status.ctypes.data, b0, b1, int(force_scalar))
+
+    on_pool(run, nblocks)
+
+
+def decode_joint(words, woffsets, states, out, ctx, base: int, eshift: int, mshift: int, planes, block, lanes,
+                 prec, table, status, lost, force_scalar: bool = False) -> None:
+    """The joint float decode of weights/lossless: a packed-table context blob (``ctx`` uint8,
+    one per symbol) of symbols s = (e - base + 1) << 2 | m2, or s < 4 for an escape, joined with
+    the raw 6-bit fields r (sign << 5 | low 5 mantissa bits) held in ``planes`` (3 x q bytes:
+    values i < 3q in the low 6 bits of byte i, value 3q + k in the top 2 bits of bytes k, q + k
+    and 2q + k) into ``out`` (uint16): r >> 5 << 15 | e << eshift | (m2 << 5 | r & 31) << mshift,
+    escapes with e = m2 = 0. ``status`` as :func:`decode_blocks`; ``lost[b]``: block b's escapes."""
+    words = np.ascontiguousarray(words, np.uint16)
+    woffsets = np.ascontiguousarray(woffsets, np.int64)
+    states = np.ascontiguousarray(states, np.uint32)
+    table = np.ascontiguousarray(table, np.uint32)
+    ctx = np.ascontiguousarray(ctx)
+    planes = np.ascontiguousarray(planes, np.uint8)
+    nblocks = status.shape[0]
+    n = len(out)
+    q = (n + 3) // 4
+    if not (out.flags.c_contiguous and out.dtype == np.uint16 and status.dtype == np.int64
+            and lost.dtype == np.int64 and lost.shape == status.shape):
+        raise ValueError("out must be contiguous uint16, status and lost int64 per block")
+    if ctx.dtype != np.uint8 or len(ctx) < n or planes.size != 3 * q:
+        raise ValueError("contexts must be uint8, one per value; the planes 3 x ceil(n / 4) bytes")
+    if woffsets.shape[0] != nblocks + 1 or states.shape[0] != nblocks * lanes:
+        raise ValueError("block offsets or states do not match the number of blocks")
+
+    def run(b0: int, b1: int) -> None:
+        _lib.nz_decode_joint(words.ctypes.data, len(words), woffsets.ctypes.data, states.ctypes.data,
+                             out.ctypes.data, n, ctx.ctypes.data, base, eshift, mshift, planes.ctypes.data, q,
+                             block, lanes, prec, table.ctypes.data, len(table), status.ctypes.data,
+                             lost.ctypes.data, b0, b1, int(force_scalar))
 
     on_pool(run, nblocks)
