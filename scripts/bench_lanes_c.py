@@ -55,17 +55,32 @@ def with_c(flag: bool, f):
 
 
 def unfused(f):
-    """f with weights/lossless's fused float decode turned off (the C decoder, then the join)."""
+    """f with weights/lossless's fused float decodes turned off (the C decoder, then the join)."""
     from nzip.entropy import coder as EC
 
-    joinable = EC.LaneStreams.joinable
+    joinable, jointable = EC.LaneStreams.joinable, EC.LaneStreams.jointable
 
     def run():
-        EC.LaneStreams.joinable = lambda *a: False
+        EC.LaneStreams.joinable = EC.LaneStreams.jointable = lambda *a: False
         try:
             return f()
         finally:
-            EC.LaneStreams.joinable = joinable
+            EC.LaneStreams.joinable, EC.LaneStreams.jointable = joinable, jointable
+    return run
+
+
+def two_fields(f):
+    """f (an encode) with weights/lossless's joint layout turned off: session 10's layout."""
+    from nzip.codecs import weights_lossless as W
+
+    put_joint = W._put_joint
+
+    def run():
+        W._put_joint = lambda *a: False
+        try:
+            return f()
+        finally:
+            W._put_joint = put_joint
     return run
 
 
@@ -124,7 +139,7 @@ def load_rows(src: Path, work: Path, n_rounds: int) -> list[str]:
     bf16 = work / "minilm-bf16.safetensors"
     if not bf16.exists():
         make_bf16(src, bf16)
-    rows = []
+    rows, sizes = [], {}
     for label, path in (("bf16", bf16), ("fp32", src)):
         raw = path.stat().st_size
         readers = {}
@@ -136,6 +151,11 @@ def load_rows(src: Path, work: Path, n_rounds: int) -> list[str]:
             if mode == "best":
                 readers[f"nzip mode={mode}, C, fused float decode off"] = unfused(
                     with_c(True, lambda d=dst: nzip.weights.load(d)))
+                two = work / f"{label}.best-two-fields.nz"
+                two_fields(lambda: nzip.encode(path, two, overwrite=True, mode="best"))()
+                readers["nzip mode=best, C, two-field layout (no joint symbols)"] = with_c(
+                    True, lambda d=two: nzip.weights.load(d))
+                sizes[label] = (raw / dst.stat().st_size, raw / two.stat().st_size)
         sd = load_file(str(path))
         z = ZipNN(input_format="torch", threads=2)
         blobs = {k: bytes(z.compress(v.clone())) for k, v in sd.items() if v.is_floating_point()}
@@ -143,6 +163,8 @@ def load_rows(src: Path, work: Path, n_rounds: int) -> list[str]:
         t = rounds(readers, n_rounds)
         for k, v in t.items():
             rows.append(f"| {label} | {k} | {raw / v / 1e6:.0f} | {t['zipnn (2 threads)'] / v:.2f} |")
+    rows += [f"\nratio (whole .nz), mode=best: {k} {a:.4f} joint layout, {b:.4f} two-field layout"
+             for k, (a, b) in sizes.items()]
     return rows
 
 

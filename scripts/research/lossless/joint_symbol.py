@@ -1,8 +1,9 @@
-"""Research (issue 3): one coded symbol per bf16 weight instead of mode=best's two.
+"""Research (issue 3): one coded symbol per bf16 weight instead of two.
 
-mode=best codes the exponent (a table per row+column scale context) and then the sign+mantissa
-byte (a table per exponent): two context-coded symbols per weight, which bounds its decode at
-half the lane decoder's symbol rate. Here the exponent and the top t mantissa bits are one
+Until session 11, mode=best coded the exponent (a table per row+column scale context) and then
+the sign+mantissa byte (a table per exponent): two context-coded symbols per weight, which bounds
+its decode at half the lane decoder's symbol rate. Session 11 made the joint layout below (top 2
+bits, precision 12) mode=best's default for matrices. Here the exponent and the top t mantissa bits are one
 symbol (alphabet ~ exponents x 2**t), coded with the scale-context tables, and the sign and the
 other 7-t mantissa bits are stored raw (bit planes cost no table step). Sizes come from the real
 coder (entropy.encode_context at precision P); matrices >= 64K elements only, every other
@@ -39,15 +40,19 @@ def main() -> None:
     sd = load_file(str(model_dir() / "model.safetensors"))
     tops = [int(t) for t in args.tops.split(",")]
     precs = [int(p) for p in args.precisions.split(",")]
-    orig = best = fast = 0
+    orig = best = two = fast = 0
+    put_joint = W._put_joint
     joint = {(t, p): 0 for t in tops for p in precs}
     for t32 in sd.values():
         u = t32.to(torch.bfloat16).contiguous().view(torch.int16).numpy().view(np.uint16).reshape(-1)
         raw = u.view(np.uint8)
         shape = tuple(t32.shape)
+        W._put_joint = lambda *a: False
         b = len(W.encode_tensor("BF16", raw, "best", shape))
+        W._put_joint = put_joint
         orig += raw.size
-        best += b
+        two += b
+        best += len(W.encode_tensor("BF16", raw, "best", shape))
         fast += len(W.encode_tensor("BF16", raw, "fast", shape))
         rows, cols = W._rows_cols(shape, u.size)
         if u.size < W.SCALE_MIN_NUMEL or rows < 8 or cols < 8:
@@ -66,7 +71,8 @@ def main() -> None:
                     + (raw_bits + 7) // 8
     print(f"all-MiniLM-L6-v2 in bf16: {orig:,} bytes of tensors")
     print("\n| layout | coded symbols / weight | bytes | ratio |\n|---|---:|---:|---:|")
-    print(f"| mode=best (exponent \\| scale context; sign+mantissa \\| exponent) | 2 | {best:,} | {orig / best:.4f} |")
+    print(f"| two fields (exponent \\| scale context; sign+mantissa \\| exponent) | 2 | {two:,} | {orig / two:.4f} |")
+    print(f"| mode=best now (the joint layout where it pays) | 1 | {best:,} | {orig / best:.4f} |")
     print(f"| mode=fast (exponent order-0; sign+mantissa raw) | 1 | {fast:,} | {orig / fast:.4f} |")
     for (t, p), v in joint.items():
         print(f"| (exponent, top {t} mantissa bits) \\| scale context, precision {p}; the rest raw | 1 | "
