@@ -399,6 +399,71 @@ def test_fused_float_decode_matches_decode_then_join(n, lanes, block, width):
     assert failures > 0
 
 
+@pytest.mark.skipif(not LC.simd, reason="the C decoder does not run here")
+@pytest.mark.parametrize("n,lanes,block,ebits", [(40_001, 32, 4096, 8), (70_002, 16, 8192, 5),
+                                                 (33_333, 8, 1 << 20, 8), (65_536, 32, 1 << 20, 8)])
+def test_joint_float_decode_matches_decode_then_join(n, lanes, block, ebits):
+    """``decode_joint`` (weights/lossless's joint symbols joined with their raw 6-bit fields in the
+    decode loop) gives the plain decode's symbols joined by the numba kernels, SIMD and scalar
+    alike, with the escapes (symbols below 4) counted per block and left with exponent and top
+    bits 0; the same status block by block on corrupt streams. Sizes not a multiple of 4 or 8
+    put groups of eight across the planes' seam."""
+    from nzip.codecs import weights_lossless as W
+
+    rng = np.random.default_rng(n)
+    sym = rng.integers(4, 4 * 20, n).astype(np.uint8)
+    sym[::101] = 0  # escapes
+    cx = rng.integers(0, 16, n).astype(np.uint8)
+    sm = rng.integers(0, 256, n).astype(np.uint8)
+    planes = W._pack6(sm)
+    base, eshift, mshift = (100, 7, 0) if ebits == 8 else (0, 10, 3)
+    ls = coder.parse_context(coder.encode_context(sym, cx, 16, lanes=lanes, block=block, max_precision=12), n)
+    want = np.empty(n, np.uint16)
+    spans = W._joint_join(sym, planes, base, eshift, mshift, want)
+    assert sum(c for _, _, c in spans) == int((sym < 4).sum())
+    r = ((sm >> 7).astype(np.uint32) << 5) | (sm & 31)  # the twin, spelled out
+    keep = sym >= 4
+    ev = np.where(keep, (sym >> 2).astype(np.uint32) + base - 1, 0)
+    m7 = np.where(keep, (sym & 3).astype(np.uint32) << 5, 0) | (r & 31)
+    assert np.array_equal(want, (((r >> 5) << 15) | (ev << eshift) | (m7 << mshift)).astype(np.uint16))
+
+    def both(streams):
+        outs, stats, losts = [], [], []
+        for fs in (False, True):
+            o, st, lost = np.zeros(n, np.uint16), np.empty(streams.nblocks, np.int64), np.zeros(streams.nblocks, np.int64)
+            LC.decode_joint(streams.words, streams.woff, streams.states, o, cx, base, eshift, mshift, planes,
+                            streams.block, streams.lanes, streams.prec, streams.packed(), st, lost, force_scalar=fs)
+            outs.append(o)
+            stats.append(st)
+            losts.append(lost)
+        plain = _decode_all_ways(streams, cx)
+        assert np.array_equal(stats[0], plain) and np.array_equal(stats[1], plain)
+        got, st = np.zeros(n, np.uint8), np.empty(streams.nblocks, np.int64)
+        K.decode_blocks_packed(streams.words, streams.woff, streams.states, got, cx, streams.block, streams.lanes,
+                               streams.prec, streams.packed(), st)
+        ref = np.empty(n, np.uint16)
+        W._joint_join(got, planes, base, eshift, mshift, ref)
+        for b in np.flatnonzero(plain >= 0):
+            part = slice(b * streams.block, (b + 1) * streams.block)
+            assert np.array_equal(outs[0][part], ref[part]) and np.array_equal(outs[1][part], ref[part])
+            assert losts[0][b] == losts[1][b] == int((got[part] < 4).sum())
+        return plain
+
+    assert (both(ls) == 0).all()
+    out = np.empty(n, np.uint16)
+    spans = ls.decode_joint(cx, base, eshift, mshift, planes, out)
+    assert np.array_equal(out, want) and sum(c for _, _, c in spans) == int((sym < 4).sum())
+    assert ls.jointable(cx, out) and not ls.jointable(cx.astype(np.uint16), out)
+    failures = 0
+    for trial in range(9):
+        w, st = ls.words.copy(), ls.states.copy()
+        if trial % 3 == 0:
+            st[rng.integers(len(st))] = rng.integers(1 << 16, 1 << 32)
+        else:
+            w[rng.integers(len(w))] ^= np.uint16(rng.integers(1, 1 << 16))
+        failures += int((both(coder.LaneStreams(**{**ls.__dict__, "words": w, "states": st})) < 0).any())
+    assert failures > 0
+
 def test_c_decoder_is_built_where_a_compiler_is():
     """The extensions are optional, so a broken build would only show as skipped tests: where the
     machine has a C compiler (CI does), they must have been built and loaded (the lane decoder and

@@ -35,6 +35,8 @@ else:
     simd = False
 
 MIN_SYMBOLS = 1 << 15  # below this the numba kernels win (measured: 8K symbols 84 vs 120 us)
+
+
 def decode_blocks_packed(words, woffsets, states, out, ctx, block, lanes, prec, table, status,
                          force_scalar: bool = False) -> None:
     """:func:`nzip.entropy.lanes.decode_blocks_packed`: one packed uint32 per slot, ``out`` uint8."""
