@@ -179,10 +179,11 @@ def _c_topk(codes, codes_t, offs, lut, k, sc, ids, scores, force_scalar: bool = 
 
     def run(q0: int, q1: int) -> None:
         ws, wi = np.empty(k + m, np.float32), np.empty(k, np.int64)
-        full[q0] = _clib.nz_adc_topk(ct.ctypes.data, None if rows is None else rows.ctypes.data, n, m, offs.ctypes.data,
-                          lut.ctypes.data, lut.shape[1], sc.ctypes.data if sc.size else None, k,
-                          ids.ctypes.data, scores.ctypes.data, ws.ctypes.data, wi.ctypes.data, q0, q1,
-                          min(max(cut, 0), m), int(force_scalar))
+        full[q0] = _clib.nz_adc_topk(ct.ctypes.data, None if rows is None else rows.ctypes.data, n, m,
+                                     offs.ctypes.data, lut.ctypes.data, lut.shape[1],
+                                     sc.ctypes.data if sc.size else None, k, ids.ctypes.data, scores.ctypes.data,
+                                     ws.ctypes.data, wi.ctypes.data, q0, q1, min(max(cut, 0), m),
+                                     int(force_scalar))
 
     on_pool(run, nq)
     return sum(full)

@@ -342,9 +342,10 @@ def _scale_contexts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _put_e(out: bytearray, e: np.ndarray, shape, mode: str) -> None:
+def _put_e(out: bytearray, e: np.ndarray, shape, mode: str, plain: bytes | None = None) -> None:
+    """The exponent field (``plain``: its order-0 blob, where the caller has it)."""
     rows, cols = _rows_cols(shape, e.size)
-    plain = E.encode(e)
+    plain = E.encode(e) if plain is None else plain
     if mode == "best" and e.size >= SCALE_MIN_NUMEL and rows >= 8 and cols >= 8:
         a, b = _scale_offsets(e, rows, cols)
         sa, sb = E.encode(a), E.encode(b)
@@ -365,13 +366,18 @@ def _get_e(r: Reader, n: int, shape, dev=_CPU):
         return _get_stream(r, np.uint8, n, dev)
     if flag != 1:
         raise r.fail(f"unknown exponent model {flag}")
+    ctx = dev.scale_contexts(*_get_scale_offsets(r, n, shape))
+    return dev.cast(dev.context(r.take(r.uvarint(len(r.data))), ctx, r.what), np.uint8)
+
+
+def _get_scale_offsets(r: Reader, n: int, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The row and column offsets of the scale contexts (exponent model 1, the joint layout)."""
     rows, cols = _rows_cols(shape, n)
     a = E.decode(r.take(r.uvarint(len(r.data))), max_symbols=rows, what=r.what)
     b = E.decode(r.take(r.uvarint(len(r.data))), max_symbols=cols, what=r.what)
     if a.size != rows or b.size != cols or a.dtype != np.int16 or b.dtype != np.int16:
         raise r.fail("row/column scale offsets do not match the tensor's shape")
-    ctx = dev.scale_contexts(a, b)
-    return dev.cast(dev.context(r.take(r.uvarint(len(r.data))), ctx, r.what), np.uint8)
+    return a, b
 
 
 # ------------------------------------------------------------------------------------------------
@@ -508,11 +514,7 @@ def _get_joint_parts(r: Reader, n: int, shape):
     """The joint layout's streams: base, row and column offsets, the symbols' blob, the escape
     blob, the three planes of 6-bit fields."""
     base = r.byte()
-    rows, cols = _rows_cols(shape, n)
-    a = E.decode(r.take(r.uvarint(len(r.data))), max_symbols=rows, what=r.what)
-    b = E.decode(r.take(r.uvarint(len(r.data))), max_symbols=cols, what=r.what)
-    if a.size != rows or b.size != cols or a.dtype != np.int16 or b.dtype != np.int16:
-        raise r.fail("row/column scale offsets do not match the tensor's shape")
+    a, b = _get_scale_offsets(r, n, shape)
     data = r.take(r.uvarint(len(r.data)))
     esc = r.take(r.uvarint(len(r.data)))
     packed = np.frombuffer(r.take(3 * ((n + 3) // 4)), dtype=np.uint8)
@@ -537,7 +539,6 @@ def _get_joint(r: Reader, n: int, shape, ebits: int, out: np.ndarray) -> None:
     base, a, b, data, esc, packed = _get_joint_parts(r, n, shape)
     ctx = _scale_contexts(a, b)
     eshift, mshift = 15 - ebits, 3 if ebits == 5 else 0
-    p = EC.parse_context(data, n, what=r.what)
     if base > max(0, (1 << ebits) - JOINT_SPAN):
         raise r.fail(f"joint exponent base {base} out of range")
     p = EC.parse_context(data, n, what=r.what)
@@ -751,9 +752,10 @@ def _join32(e, sm, b1, b0, out):
 def _put_fields(out: bytearray, e: np.ndarray, sm: np.ndarray, shape, mode: str) -> None:
     """A float's exponent and sign+mantissa byte: joint where it applies and pays (mode=best),
     else the two fields one after the other."""
-    if mode == "best" and _put_joint(out, e, sm, shape, E.encode(e)):
+    plain = E.encode(e)
+    if mode == "best" and _put_joint(out, e, sm, shape, plain):
         return
-    _put_e(out, e, shape, mode)
+    _put_e(out, e, shape, mode, plain)
     _put_sm(out, sm, e, mode)
 
 
