@@ -164,6 +164,34 @@ def test_truncated_and_corrupt_archives(tmp_path):
             decode_tensor(blob[:cut], "F32", 5000)
 
 
+def test_mapped_reads_check_each_tensor(tmp_path):
+    """Tensors are read from the memory-mapped .nz (no copy, the chunk's crc32c checked instead of
+    zip's CRC-32): a flipped byte inside one tensor's stored bytes is refused by name, the other
+    tensors still load, and a raw (incompressible) tensor does not keep a view of the file."""
+    import zipfile
+
+    src, nz = tmp_path / "m.safetensors", tmp_path / "m.nz"
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randint(0, 256, (4096,), dtype=torch.uint8, generator=g)
+    save_file({"a": torch.randn(64, 64, generator=g) * 0.02, "b": torch.randn(64, 64, generator=g) * 0.02,
+               "noise": noise}, str(src))
+    nzip.encode(src, nz)
+    sd = nzip.weights.load(nz)  # the item is closed again here: the raw tensor must not need it
+    assert torch.equal(sd["noise"], noise) and sd["noise"].numpy().flags.writeable
+    with zipfile.ZipFile(nz) as zf:
+        names = {zf.getinfo(n).header_offset: n for n in zf.namelist() if n.endswith("/c/0")}
+        info = zf.getinfo(names[max(names)])
+    data = bytearray(nz.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.compress_size // 2] ^= 0x20
+    bad = tmp_path / "bad.nz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError, match="checksum"):
+        nzip.weights.load(bad)
+    kept = nzip.weights.load(bad, names=["a"])  # an intact tensor of the damaged file
+    assert torch.equal(kept["a"], sd["a"])
+
+
 def test_cli_roundtrip_and_info(tmp_path):
     src = tmp_path / "m.safetensors"
     save_file(_weights(), str(src))

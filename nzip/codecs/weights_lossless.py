@@ -808,7 +808,8 @@ def decode_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = 
     if v == RAW_TENSOR:
         if len(r.data) - 1 != numel * DTYPES[dtype]:
             raise r.fail(f"holds {len(r.data) - 1} bytes, expected {numel * DTYPES[dtype]}")
-        return np.frombuffer(r.rest(), dtype=np.uint8)
+        # a copy: the blob may be a view of the memory-mapped .nz, which the tensor must not outlive
+        return np.frombuffer(r.rest(), dtype=np.uint8).copy()
     if v != STREAM_VERSION:
         raise r.fail(f"weights stream version {v}; this nzip reads {STREAM_VERSION}")
     n = numel

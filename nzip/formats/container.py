@@ -200,6 +200,8 @@ class Item:
             raise UnsupportedFormatError(
                 f"{path}: container format {fmt!r}; this nzip reads formats {list(READABLE_FORMATS)}")
         self.meta = meta
+        self._zip: zipfile.ZipFile | None = None  # a .nz file's zip directory (see read_blob)
+        self._mm: memoryview | None = None  # and its memory mapping
 
     @property
     def group(self) -> zarr.Group:
@@ -356,16 +358,17 @@ class Item:
         if data is not None:  # the zip entry's CRC-32 (or zarr.json's own parse) covered it
             return memoryview(data)
         key = f"{name}/c/0"
+        where = f"{self.path}: array {name!r} chunk 0"
         if isinstance(self._store, ZipStore):
-            with _ZIP_LOCK:  # tensors decode on several threads; one handle per item
-                if getattr(self, "_zip", None) is None:
-                    self._zip = zipfile.ZipFile(self.path)
+            zf = self._zip_file()
+            info = zf.NameToInfo.get(key)
+            view = self._mapped(info) if info is not None else None
+            if view is not None:  # a stored entry, checked by its own crc32c: no copy
+                return _strip_crc(view, where)
             try:
-                data = self._zip.read(key)
-            except KeyError:
-                data = None
+                data = zf.read(key) if info is not None else None
             except (zipfile.BadZipFile, OSError, zlib.error) as exc:
-                raise CorruptDataError(f"{self.path}: array {name!r} chunk 0 is corrupt ({exc})") from None
+                raise CorruptDataError(f"{where} is corrupt ({exc})") from None
         elif isinstance(self._store, LocalStore):
             f = Path(self.path) / name / "c" / "0"
             data = f.read_bytes() if f.is_file() else None
@@ -373,7 +376,46 @@ class Item:
             return self.read(name).tobytes()
         if isinstance(self._store, ZipStore):
             return memoryview(data)[:-4]  # zipfile checked the entry's CRC-32 over these very bytes
-        return _strip_crc(data, f"{self.path}: array {name!r} chunk 0")
+        return _strip_crc(data, where)
+
+    def _zip_file(self) -> zipfile.ZipFile:
+        """The .nz file's zip directory, parsed once per item (open_item's check keeps its own)."""
+        with _ZIP_LOCK:  # tensors decode on several threads; one handle per item
+            if self._zip is None:
+                try:
+                    self._zip = zipfile.ZipFile(self.path)
+                except (zipfile.BadZipFile, OSError) as exc:
+                    raise CorruptDataError(f"{self.path}: not a readable .nz file ({exc})") from None
+            return self._zip
+
+    def _mapped(self, info: zipfile.ZipInfo) -> memoryview | None:
+        """A stored (uncompressed) zip entry's bytes as a view of the memory-mapped file, or None
+        where it cannot be (a compressed entry, a local header that disagrees with the directory):
+        zipfile then reads it. Reading from the mapping skips zipfile's copy and its CRC-32 (the
+        chunk's own crc32c, hardware-computed, is checked instead) and shares no file offset, so
+        it is safe on threads and in forked data-loader workers."""
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1:
+            return None
+        with _ZIP_LOCK:
+            if self._mm is None:
+                import mmap
+
+                try:
+                    with open(self.path, "rb") as f:
+                        self._mm = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+                except (OSError, ValueError):
+                    return None
+            mm = self._mm
+        h = info.header_offset
+        head = mm[h:h + 30]
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            return None
+        name_len = int.from_bytes(head[26:28], "little")
+        start = h + 30 + name_len + int.from_bytes(head[28:30], "little")
+        end = start + info.compress_size
+        if end > len(mm) or mm[h + 30:h + 30 + name_len] != info.orig_filename.encode():
+            return None
+        return mm[start:end]
 
     def stored_bytes(self) -> int:
         """Bytes of the container (the whole file for .nz)."""
@@ -386,9 +428,15 @@ class Item:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._store.close()
-        if getattr(self, "_zip", None) is not None:
+        if self._zip is not None:
             self._zip.close()
             self._zip = None
+        if self._mm is not None:
+            mapping = self._mm.obj
+            self._mm.release()
+            self._mm = None
+            with contextlib.suppress(BufferError):  # views still held (a raw tensor): the GC closes it
+                mapping.close()
 
     def __enter__(self) -> Item:
         return self
@@ -424,6 +472,7 @@ def _store_get(store, path: str, key: str) -> bytes | None:
 def open_item(path: str | os.PathLike) -> Item:
     """Open an item for reading; missing, truncated or foreign files raise an NzipError."""
     path = os.fspath(path)
+    zf = None
     if _is_url(path):
         import fsspec
 
@@ -441,21 +490,29 @@ def open_item(path: str | os.PathLike) -> Item:
             store = LocalStore(path, read_only=True)
         else:
             try:
-                zipfile.ZipFile(path).close()  # the central directory must be intact
+                zf = zipfile.ZipFile(path)  # the central directory must be intact
             except (zipfile.BadZipFile, OSError) as exc:
                 raise CorruptDataError(f"{path}: not a readable .nz file ({exc})") from None
             store = ZipStore(path, mode="r")
-    if not isinstance(store, (ZipStore, MemoryStore)):
-        # a directory or a remote folder: the group's zarr.json is the whole of what opening needs
-        # (zarr's own open costs a few async round trips per item, which data loaders feel)
+    if not isinstance(store, MemoryStore):
+        # a .nz file, a directory or a remote folder: the group's zarr.json is the whole of what
+        # opening needs (zarr's own open costs a few async round trips and, for a .nz, a second
+        # parse of the zip directory per item, which data loaders and checkpoints feel)
         try:
-            raw = _store_get(store, path, _JSON_SUFFIX)
+            if zf is not None:
+                raw = zf.read(_JSON_SUFFIX) if _JSON_SUFFIX in zf.NameToInfo else None
+            else:
+                raw = _store_get(store, path, _JSON_SUFFIX)
             doc = json.loads(raw) if raw is not None else None
         except Exception:  # noqa: BLE001 - zarr's open below reports what is wrong
             doc = None
         if isinstance(doc, dict) and doc.get("zarr_format") == 3 and doc.get("node_type") == "group" \
                 and isinstance(doc.get("attributes", {}), dict):
-            return Item(None, path, store, doc.get("attributes", {}))
+            item = Item(None, path, store, doc.get("attributes", {}))
+            item._zip = zf  # read_blob reuses it
+            return item
+    if zf is not None:
+        zf.close()
     try:
         group = zarr.open_group(store=store, mode="r", zarr_format=3)
     except Exception as exc:  # noqa: BLE001
