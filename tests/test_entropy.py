@@ -460,6 +460,51 @@ def test_joint_float_decode_matches_decode_then_join(n, lanes, block, ebits):
     assert ls.jointable(cx, out) and not ls.jointable(cx.astype(np.uint16), out)
     assert sum(int((both(c) < 0).any()) for c in _corrupted(ls, rng, 9)) > 0
 
+@pytest.mark.skipif(not LC.simd, reason="the C decoder does not run here")
+@pytest.mark.parametrize("rows,cols,lanes,block", [(301, 133, 32, 4096), (97, 701, 16, 8192), (64, 1536, 32, 1 << 20),
+                                                   (4100, 9, 8, 2048)])
+def test_joint_decode_computes_scale_contexts(rows, cols, lanes, block):
+    """The joint decode with the matrix's row and column offsets instead of a context array gives
+    the same values, escape counts and status (SIMD and scalar; rows whose length is not a
+    multiple of 8, so groups of eight cross row ends), and refuses contexts beyond the tables."""
+    from nzip.codecs import weights_lossless as W
+
+    n = rows * cols
+    rng = np.random.default_rng(n)
+    a = rng.integers(-14, 14, rows).astype(np.int16)
+    b = rng.integers(-14, 14, cols).astype(np.int16)
+    cx = W._scale_contexts(a, b)
+    assert cx.min() == 0 and cx.max() == 15  # both clips are exercised
+    sym = rng.integers(4, 80, n).astype(np.uint8)
+    sym[::89] = 1
+    planes = W._pack6(rng.integers(0, 256, n).astype(np.uint8))
+    blob = coder.encode_context(sym, cx, 16, lanes=lanes, block=block, max_precision=12)
+    ls = coder.parse_context(blob, n)
+    scale = (a, b, 8, 15)
+    assert ls.jointable(scale, np.empty(n, np.uint16))
+    want = np.empty(n, np.uint16)
+    assert ls.decode_joint(cx, 100, 7, 0, planes, want)
+    for fs in (False, True):
+        o, st, lost = np.zeros(n, np.uint16), np.empty(ls.nblocks, np.int64), np.zeros(ls.nblocks, np.int64)
+        LC.decode_joint(ls.words, ls.woff, ls.states, o, scale, 100, 7, 0, planes, ls.block, ls.lanes, ls.prec,
+                        ls.packed(), st, lost, force_scalar=fs)
+        assert (st == 0).all() and np.array_equal(o, want) and lost.sum() == int((sym < 4).sum())
+    # tables for 12 contexts, contexts up to 15: every block that meets one is refused (as a
+    # context array would be), in both paths
+    few = coder.parse_context(coder.encode_context(sym, np.minimum(cx, 11), 12, lanes=lanes, block=block,
+                                                   max_precision=12), n)
+    for fs in (False, True):
+        st, lost = np.empty(few.nblocks, np.int64), np.zeros(few.nblocks, np.int64)
+        LC.decode_joint(few.words, few.woff, few.states, np.zeros(n, np.uint16), scale, 100, 7, 0, planes,
+                        few.block, few.lanes, few.prec, few.packed(), st, lost, force_scalar=fs)
+        hit = [bool((cx[i * few.block:(i + 1) * few.block] > 11).any()) for i in range(few.nblocks)]
+        assert [s == K.ERR_SLOT for s in st] == hit
+    with pytest.raises(ValueError, match="columns"):
+        LC.decode_joint(ls.words, ls.woff, ls.states, np.zeros(n, np.uint16), (a, b[:-1], 8, 15), 100, 7, 0,
+                        planes, ls.block, ls.lanes, ls.prec, ls.packed(), np.empty(ls.nblocks, np.int64),
+                        np.zeros(ls.nblocks, np.int64))
+
+
 def test_c_decoder_is_built_where_a_compiler_is():
     """The extensions are optional, so a broken build would only show as skipped tests: where the
     machine has a C compiler (CI does), they must have been built and loaded (the lane decoder and

@@ -537,16 +537,16 @@ def _get_joint(r: Reader, n: int, shape, ebits: int, out: np.ndarray) -> None:
     """Decode the joint layout into ``out`` (uint16): s << 15 | e << (15 - ebits) | m7 << mshift,
     mshift = 3 for fp16 (whose 3 low mantissa bits come later), else 0."""
     base, a, b, data, esc, packed = _get_joint_parts(r, n, shape)
-    ctx = _scale_contexts(a, b)
     eshift, mshift = 15 - ebits, 3 if ebits == 5 else 0
     if base > max(0, (1 << ebits) - JOINT_SPAN):
         raise r.fail(f"joint exponent base {base} out of range")
     p = EC.parse_context(data, n, what=r.what)
-    if p.jointable(ctx, out):  # the C decoder: symbols and raw fields to the floats' bits in one pass
-        spans = p.decode_joint(ctx, base, eshift, mshift, packed, out)
+    scale = (a, b, SCALE_CONTEXTS // 2, SCALE_CONTEXTS - 1)  # (the C decoder computes the contexts)
+    if p.jointable(scale, out):  # the C decoder: symbols and raw fields to the floats' bits in one pass
+        spans = p.decode_joint(scale, base, eshift, mshift, packed, out)
         sym = None
     else:
-        sym = p.decode(ctx)
+        sym = p.decode(_scale_contexts(a, b))
         if sym.size != n or sym.dtype != np.uint8:
             raise r.fail(f"joint field holds {sym.size} values, expected {n}")
         spans = _joint_join(sym, packed, base, eshift, mshift, out)

@@ -111,7 +111,18 @@ typedef struct {
     uint32_t base, eshift, mshift;
     const uint8_t *planes;
     uint64_t q, lost;
+    /* the scale contexts computed here instead of read from an array (rowoff NULL: the array):
+     * value i of a rows x cols matrix has context min(max(rowoff[i / cols] + coloff[i % cols], 0),
+     * hi), coloff holding the column offsets plus the bias (weights/lossless's _scale_contexts) */
+    const int32_t *rowoff, *coloff;
+    uint64_t cols;
+    int32_t hi;
 } Joint;
+
+static inline uint32_t joint_ctx(const Joint *jt, uint64_t i) {
+    int32_t c = jt->rowoff[i / jt->cols] + jt->coloff[i % jt->cols];
+    return (uint32_t)(c < 0 ? 0 : c > jt->hi ? jt->hi : c);
+}
 
 static inline uint32_t joint_field(const Joint *jt, uint64_t i) {
     const uint8_t *p = jt->planes;
@@ -146,7 +157,8 @@ static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, void *ou
     }
     for (uint64_t lane = 0; lane < m; lane++) {
         uint32_t c = 0, sym;
-        if (t->ctx_bytes == 1) c = ((const uint8_t *)ctx)[j + lane];
+        if (jt && jt->rowoff) c = joint_ctx(jt, j + lane);
+        else if (t->ctx_bytes == 1) c = ((const uint8_t *)ctx)[j + lane];
         else if (t->ctx_bytes == 2) c = ((const uint16_t *)ctx)[j + lane];
         if (c >= t->nctx) return ERR_SLOT;
         x[lane] = step(t, x[lane], c, &sym);
@@ -241,6 +253,10 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
     const __m256i jbase = _mm256_set1_epi32(jt ? (int)jt->base - 1 : 0);
     const __m256i three = _mm256_set1_epi32(3), six3 = _mm256_set1_epi32(63), low5 = _mm256_set1_epi32(31);
     const uint64_t jq = jt ? jt->q : 0;
+    const int scale = jt && jt->rowoff;  /* the joint decode's contexts computed, not read */
+    const uint64_t cols = scale ? jt->cols : 1;
+    const __m256i hiv = _mm256_set1_epi32(scale ? jt->hi : 0);
+    uint64_t row = scale ? start / cols : 0, col = scale ? start % cols : 0;  /* of value j + 8v */
     uint64_t jlost = 0;
     uint64_t ptr = wstart, j = start;
     while (j + lanes <= stop) {
@@ -256,6 +272,25 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
                 __m256i d = _mm256_sub_epi32(ev, eminv);
                 __m256i c = _mm256_and_si256(d, _mm256_and_si256(_mm256_cmpgt_epi32(d, zero),
                                                                  _mm256_cmpgt_epi32(ecntv, d)));
+                idx = _mm256_or_si256(idx, _mm256_sll_epi32(c, pc));
+            } else if (scale) {  /* row offset + column offset (+ bias), clipped to 0..hi */
+                __m256i c;
+                if (col + 8 <= cols) {
+                    c = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(jt->coloff + col)),
+                                         _mm256_set1_epi32(jt->rowoff[row]));
+                } else {  /* eight values across the end of a row (cols >= 8: one wrap at most) */
+                    int32_t c8[8];
+                    for (int u = 0; u < 8; u++) {
+                        uint64_t cc = col + (uint64_t)u;
+                        c8[u] = cc < cols ? jt->rowoff[row] + jt->coloff[cc] : jt->rowoff[row + 1] + jt->coloff[cc - cols];
+                    }
+                    c = _mm256_loadu_si256((const __m256i *)c8);
+                }
+                col += 8;
+                if (col >= cols) { col -= cols; row++; }
+                c = _mm256_min_epi32(_mm256_max_epi32(c, zero), hiv);
+                __m256i bad = _mm256_cmpgt_epi32(c, ctxmax);
+                if (!_mm256_testz_si256(bad, bad)) return ERR_SLOT;
                 idx = _mm256_or_si256(idx, _mm256_sll_epi32(c, pc));
             } else if (ctx_bytes) {
                 __m256i c = ctx_bytes == 1
@@ -464,10 +499,12 @@ void nz_decode_join(const uint16_t *words, uint64_t nwords, const int64_t *woffs
 }
 
 /* The joint float decode of blocks b0..b1 (see Joint): a packed-table blob with uint8 contexts
- * ctx, written joined with the raw fields of ``planes`` (3 * q bytes) into out (uint16);
+ * ctx (or, where ctx is NULL, the scale contexts of a matrix of ``cols`` columns computed from
+ * rowoff and coloff, see Joint), written joined with the raw fields of ``planes`` (3 * q bytes) into out (uint16);
  * status[b] per block as nz_decode_blocks, lost[b] the block's escaped values (symbols < 4). */
 void nz_decode_joint(const uint16_t *words, uint64_t nwords, const int64_t *woffsets, const uint32_t *states,
-                     uint16_t *out, uint64_t n, const uint8_t *ctx, uint32_t base, uint32_t eshift, uint32_t mshift,
+                     uint16_t *out, uint64_t n, const uint8_t *ctx, const int32_t *rowoff, const int32_t *coloff,
+                     uint64_t cols, int32_t hi, uint32_t base, uint32_t eshift, uint32_t mshift,
                      const uint8_t *planes, uint64_t q, uint64_t block, uint64_t lanes, uint32_t prec,
                      const uint32_t *table, uint64_t ntable, int64_t *status, int64_t *lost, uint64_t b0, uint64_t b1,
                      int force_scalar) {
@@ -476,7 +513,7 @@ void nz_decode_joint(const uint16_t *words, uint64_t nwords, const int64_t *woff
     for (uint64_t b = b0; b < b1; b++) {
         uint64_t start = b * block, stop = start + block < n ? start + block : n;
         uint64_t ws = (uint64_t)woffsets[b], we = (uint64_t)woffsets[b + 1];
-        Joint jt = {base, eshift, mshift, planes, q, 0};
+        Joint jt = {base, eshift, mshift, planes, q, 0, ctx ? NULL : rowoff, coloff, cols, hi};
 #if NZ_X86
         if (simd) {
             status[b] = joint_avx2(words, nwords, ws, we, states + b * lanes, out, ctx, &t, &jt, start, stop, lanes);

@@ -400,18 +400,23 @@ class LaneStreams:
                        self.block, self.lanes, self.prec, self.packed(), status, lo1, lo0)
         _raise_status(status, self.what)
 
-    def jointable(self, contexts: np.ndarray, out: np.ndarray) -> bool:
+    def jointable(self, contexts, out: np.ndarray) -> bool:
         """Whether :meth:`decode_joint` runs here: the C decoder (AVX2), a packed context blob of
-        >= 32K symbols, uint8 contexts, one per symbol, into uint16."""
-        return (self.kind == CONTEXT and LC.simd and self.n >= LC.MIN_SYMBOLS and self.packable
-                and contexts.dtype == np.uint8 and len(contexts) == self.n == len(out) and out.dtype == np.uint16)
+        >= 32K symbols, uint8 contexts, one per symbol (or a matrix's scale offsets, see
+        :func:`nzip.entropy.lanes_c.decode_joint`), into uint16."""
+        if isinstance(contexts, tuple):
+            ok = len(contexts[0]) * len(contexts[1]) == self.n and len(contexts[1]) >= 8
+        else:
+            ok = contexts.dtype == np.uint8 and len(contexts) == self.n
+        return (self.kind == CONTEXT and LC.simd and self.n >= LC.MIN_SYMBOLS and self.packable and ok
+                and self.n == len(out) and out.dtype == np.uint16)
 
-    def decode_joint(self, contexts: np.ndarray, base: int, eshift: int, mshift: int, planes: np.ndarray,
+    def decode_joint(self, contexts, base: int, eshift: int, mshift: int, planes: np.ndarray,
                      out: np.ndarray) -> list[tuple[int, int, int]]:
         """weights/lossless's joint float decode (where :meth:`jointable`; see
         :func:`nzip.entropy.lanes_c.decode_joint`): one pass from symbols and raw fields to the
-        floats' bits. Returns (start, stop, count) of the blocks holding escaped values (symbols
-        below 4)."""
+        floats' bits; ``contexts`` an array or a matrix's scale offsets (rows, cols, bias, hi).
+        Returns (start, stop, count) of the blocks holding escaped values (symbols below 4)."""
         if not self.jointable(contexts, out):
             raise ValueError("the joint float decode does not apply to this blob here")
         status = np.empty(self.nblocks, dtype=np.int64)

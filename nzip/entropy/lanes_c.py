@@ -28,8 +28,9 @@ if available:
                                     ctypes.c_uint32, ctypes.c_uint32, _P, _P, _U64, _U64, ctypes.c_uint32, _P, _U64,
                                     _P, _U64, _U64, ctypes.c_int]
     _lib.nz_decode_joint.restype = None
-    _lib.nz_decode_joint.argtypes = [_P, _U64, _P, _P, _P, _U64, _P, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
-                                     _P, _U64, _U64, _U64, ctypes.c_uint32, _P, _U64, _P, _P, _U64, _U64, ctypes.c_int]
+    _lib.nz_decode_joint.argtypes = [_P, _U64, _P, _P, _P, _U64, _P, _P, _P, _U64, ctypes.c_int32, ctypes.c_uint32,
+                                     ctypes.c_uint32, ctypes.c_uint32, _P, _U64, _U64, _U64, ctypes.c_uint32, _P, _U64,
+                                     _P, _P, _U64, _U64, ctypes.c_int]
     simd = bool(_lib.nz_simd())  # also builds the permutation table, before any thread runs
 else:
     simd = False
@@ -130,12 +131,15 @@ def decode_joint(words, woffsets, states, out, ctx, base: int, eshift: int, mshi
     the raw 6-bit fields r (sign << 5 | low 5 mantissa bits) held in ``planes`` (3 x q bytes:
     values i < 3q in the low 6 bits of byte i, value 3q + k in the top 2 bits of bytes k, q + k
     and 2q + k) into ``out`` (uint16): r >> 5 << 15 | e << eshift | (m2 << 5 | r & 31) << mshift,
-    escapes with e = m2 = 0. ``status`` as :func:`decode_blocks`; ``lost[b]``: block b's escapes."""
+    escapes with e = m2 = 0. ``status`` as :func:`decode_blocks`; ``lost[b]``: block b's escapes.
+
+    ``ctx`` may instead be a matrix's scale offsets ``(rows, cols, bias, hi)`` (integer arrays of
+    its row and column offsets, then two ints): value i's context is then computed in the kernel as
+    ``clip(rows[i // len(cols)] + cols[i % len(cols)] + bias, 0, hi)``, with no context array."""
     words = np.ascontiguousarray(words, np.uint16)
     woffsets = np.ascontiguousarray(woffsets, np.int64)
     states = np.ascontiguousarray(states, np.uint32)
     table = np.ascontiguousarray(table, np.uint32)
-    ctx = np.ascontiguousarray(ctx)
     planes = np.ascontiguousarray(planes, np.uint8)
     nblocks = status.shape[0]
     n = len(out)
@@ -143,15 +147,28 @@ def decode_joint(words, woffsets, states, out, ctx, base: int, eshift: int, mshi
     if not (out.flags.c_contiguous and out.dtype == np.uint16 and status.dtype == np.int64
             and lost.dtype == np.int64 and lost.shape == status.shape):
         raise ValueError("out must be contiguous uint16, status and lost int64 per block")
-    if ctx.dtype != np.uint8 or len(ctx) < n or planes.size != 3 * q:
-        raise ValueError("contexts must be uint8, one per value; the planes 3 x ceil(n / 4) bytes")
+    if planes.size != 3 * q:
+        raise ValueError("the planes must hold 3 x ceil(n / 4) bytes")
     if woffsets.shape[0] != nblocks + 1 or states.shape[0] != nblocks * lanes:
         raise ValueError("block offsets or states do not match the number of blocks")
+    if isinstance(ctx, tuple):  # no context array: the kernel computes them
+        ra, cb, bias, hi = ctx
+        rowoff = np.ascontiguousarray(ra, np.int32)
+        coloff = np.asarray(cb, np.int32) + np.int32(bias)
+        ncols, cptr = len(coloff), None
+        if ncols < 8 or len(rowoff) * ncols != n or hi < 0:  # (contexts beyond the tables: ERR_SLOT)
+            raise ValueError("scale offsets: at least 8 columns and rows x columns values")
+        rptr, colptr = rowoff.ctypes.data, coloff.ctypes.data
+    else:
+        ctx = np.ascontiguousarray(ctx)
+        if ctx.dtype != np.uint8 or len(ctx) < n:
+            raise ValueError("contexts must be uint8, one per value")
+        ncols, hi, cptr, rptr, colptr = 0, 0, ctx.ctypes.data, None, None
 
     def run(b0: int, b1: int) -> None:
         _lib.nz_decode_joint(words.ctypes.data, len(words), woffsets.ctypes.data, states.ctypes.data,
-                             out.ctypes.data, n, ctx.ctypes.data, base, eshift, mshift, planes.ctypes.data, q,
-                             block, lanes, prec, table.ctypes.data, len(table), status.ctypes.data,
+                             out.ctypes.data, n, cptr, rptr, colptr, ncols, hi, base, eshift, mshift,
+                             planes.ctypes.data, q, block, lanes, prec, table.ctypes.data, len(table), status.ctypes.data,
                              lost.ctypes.data, b0, b1, int(force_scalar))
 
     on_pool(run, nblocks)
