@@ -241,6 +241,53 @@ def test_joint_layout_is_exact_on_both_decoders(dtype, monkeypatch):
     blob = encode_tensor(dtype, raw, "best", list(w.shape))
     assert np.array_equal(decode_tensor(blob, dtype, w.numel(), "best", shape=list(w.shape)), raw)
 
+def _put_lo32_flag1(out: bytearray, u: np.ndarray, rows: int) -> None:
+    """The low-16-bit layout of files written before flag 2 (every row through the contexts)."""
+    from nzip.codecs import weights_lossless as W
+    from nzip.entropy import coder as E
+    from nzip.entropy._varint import put_uvarint
+
+    lo = (u & 0xFFFF).astype(np.uint32)
+    tz = W._row_precision(lo, rows)
+    tze = np.repeat(tz, u.size // rows)
+    v = lo >> tze.astype(np.uint32)
+    keep, high = tze < 16, tze < 8
+    out.append(1)
+    for blob in (E.encode(tz), E.encode_context((v[keep] & 0xFF).astype(np.uint8), tze[keep], 17),
+                 E.encode_context((v[high] >> 8).astype(np.uint8), tze[high], 8)):
+        put_uvarint(out, len(blob))
+        out += blob
+
+
+@pytest.mark.parametrize("mode", ["best", "fast"])
+def test_low_bytes_per_row_precision(mode):
+    """fp32's low 16 bits with per-row precision (flag 2): full rows as plain fields, the others
+    coded by their precision; zero rows, rows of tz >= 8 and < 8. Flag 1 (older files) still
+    decodes, and flag 2 is no larger on near-uniform low bits."""
+    from nzip.codecs import weights_lossless as W
+    from nzip.codecs.weights_lossless import Reader
+
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(400, 96, generator=g) * 0.02
+    w[::5] = w[::5].half().float()  # tz >= 13
+    w[1::9] = w[1::9].bfloat16().float()  # tz 16 (bf16 values have no low 16 bits)
+    w[2] = 0
+    u = w.numpy().view(np.uint32).reshape(-1).copy()
+    u[3 * 96:4 * 96] &= ~np.uint32(15)  # a few spare bits (tz < 8)
+    tz = W._row_precision((u & 0xFFFF).astype(np.uint32), 400)
+    assert (tz == 0).any() and (tz == 16).any() and ((tz > 0) & (tz < 8)).any() and ((tz >= 8) & (tz < 16)).any()
+    new, old = bytearray(), bytearray()
+    W._put_lo32(new, u, [400, 96], mode)
+    _put_lo32_flag1(old, u, 400)
+    assert new[0] == 2 and (mode == "fast" or len(new) <= len(old) + 8)
+    for blob in (new, old):
+        b1, b0 = W._get_lo32(Reader(bytes(blob), "t"), u.size, [400, 96])
+        assert np.array_equal(b1, ((u >> 8) & 0xFF).astype(np.uint8)) and np.array_equal(b0, (u & 0xFF).astype(np.uint8))
+    with pytest.raises(CorruptDataError):
+        W._get_lo32(Reader(bytes(new[:-3]) if mode == "best" else bytes(new[:len(new) // 2]), "t"), u.size,
+                    [400, 96])
+
+
 def test_row_precision_and_scale_contexts():
     g = torch.Generator().manual_seed(3)
     rows = torch.rand(600, 1, generator=g) * 4

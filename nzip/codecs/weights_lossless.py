@@ -112,16 +112,23 @@ def _outer_clip(a, b, bias, hi, out):
 
 
 @nb.njit(**_KJIT)
-def _lo_join(tz, per, low, high, b1, b0):
-    """Rebuild the low 16 bits row by row: (high byte if tz < 8, low byte if tz < 16) << tz."""
+def _lo_join(tz, per, full1, full0, low, high, b1, b0, plain_full):
+    """Rebuild the low 16 bits row by row: with ``plain_full``, rows of tz 0 copy their bytes from
+    full1 / full0; the others are (high byte if tz < 8, low byte if tz < 16) << tz."""
     li = 0
     hi = 0
+    fi = 0
     for r in range(tz.shape[0]):
         t = np.uint32(tz[r])
         o1, o0 = b1[r * per:(r + 1) * per], b0[r * per:(r + 1) * per]
         if t >= 16:
             o1[:] = 0
             o0[:] = 0
+            continue
+        if t == 0 and plain_full:
+            o1[:] = full1[fi:fi + per]
+            o0[:] = full0[fi:fi + per]
+            fi += per
             continue
         lw = low[li:li + per]
         li += per
@@ -630,6 +637,12 @@ def _row_precision(lo: np.ndarray, rows: int) -> np.ndarray:
 
 
 def _put_lo32(out: bytearray, u: np.ndarray, shape, mode: str) -> None:
+    """The low 16 bits of fp32 values. Flag 0: two byte fields (coded where it pays). Flag 2 (per-row
+    precision, where some row has trailing zero bits): each row's precision tz; the full-precision
+    rows' two bytes as two fields, as flag 0 (they are close to uniform: coding them through the
+    contexts of flag 1, which older files hold, saved nothing and cost a decode of every byte);
+    the other rows' 16 - tz significant bits coded with tz as context (the low byte, and the high
+    byte where tz < 8)."""
     lo = (u & 0xFFFF).astype(np.uint32)
     rows, _ = _rows_cols(shape, u.size)
     tz = _row_precision(lo, rows) if u.size else np.zeros(0, np.uint8)
@@ -639,15 +652,22 @@ def _put_lo32(out: bytearray, u: np.ndarray, shape, mode: str) -> None:
             b = ((lo >> shift) & 0xFF).astype(np.uint8)
             _put_stream(out, E.encode(b) if mode == "best" else None, b)
         return
-    out.append(1)
+    out.append(2)
     per = u.size // rows
+    tz_blob = E.encode(tz)
+    put_uvarint(out, len(tz_blob))
+    out += tz_blob
+    full = np.repeat(tz == 0, per)
+    for shift in (8, 0):
+        b = ((lo[full] >> shift) & 0xFF).astype(np.uint8)
+        _put_stream(out, E.encode(b) if mode == "best" and b.size else None, b)
     tze = np.repeat(tz, per)
     v = lo >> tze.astype(np.uint32)  # 16 - tz significant bits
-    keep = tze < 16
+    keep = (tze > 0) & (tze < 16)
     low_b = (v[keep] & 0xFF).astype(np.uint8)
-    high = tze < 8
+    high = (tze > 0) & (tze < 8)
     high_b = (v[high] >> 8).astype(np.uint8)
-    blobs = [E.encode(tz), E.encode_context(low_b, tze[keep], 17) if low_b.size else b"",
+    blobs = [E.encode_context(low_b, tze[keep], 17) if low_b.size else b"",
              E.encode_context(high_b, tze[high], 8) if high_b.size else b""]
     for blob in blobs:
         put_uvarint(out, len(blob))
@@ -659,15 +679,21 @@ def _get_lo32(r: Reader, n: int, shape) -> np.ndarray:
     flag = r.byte()
     if flag == 0:  # two plain byte fields: the join reads them directly
         return _get_stream(r, np.uint8, n), _get_stream(r, np.uint8, n)
-    if flag != 1:
+    if flag not in (1, 2):
         raise r.fail(f"unknown low-mantissa model {flag}")
     rows, _ = _rows_cols(shape, n)
     tz = E.decode(r.take(r.uvarint(len(r.data))), max_symbols=rows, what=r.what)
     if tz.size != rows or tz.dtype != np.uint8 or int(tz.max()) > 16:
         raise r.fail("row precisions do not match the tensor")
     per = n // rows
+    if flag == 2:  # the full-precision rows' bytes as plain fields
+        nfull = int((tz == 0).sum()) * per
+        full1, full0 = _get_stream(r, np.uint8, nfull), _get_stream(r, np.uint8, nfull)
+        keep, high = tz[(tz > 0) & (tz < 16)], tz[(tz > 0) & (tz < 8)]
+    else:  # (flag 1: every row through the contexts)
+        full1 = full0 = np.zeros(0, np.uint8)
+        keep, high = tz[tz < 16], tz[tz < 8]
     low_blob, high_blob = r.take(r.uvarint(len(r.data))), r.take(r.uvarint(len(r.data)))
-    keep, high = tz[tz < 16], tz[tz < 8]
     low = (E.decode_context(low_blob, np.repeat(keep, per), what=r.what) if keep.size
            else np.zeros(0, np.uint8))
     hi = (E.decode_context(high_blob, np.repeat(high, per), what=r.what) if high.size
@@ -675,8 +701,9 @@ def _get_lo32(r: Reader, n: int, shape) -> np.ndarray:
     if low.size != keep.size * per or hi.size != high.size * per:
         raise r.fail("low mantissa fields do not match the row precisions")
     b1, b0 = np.empty(n, np.uint8), np.empty(n, np.uint8)
-    _lo_join(tz, per, low, hi, b1, b0)
+    _lo_join(tz, per, full1, full0, low, hi, b1, b0, flag == 2)
     return b1, b0
+
 
 # ------------------------------------------------------------------------------------------------
 # field reassembly: one pass over the output instead of numpy's several temporaries
