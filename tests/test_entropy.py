@@ -552,3 +552,63 @@ def test_c_decoder_threads_survive_fork():
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the forked child hung decoding on the inherited thread pool")
+
+
+def test_small_static_blobs_decode_in_one_call_exactly_as_parsed():
+    """Small static blobs decode in one numba call (coder.decode's fast path) with the same values
+    as the parse-then-decode path, over dtypes, offsets, lanes, blocks and empty streams; on
+    truncated, extended and byte-flipped blobs the fast path never succeeds where the parse
+    refuses (it declines, and the parse names the fault)."""
+    rng = np.random.default_rng(11)
+    blobs = []
+    for dt, lo, hi in (("int16", -40, 30), ("uint8", 0, 200), ("int8", -128, -100), ("bool", 0, 2),
+                       ("int64", 10**12, 10**12 + 50), ("uint16", 60000, 60200), ("int32", -3, 3)):
+        for n, lanes, block in ((384, None, None), (1536, 8, 512), (3000, 32, 1024), (5, 1, 4), (2000, 4, 2000)):
+            v = np.clip(np.rint(rng.normal((lo + hi) / 2, (hi - lo) / 6, n)), lo, hi - 1).astype(dt)
+            blob = E.encode(v, lanes=lanes, block=block)
+            assert len(blob) <= coder.SMALL_BLOB
+            st_, *_ = K.decode_small_static(np.frombuffer(blob, np.uint8), coder.DEFAULT_MAX_SYMBOLS, coder.VERSION,
+                                            coder.STATIC, coder.CONTEXT, len(coder._DTYPES), coder.MAX_LANES,
+                                            coder.MAX_PRECISION, coder.MAX_BLOCK, coder.MAX_ALPHABET)
+            if coder.parse(blob).kind == coder.STATIC:
+                assert st_ == 0, (dt, n, lanes, block)  # the fast path takes every valid static blob
+            got = E.decode(blob)
+            assert got.dtype == v.dtype and np.array_equal(got, v)
+            blobs.append(blob)
+    assert not K.decode_small_static(np.frombuffer(blobs[0], np.uint8), 383, coder.VERSION, coder.STATIC,
+                                     coder.CONTEXT, len(coder._DTYPES), coder.MAX_LANES, coder.MAX_PRECISION,
+                                     coder.MAX_BLOCK, coder.MAX_ALPHABET)[0] == 0  # max_symbols is kept
+    with pytest.raises(CorruptDataError, match="more than the 383 expected"):
+        E.decode(blobs[0], max_symbols=383)
+
+    def slow(b):
+        try:
+            return coder.parse(b).decode()
+        except CorruptDataError:
+            return None
+        except UnsupportedFormatError:
+            return None
+
+    for blob in blobs:
+        for trial in range(60):
+            b = bytearray(blob)
+            if trial < 8:
+                b = b[: rng.integers(0, len(b))]
+            elif trial < 12:
+                b += bytes(rng.integers(0, 256, trial - 7).astype(np.uint8))
+            else:
+                i = int(rng.integers(0, len(b)))
+                b[i] ^= int(rng.integers(1, 256))
+            b = bytes(b)
+            want = slow(b)
+            st_, code, offset, nalpha, out = K.decode_small_static(
+                np.frombuffer(b, np.uint8), coder.DEFAULT_MAX_SYMBOLS, coder.VERSION, coder.STATIC, coder.CONTEXT,
+                len(coder._DTYPES), coder.MAX_LANES, coder.MAX_PRECISION, coder.MAX_BLOCK, coder.MAX_ALPHABET)
+            lo, hi = coder._DTYPE_RANGE[code]
+            if st_ == 0 and lo <= offset and offset + nalpha - 1 <= hi:  # (the range is checked after)
+                assert want is not None and np.array_equal(coder._unshift(out, offset, want.dtype), want)
+            if want is None:
+                with pytest.raises((CorruptDataError, UnsupportedFormatError)):
+                    E.decode(b)
+            else:
+                assert np.array_equal(E.decode(b), want)

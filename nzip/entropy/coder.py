@@ -467,21 +467,31 @@ def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
                        slot_pack, offset, nalpha, 1, what=what)
 
 
+SMALL_BLOB = 1 << 14  # bytes: blobs up to this size try the one-call decode first
+
+
 def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
            what: str = "entropy blob") -> np.ndarray:
     """Decode a blob from :func:`encode` to a 1-D array of the original dtype."""
+    if len(data) <= SMALL_BLOB:  # a small static blob: parsed and decoded in one numba call
+        st, code, offset, nalpha, out = K.decode_small_static(
+            np.frombuffer(data, np.uint8), max_symbols, VERSION, STATIC, CONTEXT, len(_DTYPES), MAX_LANES,
+            MAX_PRECISION, MAX_BLOCK, MAX_ALPHABET)
+        if st == 0:
+            lo, hi = _DTYPE_RANGE[code]
+            if lo <= offset and offset + nalpha - 1 <= hi:  # (_check_range)
+                return _unshift(out, offset, np.dtype(_DTYPES[code]))
     return parse(data, max_symbols=max_symbols, what=what).decode()
+
+
+_DTYPE_RANGE = [(0, 1) if d == "bool" else (int(np.iinfo(d).min), int(np.iinfo(d).max)) for d in _DTYPES]
 
 
 def _check_range(offset: int, dtype: np.dtype, nalpha: int, r: Reader) -> None:
     """Symbols offset..offset+nalpha-1 must all be values of ``dtype``."""
-    if dtype == np.bool_:
-        if offset < 0 or offset + nalpha > 2:
-            raise r.fail("bool values out of range")
-        return
-    info = np.iinfo(dtype)
-    if offset < info.min or offset + nalpha - 1 > info.max:
-        raise r.fail(f"values out of range of {dtype}")
+    lo, hi = _DTYPE_RANGE[_DTYPE_CODE[dtype]]
+    if offset < lo or offset + nalpha - 1 > hi:
+        raise r.fail("bool values out of range" if dtype == np.bool_ else f"values out of range of {dtype}")
 
 
 def _unshift(out: np.ndarray, offset: int, dtype: np.dtype) -> np.ndarray:

@@ -685,3 +685,109 @@ def decode_blocks_ctx(words, woffsets, states, out, ctx, block, lanes, prec, slo
     else:
         _decode_blocks_ctx_par(words, woffsets, states, out, ctx, block, lanes, prec, slot_sym,
                                slot_pack, status)
+
+
+# ------------------------------------------------------------------------------------------------
+# small static blobs in one call: the header, table and streams parsed and decoded without the
+# Python parse (~100 us a blob, which weights/lossless pays several times per tensor: row and
+# column offsets, escape lists, small tensors' fields)
+# ------------------------------------------------------------------------------------------------
+
+SMALL_DECLINED = 1  # the blob is not one the fast path takes, or fails a check: parse it in Python
+
+
+@nb.njit(**_JIT)
+def decode_small_static(buf, max_symbols, version, kind_static, kind_max, ndtypes, max_lanes, max_prec,
+                        max_block, max_alphabet):
+    """A STATIC blob of a byte alphabet (<= 256 symbols) at precision <= 12, whole: returns (0,
+    dtype code, offset, alphabet size, symbols) when every check of coder.parse and the decode
+    pass, else (SMALL_DECLINED, ...) and the caller parses it the slow way, which names the fault.
+    The same checks, in the same terms, as coder._parse_head, _parse_layout, parse and
+    _parse_streams."""
+    none = np.zeros(0, np.uint8)
+    end = buf.shape[0]
+    if end < 5 or buf[0] != 78 or buf[1] != 90:  # b"NZ"
+        return SMALL_DECLINED, 0, 0, 0, none
+    vk = np.int64(buf[2])
+    if vk >> 4 != version or (vk & 15) > kind_max or (vk & 15) != kind_static:
+        return SMALL_DECLINED, 0, 0, 0, none
+    code = np.int64(buf[3])
+    if code >= ndtypes:
+        return SMALL_DECLINED, 0, 0, 0, none
+    n, pos = _uvarint_at(buf, 4)
+    if n < 0 or n > max_symbols or pos >= end:
+        return SMALL_DECLINED, 0, 0, 0, none
+    lp = np.int64(buf[pos])
+    pos += 1
+    lanes = np.int64(1) << (lp >> 5)
+    prec = lp & 31
+    if lanes > max_lanes or prec < 1 or prec > max_prec or prec > PACKED_MAX_PRECISION:
+        return SMALL_DECLINED, 0, 0, 0, none
+    block, pos = _uvarint_at(buf, pos)
+    if block < lanes or block > max_block or block % lanes:
+        return SMALL_DECLINED, 0, 0, 0, none
+    nblocks = (n + block - 1) // block
+    u, pos = _uvarint_at(buf, pos)  # the offset, zigzag
+    if u < 0:
+        return SMALL_DECLINED, 0, 0, 0, none
+    offset = (u >> 1) if not u & 1 else -((u + 1) >> 1)
+    nalpha, pos = _uvarint_at(buf, pos)
+    if nalpha < 2 or nalpha > 256 or nalpha > max_alphabet or pos >= end:
+        return SMALL_DECLINED, 0, 0, 0, none
+    k = np.int64(buf[pos])
+    pos += 1
+    if k > max_prec:
+        return SMALL_DECLINED, 0, 0, 0, none
+    tlen, pos = _uvarint_at(buf, pos)
+    if tlen < 0 or tlen > max_alphabet * 8 or pos + tlen > end:
+        return SMALL_DECLINED, 0, 0, 0, none
+    freqs = np.zeros(nalpha, np.int64)
+    if read_table(buf[pos:pos + tlen], k, nalpha, np.int64(1) << prec, freqs) < 0:
+        return SMALL_DECLINED, 0, 0, 0, none
+    pos += tlen
+    fmax = np.int64(0)
+    for s in range(nalpha):
+        fmax = max(fmax, freqs[s])
+    if nblocks * lanes * 4 > end - pos:
+        return SMALL_DECLINED, 0, 0, 0, none
+    woff = np.zeros(nblocks + 1, np.int64)
+    for b in range(nblocks):
+        c, pos = _uvarint_at(buf, pos)
+        if c < 0 or c > block or c > min(block, n - b * block):
+            return SMALL_DECLINED, 0, 0, 0, none
+        woff[b + 1] = woff[b] + c
+    if pos + nblocks * lanes * 4 > end:
+        return SMALL_DECLINED, 0, 0, 0, none
+    states = np.empty(nblocks * lanes, np.uint32)
+    for i in range(nblocks * lanes):
+        p = pos + 4 * i
+        v = (np.uint32(buf[p]) | (np.uint32(buf[p + 1]) << np.uint32(8)) | (np.uint32(buf[p + 2]) << np.uint32(16))
+             | (np.uint32(buf[p + 3]) << np.uint32(24)))
+        if v < RANS_L:
+            return SMALL_DECLINED, 0, 0, 0, none
+        states[i] = v
+    pos += nblocks * lanes * 4
+    total = woff[nblocks]
+    if pos + total * 2 != end:  # (the words, then nothing: trailing bytes are refused)
+        return SMALL_DECLINED, 0, 0, 0, none
+    min_bits = prec - np.log2(np.float64(fmax))
+    capacity_bits = 16.0 * (total + nblocks * lanes)
+    if min_bits > 0 and n * min_bits > capacity_bits * 1.0001 + 64:
+        return SMALL_DECLINED, 0, 0, 0, none
+    words = np.zeros(max(total, 1), np.uint16)
+    for i in range(total):
+        words[i] = np.uint16(buf[pos + 2 * i]) | (np.uint16(buf[pos + 2 * i + 1]) << np.uint16(8))
+    table = np.empty(np.int64(1) << prec, np.uint32)
+    slot = 0
+    for s in range(nalpha):
+        for j in range(freqs[s]):
+            table[slot] = np.uint32(s) | (np.uint32(freqs[s] - 1) << np.uint32(8)) | (np.uint32(j) << np.uint32(20))
+            slot += 1
+    out = np.empty(n, np.uint8)
+    cx = np.zeros(1, np.uint16)
+    for b in range(nblocks):
+        st = _decode_block_packed(words, woff[b], woff[b + 1], states[b * lanes:(b + 1) * lanes], out, cx, False,
+                                  b * block, min(n, (b + 1) * block), lanes, prec, table)
+        if st != 0:
+            return SMALL_DECLINED, 0, 0, 0, none
+    return 0, code, offset, nalpha, out
