@@ -554,6 +554,13 @@ def test_c_decoder_threads_survive_fork():
     pytest.fail("the forked child hung decoding on the inherited thread pool")
 
 
+def _one_call(blob: bytes, max_symbols: int = coder.DEFAULT_MAX_SYMBOLS):
+    """coder.decode's fast path, called directly: (status, dtype code, offset, alphabet, symbols)."""
+    return K.decode_small_static(np.frombuffer(blob, np.uint8), max_symbols, coder.VERSION, coder.STATIC,
+                                 coder.CONTEXT, len(coder._DTYPES), coder.MAX_LANES, coder.MAX_PRECISION,
+                                 coder.MAX_BLOCK, coder.MAX_ALPHABET)
+
+
 def test_small_static_blobs_decode_in_one_call_exactly_as_parsed():
     """Small static blobs decode in one numba call (coder.decode's fast path) with the same values
     as the parse-then-decode path, over dtypes, offsets, lanes, blocks and empty streams; on
@@ -567,17 +574,13 @@ def test_small_static_blobs_decode_in_one_call_exactly_as_parsed():
             v = np.clip(np.rint(rng.normal((lo + hi) / 2, (hi - lo) / 6, n)), lo, hi - 1).astype(dt)
             blob = E.encode(v, lanes=lanes, block=block)
             assert len(blob) <= coder.SMALL_BLOB
-            st_, *_ = K.decode_small_static(np.frombuffer(blob, np.uint8), coder.DEFAULT_MAX_SYMBOLS, coder.VERSION,
-                                            coder.STATIC, coder.CONTEXT, len(coder._DTYPES), coder.MAX_LANES,
-                                            coder.MAX_PRECISION, coder.MAX_BLOCK, coder.MAX_ALPHABET)
+            st_, *_ = _one_call(blob)
             if coder.parse(blob).kind == coder.STATIC:
                 assert st_ == 0, (dt, n, lanes, block)  # the fast path takes every valid static blob
             got = E.decode(blob)
             assert got.dtype == v.dtype and np.array_equal(got, v)
             blobs.append(blob)
-    assert not K.decode_small_static(np.frombuffer(blobs[0], np.uint8), 383, coder.VERSION, coder.STATIC,
-                                     coder.CONTEXT, len(coder._DTYPES), coder.MAX_LANES, coder.MAX_PRECISION,
-                                     coder.MAX_BLOCK, coder.MAX_ALPHABET)[0] == 0  # max_symbols is kept
+    assert _one_call(blobs[0], 383)[0] != 0  # max_symbols is kept
     with pytest.raises(CorruptDataError, match="more than the 383 expected"):
         E.decode(blobs[0], max_symbols=383)
 
@@ -601,9 +604,7 @@ def test_small_static_blobs_decode_in_one_call_exactly_as_parsed():
                 b[i] ^= int(rng.integers(1, 256))
             b = bytes(b)
             want = slow(b)
-            st_, code, offset, nalpha, out = K.decode_small_static(
-                np.frombuffer(b, np.uint8), coder.DEFAULT_MAX_SYMBOLS, coder.VERSION, coder.STATIC, coder.CONTEXT,
-                len(coder._DTYPES), coder.MAX_LANES, coder.MAX_PRECISION, coder.MAX_BLOCK, coder.MAX_ALPHABET)
+            st_, code, offset, nalpha, out = _one_call(b)
             lo, hi = coder._DTYPE_RANGE[code]
             if st_ == 0 and lo <= offset and offset + nalpha - 1 <= hi:  # (the range is checked after)
                 assert want is not None and np.array_equal(coder._unshift(out, offset, want.dtype), want)
