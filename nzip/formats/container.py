@@ -432,10 +432,10 @@ class Item:
             self._zip.close()
             self._zip = None
         if self._mm is not None:
-            mapping = self._mm.obj
-            self._mm.release()
-            self._mm = None
-            with contextlib.suppress(BufferError):  # views still held (a raw tensor): the GC closes it
+            mm, self._mm = self._mm, None
+            mapping = mm.obj
+            with contextlib.suppress(BufferError):  # views of it still held: the GC closes it
+                mm.release()
                 mapping.close()
 
     def __enter__(self) -> Item:
@@ -508,7 +508,12 @@ def open_item(path: str | os.PathLike) -> Item:
             doc = None
         if isinstance(doc, dict) and doc.get("zarr_format") == 3 and doc.get("node_type") == "group" \
                 and isinstance(doc.get("attributes", {}), dict):
-            item = Item(None, path, store, doc.get("attributes", {}))
+            try:
+                item = Item(None, path, store, doc.get("attributes", {}))
+            except BaseException:
+                if zf is not None:
+                    zf.close()
+                raise
             item._zip = zf  # read_blob reuses it
             return item
     if zf is not None:
