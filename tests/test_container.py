@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,9 +239,9 @@ def test_blobs_are_views_of_the_mapped_file(tmp_path):
     assert np.array_equal(held, big)
     with zipfile.ZipFile(dst) as zf:
         info = zf.getinfo("b/c/0")
-    data = bytearray(open(dst, "rb").read())
+    data = bytearray(Path(dst).read_bytes())
     data[info.header_offset + 30 + len(info.filename) + len(info.extra) + 100] ^= 1
-    open(dst, "wb").write(bytes(data))
+    Path(dst).write_bytes(bytes(data))
     with open_item(dst) as it, pytest.raises(CorruptDataError, match="'b' chunk 0 is corrupt .checksum"):
         it.read_blob("b")
 

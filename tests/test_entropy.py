@@ -346,6 +346,17 @@ def _corrupted(ls, rng, trials: int):
         yield coder.LaneStreams(**{**ls.__dict__, "words": w, "states": st})
 
 
+def _status_and_symbols(streams, cx, stats):
+    """A fused decode's check: every status in ``stats`` (SIMD, scalar) equals the plain decoders'
+    block by block; returns that status and the symbols of numba's packed decode, the reference."""
+    plain = _decode_all_ways(streams, cx)
+    assert all(np.array_equal(st, plain) for st in stats)
+    sym, st = np.zeros(streams.n, np.uint8), np.empty(streams.nblocks, np.int64)
+    K.decode_blocks_packed(streams.words, streams.woff, streams.states, sym, cx, streams.block, streams.lanes,
+                           streams.prec, streams.packed(), st)
+    return plain, sym
+
+
 @pytest.mark.skipif(not LC.simd, reason="the C decoder does not run here")
 @pytest.mark.parametrize("n,lanes,block,width", [(40_000, 32, 4096, 2), (70_001, 16, 8192, 4),
                                                  (33_333, 8, 1 << 20, 2), (50_000, 32, 1 << 20, 4)])
@@ -376,11 +387,7 @@ def test_fused_float_decode_matches_decode_then_join(n, lanes, block, width):
                            streams.block, streams.lanes, streams.prec, streams.packed(), st, force_scalar=fs)
             outs.append(o)
             stats.append(st)
-        plain = _decode_all_ways(streams, cx)
-        assert np.array_equal(stats[0], plain) and np.array_equal(stats[1], plain)
-        sym, st = np.zeros(n, np.uint8), np.empty(streams.nblocks, np.int64)
-        K.decode_blocks_packed(streams.words, streams.woff, streams.states, sym, cx, streams.block, streams.lanes,
-                               streams.prec, streams.packed(), st)
+        plain, sym = _status_and_symbols(streams, cx, stats)
         want = joined(sym)  # (a rare flipped word decodes cleanly to other symbols: compare decoders)
         for b in np.flatnonzero(plain >= 0):
             part = slice(b * streams.block, (b + 1) * streams.block)
@@ -440,11 +447,7 @@ def test_joint_float_decode_matches_decode_then_join(n, lanes, block, ebits):
             outs.append(o)
             stats.append(st)
             losts.append(lost)
-        plain = _decode_all_ways(streams, cx)
-        assert np.array_equal(stats[0], plain) and np.array_equal(stats[1], plain)
-        got, st = np.zeros(n, np.uint8), np.empty(streams.nblocks, np.int64)
-        K.decode_blocks_packed(streams.words, streams.woff, streams.states, got, cx, streams.block, streams.lanes,
-                               streams.prec, streams.packed(), st)
+        plain, got = _status_and_symbols(streams, cx, stats)
         ref = np.empty(n, np.uint16)
         W._joint_join(got, planes, base, eshift, mshift, ref)
         for b in np.flatnonzero(plain >= 0):

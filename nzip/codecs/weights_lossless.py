@@ -636,6 +636,14 @@ def _row_precision(lo: np.ndarray, rows: int) -> np.ndarray:
     return tz
 
 
+def _put_byte_pair(out: bytearray, lo: np.ndarray, mode: str) -> None:
+    """Bits 8..15, then bits 0..7 of ``lo`` as two byte fields: nearly uniform, so mode=fast keeps
+    them raw and mode=best codes them only where that pays (~1.5 % of these bytes on MiniLM)."""
+    for shift in (8, 0):
+        b = ((lo >> shift) & 0xFF).astype(np.uint8)
+        _put_stream(out, E.encode(b) if mode == "best" and b.size else None, b)
+
+
 def _put_lo32(out: bytearray, u: np.ndarray, shape, mode: str) -> None:
     """The low 16 bits of fp32 values. Flag 0: two byte fields (coded where it pays). Flag 2 (per-row
     precision, where some row has trailing zero bits): each row's precision tz; the full-precision
@@ -648,19 +656,14 @@ def _put_lo32(out: bytearray, u: np.ndarray, shape, mode: str) -> None:
     tz = _row_precision(lo, rows) if u.size else np.zeros(0, np.uint8)
     if not tz.size or not tz.any():
         out.append(0)
-        for shift in (8, 0):  # nearly uniform: mode=fast keeps them raw (~1.5 % of these bytes)
-            b = ((lo >> shift) & 0xFF).astype(np.uint8)
-            _put_stream(out, E.encode(b) if mode == "best" else None, b)
+        _put_byte_pair(out, lo, mode)
         return
     out.append(2)
     per = u.size // rows
     tz_blob = E.encode(tz)
     put_uvarint(out, len(tz_blob))
     out += tz_blob
-    full = np.repeat(tz == 0, per)
-    for shift in (8, 0):
-        b = ((lo[full] >> shift) & 0xFF).astype(np.uint8)
-        _put_stream(out, E.encode(b) if mode == "best" and b.size else None, b)
+    _put_byte_pair(out, lo[np.repeat(tz == 0, per)], mode)
     tze = np.repeat(tz, per)
     v = lo >> tze.astype(np.uint32)  # 16 - tz significant bits
     keep = (tze > 0) & (tze < 16)

@@ -753,7 +753,7 @@ def decode_small_static(buf, max_symbols, version, kind_static, kind_max, ndtype
     woff = np.zeros(nblocks + 1, np.int64)
     for b in range(nblocks):
         c, pos = _uvarint_at(buf, pos)
-        if c < 0 or c > block or c > min(block, n - b * block):
+        if c < 0 or c > min(block, n - b * block):
             return SMALL_DECLINED, 0, 0, 0, none
         woff[b + 1] = woff[b] + c
     if pos + nblocks * lanes * 4 > end:
@@ -777,12 +777,11 @@ def decode_small_static(buf, max_symbols, version, kind_static, kind_max, ndtype
     words = np.zeros(max(total, 1), np.uint16)
     for i in range(total):
         words[i] = np.uint16(buf[pos + 2 * i]) | (np.uint16(buf[pos + 2 * i + 1]) << np.uint16(8))
+    slot_sym = np.empty(np.int64(1) << prec, np.uint8)
+    slot_pack = np.empty(np.int64(1) << prec, np.uint32)
+    fill_slots(freqs, slot_sym, slot_pack)
     table = np.empty(np.int64(1) << prec, np.uint32)
-    slot = 0
-    for s in range(nalpha):
-        for j in range(freqs[s]):
-            table[slot] = np.uint32(s) | (np.uint32(freqs[s] - 1) << np.uint32(8)) | (np.uint32(j) << np.uint32(20))
-            slot += 1
+    pack_tables(slot_sym, slot_pack, table)
     out = np.empty(n, np.uint8)
     cx = np.zeros(1, np.uint16)
     for b in range(nblocks):
