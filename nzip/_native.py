@@ -36,19 +36,26 @@ def threads() -> int:
     return max(1, int(numba.get_num_threads()))
 
 
-def on_pool(run, n: int) -> None:
-    """run(i0, i1) over items 0..n, split in contiguous parts across the thread pool (one call
-    where one thread); exceptions propagate."""
+def shared_pool(t: int | None = None) -> ThreadPoolExecutor:
+    """The extensions' thread pool, with at least ``t`` (default: numba's count) workers. Work on it
+    must not wait on other work on it (callers that queue several calls wait from outside)."""
     global _pool, _pool_pid
-    t = min(threads(), n)
-    if t <= 1:
-        run(0, n)
-        return
+    t = threads() if t is None else t
     with _pool_lock:
         if _pool is None or _pool._max_workers < t or _pool_pid != os.getpid():
             _pool = ThreadPoolExecutor(max_workers=t, thread_name_prefix="nzip-c")
             _pool_pid = os.getpid()
-        pool = _pool
+        return _pool
+
+
+def on_pool(run, n: int) -> None:
+    """run(i0, i1) over items 0..n, split in contiguous parts across the thread pool (one call
+    where one thread); exceptions propagate."""
+    t = min(threads(), n)
+    if t <= 1:
+        run(0, n)
+        return
+    pool = shared_pool(t)
     cuts = [n * i // t for i in range(t + 1)]
     for f in [pool.submit(run, cuts[i], cuts[i + 1]) for i in range(t)]:
         f.result()

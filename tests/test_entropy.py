@@ -465,11 +465,13 @@ def test_joint_float_decode_matches_decode_then_join(n, lanes, block, ebits):
 
 @pytest.mark.skipif(not LC.simd, reason="the C decoder does not run here")
 @pytest.mark.parametrize("rows,cols,lanes,block", [(301, 133, 32, 4096), (97, 701, 16, 8192), (64, 1536, 32, 1 << 20),
-                                                   (4100, 9, 8, 2048)])
+                                                   (4100, 9, 8, 2048), (2101, 16, 32, 4096), (2000, 17, 32, 2048)])
 def test_joint_decode_computes_scale_contexts(rows, cols, lanes, block):
     """The joint decode with the matrix's row and column offsets instead of a context array gives
-    the same values, escape counts and status (SIMD and scalar; rows whose length is not a
-    multiple of 8, so groups of eight cross row ends), and refuses contexts beyond the tables."""
+    the same values, escape counts and status on every path (the widest here, AVX-512 where the
+    CPU has it and the blob has 32 lanes and >= 16 columns; AVX2; scalar), good or corrupt: rows
+    whose length is not a multiple of 8 or 16, so vectors cross row ends (17 columns: nearly
+    every one), blocks that start mid-row; and it refuses contexts beyond the tables."""
     from nzip.codecs import weights_lossless as W
 
     n = rows * cols
@@ -487,16 +489,31 @@ def test_joint_decode_computes_scale_contexts(rows, cols, lanes, block):
     assert ls.jointable(scale, np.empty(n, np.uint16))
     want = np.empty(n, np.uint16)
     assert ls.decode_joint(cx, 100, 7, 0, planes, want)
-    for fs in (False, True):
-        o, st, lost = np.zeros(n, np.uint16), np.empty(ls.nblocks, np.int64), np.zeros(ls.nblocks, np.int64)
-        LC.decode_joint(ls.words, ls.woff, ls.states, o, scale, 100, 7, 0, planes, ls.block, ls.lanes, ls.prec,
-                        ls.packed(), st, lost, force_scalar=fs)
+
+    def paths(streams):  # (out, status, lost) of the widest, the scalar and the AVX2 path
+        got = []
+        for fs in (0, 1, 2):
+            o, st, lost = np.zeros(n, np.uint16), np.empty(streams.nblocks, np.int64), np.zeros(streams.nblocks, np.int64)
+            LC.decode_joint(streams.words, streams.woff, streams.states, o, scale, 100, 7, 0, planes, streams.block,
+                            streams.lanes, streams.prec, streams.packed(), st, lost, force_scalar=fs)
+            got.append((o, st, lost))
+        return got
+
+    for o, st, lost in paths(ls):
         assert (st == 0).all() and np.array_equal(o, want) and lost.sum() == int((sym < 4).sum())
+    for bad in _corrupted(ls, rng, 6):
+        (o0, s0, l0), *rest = paths(bad)
+        assert (s0 < 0).any()
+        for o, st, lost in rest:
+            assert np.array_equal(st, s0)
+            for k in np.flatnonzero(s0 == 0):  # (a corrupt block's partial output is not compared)
+                part = slice(k * ls.block, (k + 1) * ls.block)
+                assert np.array_equal(o[part], o0[part]) and lost[k] == l0[k]
     # tables for 12 contexts, contexts up to 15: every block that meets one is refused (as a
-    # context array would be), in both paths
+    # context array would be), on every path
     few = coder.parse_context(coder.encode_context(sym, np.minimum(cx, 11), 12, lanes=lanes, block=block,
                                                    max_precision=12), n)
-    for fs in (False, True):
+    for fs in (0, 1, 2):
         st, lost = np.empty(few.nblocks, np.int64), np.zeros(few.nblocks, np.int64)
         LC.decode_joint(few.words, few.woff, few.states, np.zeros(n, np.uint16), scale, 100, 7, 0, planes,
                         few.block, few.lanes, few.prec, few.packed(), st, lost, force_scalar=fs)

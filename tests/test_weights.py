@@ -71,10 +71,62 @@ def test_bf16_compresses_well_and_lazy_load(tmp_path):
     assert list(part) == ["l1.weight"] and torch.equal(part["l1.weight"], sd["l1.weight"])
     full = nzip.weights.load(nz)
     assert all(torch.equal(full[k], sd[k]) for k in sd)
+    import numba
+
+    t = numba.get_num_threads()
+    try:  # one thread: the kernels run inline, not on the pool
+        numba.set_num_threads(1)
+        one = nzip.weights.load(nz)
+    finally:
+        numba.set_num_threads(t)
+    assert all(torch.equal(one[k], sd[k]) for k in sd)
     rows = nzip.weights.tensors(nz)
     assert [r["name"] for r in rows] == sorted(sd) and all(r["stored_bytes"] < r["raw_bytes"] for r in rows)
     with pytest.raises(InvalidInputError, match="no tensor named"):
         nzip.weights.load(nz, names=["nope"])
+
+
+def test_pipelined_decode_runs_every_block_and_waits_before_raising():
+    """``pipelined`` (the parse of each tensor overlapped with the kernels of those before it):
+    every block of every tensor runs once, results come back in order, and an error in a parse
+    or in a kernel propagates only after every queued kernel has run (they read the mapped file)."""
+    import threading
+    import time
+
+    from nzip.codecs.weights_lossless import Started, pipelined
+
+    ran, lock = [], threading.Lock()
+
+    def start(job):
+        if job == "bad":
+            raise CorruptDataError("bad tensor")
+
+        def run(b0, b1):
+            time.sleep(0.02)
+            if job == "boom":
+                raise ValueError("kernel failed")
+            with lock:
+                ran.extend((job, b) for b in range(b0, b1))
+
+        if job == "plain":
+            return Started(0, None, lambda: np.full(1, 7))
+        return Started(5, run, lambda: np.full(1, len(job)))
+
+    done = []
+    pipelined(["aa", "plain", "bbb"], start, lambda j, d: done.append((j, int(d[0]))))
+    assert done == [("aa", 2), ("plain", 7), ("bbb", 3)]
+    assert sorted(ran) == [(j, b) for j in ("aa", "bbb") for b in range(5)]
+    ran.clear()
+    with pytest.raises(CorruptDataError, match="bad tensor"):
+        pipelined(["aa", "bbb", "bad", "cc"], start, lambda j, d: None)
+    assert sorted(ran) == [(j, b) for j in ("aa", "bbb") for b in range(5)]  # all ran, none after
+    ran.clear()
+    with pytest.raises(ValueError, match="kernel failed"):
+        pipelined(["boom", "aa"], start, lambda j, d: None)
+    from nzip._native import threads
+
+    # on the pool "aa" was queued behind "boom" and ran; on one thread the kernels run inline
+    assert sorted(ran) == ([("aa", b) for b in range(5)] if threads() > 1 else [])
 
 
 def test_torch_state_dict_with_tied_weights(tmp_path):

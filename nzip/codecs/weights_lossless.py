@@ -39,6 +39,7 @@ import numpy as np
 from .. import entropy as E
 from ..entropy import coder as EC
 from ..entropy import lanes_c as LC
+from .._native import on_pool
 from ..entropy._varint import Reader, put_uvarint
 from ..errors import CorruptDataError, InvalidInputError
 from ..formats.checkpoint import (
@@ -540,36 +541,46 @@ def _escapes(r: Reader, esc, count: int, ebits: int):
     return v >> JOINT_BITS, v & ((1 << JOINT_BITS) - 1)
 
 
-def _get_joint(r: Reader, n: int, shape, ebits: int, out: np.ndarray) -> None:
-    """Decode the joint layout into ``out`` (uint16): s << 15 | e << (15 - ebits) | m7 << mshift,
-    mshift = 3 for fp16 (whose 3 low mantissa bits come later), else 0."""
+def _start_joint(r: Reader, n: int, shape, ebits: int, out: np.ndarray):
+    """The joint layout into ``out`` (uint16: s << 15 | e << (15 - ebits) | m7 << mshift, mshift =
+    3 for fp16, whose 3 low mantissa bits come later, else 0), split at its kernel: the streams
+    parsed (r left after them), then
+    ``(nblocks, run, after)``: ``run(b0, b1)`` decodes blocks b0..b1 on any thread (the C decoder,
+    GIL-free; nblocks 0 and run None where the decode was done here instead), ``after()`` checks
+    the blocks' status and puts the escaped values in, on the caller's thread once every block ran."""
     base, a, b, data, esc, packed = _get_joint_parts(r, n, shape)
     eshift, mshift = 15 - ebits, 3 if ebits == 5 else 0
     if base > max(0, (1 << ebits) - JOINT_SPAN):
         raise r.fail(f"joint exponent base {base} out of range")
     p = EC.parse_context(data, n, what=r.what)
     scale = (a, b, SCALE_CONTEXTS // 2, SCALE_CONTEXTS - 1)  # (the C decoder computes the contexts)
+    sym = None
     if p.jointable(scale, out):  # the C decoder: symbols and raw fields to the floats' bits in one pass
-        spans = p.decode_joint(scale, base, eshift, mshift, packed, out)
-        sym = None
+        nblocks, run, spans_of = p.joint_job(scale, base, eshift, mshift, packed, out)
     else:
         sym = p.decode(_scale_contexts(a, b))
         if sym.size != n or sym.dtype != np.uint8:
             raise r.fail(f"joint field holds {sym.size} values, expected {n}")
         spans = _joint_join(sym, packed, base, eshift, mshift, out)
-    count = sum(c for _, _, c in spans)
-    ee, top = _escapes(r, esc, count, ebits)
-    if count:
-        if base == 0:  # (every exponent has a symbol: the encoder never escapes)
-            raise r.fail("escaped values where none can be")
-        # where: symbols below 4, or (decoded in C) the values left with exponent 0, as kept values
-        # have e >= base > 0; only the spans that hold escapes are searched
-        emask = (1 << ebits) - 1
-        lost = np.concatenate([a + np.flatnonzero(sym[a:b] < 4 if sym is not None
-                                                  else (out[a:b] >> eshift) & emask == 0) for a, b, _ in spans])
-        if lost.size != count:
-            raise r.fail("the escape list does not match the escaped values")
-        out[lost] |= ((ee << eshift) | (top << (5 + mshift))).astype(np.uint16)
+        nblocks, run, spans_of = 0, None, lambda: spans
+
+    def after() -> None:
+        spans = spans_of()
+        count = sum(c for _, _, c in spans)
+        ee, top = _escapes(r, esc, count, ebits)
+        if count:
+            if base == 0:  # (every exponent has a symbol: the encoder never escapes)
+                raise r.fail("escaped values where none can be")
+            # where: symbols below 4, or (decoded in C) the values left with exponent 0, as kept
+            # values have e >= base > 0; only the spans that hold escapes are searched
+            emask = (1 << ebits) - 1
+            lost = np.concatenate([a + np.flatnonzero(sym[a:b] < 4 if sym is not None
+                                                      else (out[a:b] >> eshift) & emask == 0) for a, b, _ in spans])
+            if lost.size != count:
+                raise r.fail("the escape list does not match the escaped values")
+            out[lost] |= ((ee << eshift) | (top << (5 + mshift))).astype(np.uint16)
+
+    return nblocks, run, after
 
 
 def _get_joint_device(r: Reader, n: int, shape, ebits: int, dev):
@@ -833,32 +844,74 @@ def encode_tensor(dtype: str, raw: np.ndarray, mode: str = "best", shape=None) -
 def decode_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = "best",
                   what: str = "tensor", shape=None) -> np.ndarray:
     """Inverse of :func:`encode_tensor`: the raw little-endian bytes (uint8)."""
+    t = start_tensor(blob, dtype, numel, mode, what, shape)
+    if t.nblocks:
+        on_pool(t.run, t.nblocks)
+    return t.finish()
+
+
+class Started:
+    """A tensor's decode split at its kernel (:func:`start_tensor`): ``run(b0, b1)`` decodes blocks
+    b0..b1 of ``nblocks`` (GIL-free C; any thread, any order; none where ``nblocks`` is 0), then
+    ``finish()``, on the caller's thread once all ran, checks them and returns the raw bytes."""
+
+    __slots__ = ("nblocks", "run", "finish")
+
+    def __init__(self, nblocks: int, run, finish) -> None:
+        self.nblocks, self.run, self.finish = nblocks, run, finish
+
+
+def start_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = "best",
+                 what: str = "tensor", shape=None) -> Started:
+    """:func:`decode_tensor`'s parse and checks, the float layouts' main decode left to run (the
+    joint layout's, where the C decoder takes it); every other layout decodes here."""
     r = Reader(blob, what)
     v = r.byte()
     if v == RAW_TENSOR:
         if len(r.data) - 1 != numel * DTYPES[dtype]:
             raise r.fail(f"holds {len(r.data) - 1} bytes, expected {numel * DTYPES[dtype]}")
         # a copy: the blob may be a view of the memory-mapped .nz, which the tensor must not outlive
-        return np.frombuffer(r.rest(), dtype=np.uint8).copy()
+        raw = np.frombuffer(r.rest(), dtype=np.uint8).copy()
+        return Started(0, None, lambda: raw)
     if v != STREAM_VERSION:
         raise r.fail(f"weights stream version {v}; this nzip reads {STREAM_VERSION}")
     n = numel
+    nblocks, run, after = 0, None, None
     if dtype in ("BF16", "F16") and _is_joint(r):
         r.byte()
         u = np.empty(n, dtype=np.uint16)
-        _get_joint(r, n, shape, 8 if dtype == "BF16" else 5, u)
-        if dtype == "F16":
-            u |= _get_stream(r, np.uint8, n)
-        out = u.view(np.uint8)
+        nblocks, run, after = _start_joint(r, n, shape, 8 if dtype == "BF16" else 5, u)
+        lo = _get_stream(r, np.uint8, n) if dtype == "F16" else None
+
+        def finish():
+            after()
+            if lo is not None:
+                u[...] |= lo
+            return u.view(np.uint8)
     elif dtype == "F32" and _is_joint(r):
         r.byte()
         hi = np.empty(n, dtype=np.uint16)
-        _get_joint(r, n, shape, 8, hi)
+        nblocks, run, after = _start_joint(r, n, shape, 8, hi)
         b1, b0 = _get_lo32(r, n, shape)
-        u = np.empty(n, dtype=np.uint32)
-        _join32_hi(hi, b1, b0, u)
-        out = u.view(np.uint8)
-    elif dtype in ("BF16", "F16"):  # (little-endian hosts: the uint16 view is the file's byte order)
+
+        def finish():
+            after()
+            u = np.empty(n, dtype=np.uint32)
+            _join32_hi(hi, b1, b0, u)
+            return u.view(np.uint8)
+    else:
+        out = _decode_plain(r, dtype, n, mode, shape)
+
+        def finish():
+            return out
+    if r.pos != len(r.data):
+        raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
+    return Started(nblocks, run, finish)
+
+
+def _decode_plain(r: Reader, dtype: str, n: int, mode: str, shape) -> np.ndarray:
+    """The layouts other than the joint one, decoded at once (raw little-endian bytes)."""
+    if dtype in ("BF16", "F16"):  # (little-endian hosts: the uint16 view is the file's byte order)
         e = _get_e(r, n, shape)
         u = np.empty(n, dtype=np.uint16)
         sm = _get_sm(r, e, n, mode, join=(u, 7, 0) if dtype == "BF16" else (u, 10, 3))
@@ -867,8 +920,8 @@ def decode_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = 
             sm.finish(lo if lo.size else None)
         else:
             _join16(e, sm, lo, 8 if dtype == "BF16" else 5, u)
-        out = u.view(np.uint8)
-    elif dtype == "F32":
+        return u.view(np.uint8)
+    if dtype == "F32":
         e = _get_e(r, n, shape)
         u = np.empty(n, dtype=np.uint32)
         sm = _get_sm(r, e, n, mode, join=(u, 7, 0))
@@ -877,23 +930,19 @@ def decode_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = 
             sm.finish(b1, b0)
         else:
             _join32(e, sm, b1, b0, u)
-        out = u.view(np.uint8)
-    elif dtype == "F64":
+        return u.view(np.uint8)
+    if dtype == "F64":
         hi = _get_stream(r, np.uint16, n).astype("<u2")
         out = np.empty((n, 8), dtype=np.uint8)
         for p in range(6):
             out[:, p] = _get_stream(r, np.uint8, n)
         out[:, 6:] = hi.view(np.uint8).reshape(n, 2)
-        out = out.reshape(-1)
-    else:
-        width = DTYPES[dtype]
-        out = np.empty((n, width), dtype=np.uint8)
-        for p in range(width):
-            out[:, p] = _get_stream(r, np.uint8, n)
-        out = out.reshape(-1)
-    if r.pos != len(r.data):
-        raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
-    return out
+        return out.reshape(-1)
+    width = DTYPES[dtype]
+    out = np.empty((n, width), dtype=np.uint8)
+    for p in range(width):
+        out[:, p] = _get_stream(r, np.uint8, n)
+    return out.reshape(-1)
 
 
 def _get_fields(r: Reader, n: int, shape, mode: str, ebits: int, dev):
@@ -1032,6 +1081,45 @@ def for_each_tensor(jobs, size, fn) -> None:
             f.result()
 
 
+def pipelined(jobs, start, done) -> None:
+    """Decode tensors with the parsing and the kernels overlapped: this thread parses each job in
+    turn (``start(job)``: a :class:`Started`, Python and the GIL) and queues its blocks on the
+    extensions' pool, whose threads run the kernels (GIL-free) meanwhile; then each job's
+    ``finish()`` goes to ``done(job, data)`` in order. (The tensor pool of :func:`for_each_tensor`
+    ran parse and kernel on each thread, and two threads parsing at once mostly waited on the GIL:
+    no faster than one thread.) Every queued block has run before an error propagates."""
+    from .._native import shared_pool, threads
+
+    pool = shared_pool() if threads() > 1 else None
+    queued = []
+    try:
+        for job in jobs:
+            t = start(job)
+            futs = []
+            if t.nblocks and pool is None:
+                t.run(0, t.nblocks)
+            elif t.nblocks:  # several blocks: about one part per thread
+                parts = min(t.nblocks, threads())
+                cuts = [t.nblocks * i // parts for i in range(parts + 1)]
+                futs = [pool.submit(t.run, cuts[i], cuts[i + 1]) for i in range(parts)]
+            queued.append((job, t, futs))
+    except BaseException:
+        for _, _, futs in queued:
+            for f in futs:
+                f.exception()  # (wait: the kernels read the container's mapped bytes)
+        raise
+    for i, (job, t, futs) in enumerate(queued):
+        try:
+            for f in futs:
+                f.result()
+        except BaseException:
+            for _, _, rest in queued[i:]:
+                for f in rest:
+                    f.exception()
+            raise
+        done(job, t.finish())
+
+
 def base_entry(t: TensorRecord) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": t.name, "dtype": t.dtype, "shape": t.shape}
     if t.file:
@@ -1086,6 +1174,12 @@ class WeightsLossless(CheckpointCodec):
 
     def decode_entry(self, container: Item, entry: dict[str, Any], shape: list[int], numel: int) -> np.ndarray:
         return lossless_bytes(container, entry, shape, numel, container.params.get("mode", "best"))
+
+    def start_entry(self, container: Item, entry: dict[str, Any], shape: list[int], numel: int) -> Started:
+        """:meth:`decode_entry` split at its kernel (:func:`start_tensor`)."""
+        return start_tensor(container.read_blob(entry["array"]), entry["dtype"], numel,
+                            container.params.get("mode", "best"), f"{container.path}: tensor {entry['name']!r}",
+                            shape)
 
 
 def _as_checkpoint(item: Any) -> Checkpoint:
@@ -1162,16 +1256,20 @@ def load_checkpoint(container: Item, codec: CheckpointCodec, names=None, progres
         if not m.get("alias_of"):
             jobs.append((m, rec, numel))
 
-    def one(job):
+    def done(job, data):
         m, rec, numel = job
-        data = codec.decode_entry(container, m, rec.shape, numel)
         if data.size != numel * DTYPES[m["dtype"]]:
             raise CorruptDataError(f"{container.path}: tensor {m['name']!r} decoded to the wrong size")
         rec.data = data
         if progress is not None:
             progress(numel)
 
-    for_each_tensor(jobs, lambda job: job[2], one)
+    start = getattr(codec, "start_entry", None)
+    if start is not None:
+        pipelined(jobs, lambda job: start(container, job[0], job[1].shape, job[2]), done)
+    else:
+        for_each_tensor(jobs, lambda job: job[2], lambda job: done(job, codec.decode_entry(
+            container, job[0], job[1].shape, job[2])))
     ck = Checkpoint(src.get("format", "safetensors"), tensors, extras=dict(src.get("extras", {})))
     if names is not None:
         return ck

@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import CorruptDataError, InvalidInputError, UnsupportedFormatError
 from . import lanes as K
 from . import lanes_c as LC
+from .._native import on_pool
 from ._varint import Reader, put_svarint, put_uvarint
 from .tables import (
     MAX_PRECISION,
@@ -300,7 +301,9 @@ class LaneStreams:
     """A parsed static or context blob, ready for a lane decoder (the CPU's or a GPU kernel).
 
     ``slot_sym``/``slot_pack`` hold the decode tables (all contexts side by side for a context
-    blob: context c's slot s is entry ``(c << prec) | s``); ``words[woff[b]:woff[b+1]]`` and
+    blob: context c's slot s is entry ``(c << prec) | s``), or, for packable blobs, :meth:`packed`
+    does (one uint32 per slot; a context blob's parse builds only that, the slot arrays follow
+    from it when asked for, e.g. by the GPU kernels); ``words[woff[b]:woff[b+1]]`` and
     ``states[b*lanes:(b+1)*lanes]`` are block b's. Static blobs also carry how to turn the decoded
     symbols back into values (``offset``, ``dtype``, ``nalpha``); EMPTY/CONSTANT blobs have
     ``constant`` set (None for an empty blob) and no streams.
@@ -316,23 +319,42 @@ class LaneStreams:
     words: np.ndarray | None = None
     woff: np.ndarray | None = None
     states: np.ndarray | None = None
-    slot_sym: np.ndarray | None = None
-    slot_pack: np.ndarray | None = None
+    _slot_sym: np.ndarray | None = None
+    _slot_pack: np.ndarray | None = None
     offset: int = 0
     nalpha: int = 0
     nctx: int = 0
     constant: int | None = None
     what: str = "entropy blob"
+    table: np.ndarray | None = None  # the packed table, where built
+    used: np.ndarray | None = None  # with a table parsed straight to packed form: contexts with tables
 
     @property
     def packable(self) -> bool:
         """Whether the CPU decoder can use one packed uint32 per slot (see lanes.pack_tables)."""
-        return self.prec <= K.PACKED_MAX_PRECISION and self.slot_sym.dtype == np.uint8
+        return self.table is not None or (self.prec <= K.PACKED_MAX_PRECISION and self._slot_sym.dtype == np.uint8)
 
     def packed(self) -> np.ndarray:
-        table = np.empty(self.slot_sym.shape[0], np.uint32)
-        K.pack_tables(self.slot_sym, self.slot_pack, table)
-        return table
+        if self.table is None:
+            self.table = np.empty(self._slot_sym.shape[0], np.uint32)
+            K.pack_tables(self._slot_sym, self._slot_pack, self.table)
+        return self.table
+
+    def _unpacked(self) -> None:
+        if self._slot_sym is None and self.table is not None:
+            sym, pack = np.empty(self.table.shape[0], np.uint8), np.empty(self.table.shape[0], np.uint32)
+            K.unpack_tables(self.table, self.used, self.prec, sym, pack)
+            self._slot_sym, self._slot_pack = sym, pack
+
+    @property
+    def slot_sym(self) -> np.ndarray | None:
+        self._unpacked()
+        return self._slot_sym
+
+    @property
+    def slot_pack(self) -> np.ndarray | None:
+        self._unpacked()
+        return self._slot_pack
 
     def finish(self, out: np.ndarray) -> np.ndarray:
         """Decoded symbols -> values of the blob's dtype (static blobs; range checked by parse)."""
@@ -355,7 +377,7 @@ class LaneStreams:
             else:
                 check_contexts(contexts, self.nctx)
                 cx = contexts.astype(np.uint16)
-        out = np.empty(self.n, dtype=self.slot_sym.dtype)
+        out = np.empty(self.n, dtype=np.uint8 if self.packable else self.slot_sym.dtype)
         status = np.empty(self.nblocks, dtype=np.int64)
         # the C decoder (AVX2; same output as the numba kernels) where its ctypes call (~30 us)
         # is small beside the decode
@@ -417,15 +439,26 @@ class LaneStreams:
         :func:`nzip.entropy.lanes_c.decode_joint`): one pass from symbols and raw fields to the
         floats' bits; ``contexts`` an array or a matrix's scale offsets (rows, cols, bias, hi).
         Returns (start, stop, count) of the blocks holding escaped values (symbols below 4)."""
+        nblocks, run, spans = self.joint_job(contexts, base, eshift, mshift, planes, out)
+        on_pool(run, nblocks)
+        return spans()
+
+    def joint_job(self, contexts, base: int, eshift: int, mshift: int, planes: np.ndarray, out: np.ndarray):
+        """:meth:`decode_joint` as ``(nblocks, run, spans)``: ``run(b0, b1)`` decodes blocks b0..b1
+        on any thread (GIL-free), then ``spans()`` raises for a corrupt block or returns the spans."""
         if not self.jointable(contexts, out):
             raise ValueError("the joint float decode does not apply to this blob here")
-        status = np.empty(self.nblocks, dtype=np.int64)
+        status = np.full(self.nblocks, K.ERR_STATE, dtype=np.int64)  # (a block never run is not good)
         lost = np.zeros(self.nblocks, dtype=np.int64)
-        LC.decode_joint(self.words, self.woff, self.states, out, contexts, base, eshift, mshift, planes,
-                        self.block, self.lanes, self.prec, self.packed(), status, lost)
-        _raise_status(status, self.what)
-        return [(int(b) * self.block, min((int(b) + 1) * self.block, self.n), int(lost[b]))
-                for b in np.flatnonzero(lost)]
+        run = LC.joint_runner(self.words, self.woff, self.states, out, contexts, base, eshift, mshift, planes,
+                              self.block, self.lanes, self.prec, self.packed(), status, lost)
+
+        def spans() -> list[tuple[int, int, int]]:
+            _raise_status(status, self.what)
+            return [(int(b) * self.block, min((int(b) + 1) * self.block, self.n), int(lost[b]))
+                    for b in np.flatnonzero(lost)]
+
+        return self.nblocks, run, spans
 
 
 def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
@@ -710,11 +743,19 @@ def parse_context(data: bytes | memoryview, n_contexts_given: int, *,
     nctx = r.uvarint(MAX_CONTEXTS)
     if nalpha < 2 or nctx < 1:
         raise r.fail("bad context table header")
-    slot_sym = np.zeros(nctx << prec, dtype=np.uint8 if nalpha <= 256 else np.uint16)
-    slot_pack = np.zeros(nctx << prec, dtype=np.uint32)
-    # every context's table in one numba call (a Python loop cost ~1 ms per blob of 16 contexts)
-    st, pos, c, fmax = K.parse_ctx_tables(np.frombuffer(r.data, dtype=np.uint8), r.pos, nctx, nalpha, prec,
-                                          MAX_PRECISION, slot_sym, slot_pack, np.zeros(nalpha, dtype=np.int64))
+    # every context's table in one numba call (a Python loop cost ~1 ms per blob of 16 contexts);
+    # packable blobs straight to the packed table (the slot arrays and their packing cost ~110 us
+    # of a 16-context blob's ~150)
+    buf, freqs = np.frombuffer(r.data, dtype=np.uint8), np.zeros(nalpha, dtype=np.int64)
+    slot_sym = slot_pack = table = used = None
+    if prec <= K.PACKED_MAX_PRECISION and nalpha <= 256:
+        table, used = np.empty(nctx << prec, dtype=np.uint32), np.zeros(nctx, dtype=np.uint8)
+        st, pos, c, fmax = K.parse_ctx_packed(buf, r.pos, nctx, nalpha, prec, MAX_PRECISION, table, used, freqs)
+    else:
+        slot_sym = np.zeros(nctx << prec, dtype=np.uint8 if nalpha <= 256 else np.uint16)
+        slot_pack = np.zeros(nctx << prec, dtype=np.uint32)
+        st, pos, c, fmax = K.parse_ctx_tables(buf, r.pos, nctx, nalpha, prec, MAX_PRECISION, slot_sym, slot_pack,
+                                              freqs)
     r.pos = int(pos)
     if st < 0:
         raise r.fail({K.PARSE_TRUNCATED: "truncated (header ends early)",
@@ -726,7 +767,7 @@ def parse_context(data: bytes | memoryview, n_contexts_given: int, *,
     if r.pos != len(r.data):
         raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
     return LaneStreams(CONTEXT, n, np.dtype(np.uint16), lanes, prec, block, nblocks, words, woff,
-                       states, slot_sym, slot_pack, 0, nalpha, nctx, what=what)
+                       states, slot_sym, slot_pack, 0, nalpha, nctx, what=what, table=table, used=used)
 
 
 def check_contexts(cx: np.ndarray, nctx: int) -> None:

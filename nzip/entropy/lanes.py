@@ -336,13 +336,17 @@ def write_table(freqs, k, buf):
 
 @nb.njit(**_JIT)
 def _get(buf, bitpos, nbits):
+    """nbits bits (MSB first) from bitpos: (value, next bitpos), value -1 past the end; whole
+    bytes' worth at a time."""
+    if (bitpos + nbits + 7) >> 3 > buf.shape[0]:
+        return -1, bitpos
     v = np.int64(0)
-    for _ in range(nbits):
-        byte = bitpos >> 3
-        if byte >= buf.shape[0]:
-            return -1, bitpos
-        v = (v << 1) | ((buf[byte] >> (7 - (bitpos & 7))) & 1)
-        bitpos += 1
+    while nbits > 0:
+        off = bitpos & 7
+        take = min(nbits, 8 - off)
+        v = (v << take) | ((np.int64(buf[bitpos >> 3]) >> (8 - off - take)) & ((np.int64(1) << take) - 1))
+        bitpos += take
+        nbits -= take
     return v, bitpos
 
 
@@ -450,6 +454,75 @@ def parse_ctx_tables(buf, pos, nctx, nalpha, prec, max_prec, slot_sym, slot_pack
             return PARSE_TABLE, pos, c, fmax
         fill_slots(freqs, slot_sym[c << prec:(c + 1) << prec], slot_pack[c << prec:(c + 1) << prec])
     return 0, pos, 0, fmax
+
+
+UNUSED_PACKED = 0xFFFFFF00  # what pack_tables makes of an unused context's all-zero slots
+
+
+@nb.njit(**_JIT)
+def parse_ctx_packed(buf, pos, nctx, nalpha, prec, max_prec, table, used, freqs):
+    """parse_ctx_tables for packable blobs (nalpha <= 256, prec <= PACKED_MAX_PRECISION), straight
+    into the packed table (pack_tables' entries; an unused context's slots UNUSED_PACKED) with no
+    slot arrays in between; used[c] = 1 for every context with a table. Same returns."""
+    total = np.int64(1) << prec
+    fmax = np.int64(0)
+    end = buf.shape[0]
+    for c in range(nctx):
+        if pos >= end:
+            return PARSE_TRUNCATED, pos, c, fmax
+        k = np.int64(buf[pos])
+        pos += 1
+        lo = c << prec
+        if k == 255:
+            table[lo:lo + total] = np.uint32(UNUSED_PACKED)
+            continue
+        if k > max_prec:
+            return PARSE_HEADER, pos, c, fmax
+        ln, pos = _uvarint_at(buf, pos)
+        if ln == -1:
+            return PARSE_TRUNCATED, pos, c, fmax
+        if ln < 0 or ln > nalpha * 8:
+            return PARSE_VARINT, pos, c, fmax
+        if pos + ln > end:
+            return PARSE_TRUNCATED, pos, c, fmax
+        freqs[:] = 0
+        if read_table(buf[pos:pos + ln], k, nalpha, total, freqs) < 0:
+            return PARSE_TABLE, pos, c, fmax
+        pos += ln
+        acc = np.int64(0)
+        for s in range(nalpha):
+            acc += freqs[s]
+            if freqs[s] > fmax:
+                fmax = freqs[s]
+        if acc != total:
+            return PARSE_TABLE, pos, c, fmax
+        used[c] = 1
+        at = lo
+        for s in range(nalpha):
+            f = freqs[s]
+            if f:  # (a slice and an add: this form vectorises, ~3x the plain index loop)
+                head = np.uint32(s | ((f - 1) << 8))
+                seg = table[at:at + f]
+                for b in range(f):
+                    seg[b] = head + (np.uint32(b) << np.uint32(20))
+                at += f
+    return 0, pos, 0, fmax
+
+
+@nb.njit(**_JIT)
+def unpack_tables(table, used, prec, slot_sym, slot_pack):
+    """The slot arrays of a packed table (inverse of pack_tables; unused contexts all zeros)."""
+    total = 1 << prec
+    for c in range(used.shape[0]):
+        for i in range(c * total, (c + 1) * total):
+            if used[c]:
+                e = table[i]
+                slot_sym[i] = e & np.uint32(0xFF)
+                slot_pack[i] = ((((e >> np.uint32(8)) & np.uint32(0xFFF)) + np.uint32(1)) << np.uint32(16)) \
+                    | (e >> np.uint32(20))
+            else:
+                slot_sym[i] = 0
+                slot_pack[i] = 0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The C lane decoder (``_lanes_c.c``): static and context blobs, AVX2 where the CPU has it, and
-the fused float decodes of weights/lossless (:func:`decode_join`, :func:`decode_joint`).
+the fused float decodes of weights/lossless (:func:`decode_join`, :func:`decode_joint`; the
+latter in AVX-512 where the CPU has AVX512F/BW/VL and VBMI2).
 
 Same results as the numba kernels of :mod:`nzip.entropy.lanes`, which stay the fallback:
 ``available`` is False where the extension was not built, and ``NZIP_NO_C=1`` turns it off.
@@ -32,8 +33,11 @@ if available:
                                      ctypes.c_uint32, ctypes.c_uint32, _P, _U64, _U64, _U64, ctypes.c_uint32, _P, _U64,
                                      _P, _P, _U64, _U64, ctypes.c_int]
     simd = bool(_lib.nz_simd())  # also builds the permutation table, before any thread runs
+    _lib.nz_simd_level.restype = ctypes.c_int
+    _lib.nz_simd_level.argtypes = []
+    level = int(_lib.nz_simd_level())  # 0 scalar, 1 AVX2, 2 AVX-512 (the joint decode's)
 else:
-    simd = False
+    simd, level = False, 0
 
 MIN_SYMBOLS = 1 << 15  # below this the numba kernels win (measured: 8K symbols 84 vs 120 us)
 
@@ -125,7 +129,7 @@ def decode_join(words, woffsets, states, out, ectx, emin: int, ecount: int, eshi
 
 
 def decode_joint(words, woffsets, states, out, ctx, base: int, eshift: int, mshift: int, planes, block, lanes,
-                 prec, table, status, lost, force_scalar: bool = False) -> None:
+                 prec, table, status, lost, force_scalar: int = 0) -> None:
     """The joint float decode of weights/lossless: a packed-table context blob (``ctx`` uint8,
     one per symbol) of symbols s = (e - base + 1) << 2 | m2, or s < 4 for an escape, joined with
     the raw 6-bit fields r (sign << 5 | low 5 mantissa bits) held in ``planes`` (3 x q bytes:
@@ -135,7 +139,18 @@ def decode_joint(words, woffsets, states, out, ctx, base: int, eshift: int, mshi
 
     ``ctx`` may instead be a matrix's scale offsets ``(rows, cols, bias, hi)`` (integer arrays of
     its row and column offsets, then two ints): value i's context is then computed in the kernel as
-    ``clip(rows[i // len(cols)] + cols[i % len(cols)] + bias, 0, hi)``, with no context array."""
+    ``clip(rows[i // len(cols)] + cols[i % len(cols)] + bias, 0, hi)``, with no context array.
+
+    ``force_scalar``: 1 the scalar path, 2 no wider than AVX2 (tests compare the paths); the
+    AVX-512 path runs by default where the CPU has it (32 lanes, scale contexts, >= 16 columns)."""
+    on_pool(joint_runner(words, woffsets, states, out, ctx, base, eshift, mshift, planes, block, lanes, prec,
+                         table, status, lost, force_scalar), status.shape[0])
+
+
+def joint_runner(words, woffsets, states, out, ctx, base: int, eshift: int, mshift: int, planes, block, lanes,
+                 prec, table, status, lost, force_scalar: int = 0):
+    """:func:`decode_joint`'s arguments checked, as ``run(b0, b1)``: the decode of blocks b0..b1
+    (one C call, no Python objects touched: any thread may run any range, ranges in any order)."""
     words = np.ascontiguousarray(words, np.uint16)
     woffsets = np.ascontiguousarray(woffsets, np.int64)
     states = np.ascontiguousarray(states, np.uint32)
@@ -164,11 +179,14 @@ def decode_joint(words, woffsets, states, out, ctx, base: int, eshift: int, mshi
         if ctx.dtype != np.uint8 or len(ctx) < n:
             raise ValueError("contexts must be uint8, one per value")
         ncols, hi, cptr, rptr, colptr = 0, 0, ctx.ctypes.data, None, None
+        rowoff = coloff = None
+    head = (words.ctypes.data, len(words), woffsets.ctypes.data, states.ctypes.data, out.ctypes.data, n, cptr, rptr,
+            colptr, ncols, hi, base, eshift, mshift, planes.ctypes.data, q, block, lanes, prec, table.ctypes.data,
+            len(table), status.ctypes.data, lost.ctypes.data)
+    # the arrays behind those addresses live as long as run does (it may run after this returns)
+    held = (words, woffsets, states, out, ctx, rowoff, coloff, planes, table, status, lost)
 
-    def run(b0: int, b1: int) -> None:
-        _lib.nz_decode_joint(words.ctypes.data, len(words), woffsets.ctypes.data, states.ctypes.data,
-                             out.ctypes.data, n, cptr, rptr, colptr, ncols, hi, base, eshift, mshift,
-                             planes.ctypes.data, q, block, lanes, prec, table.ctypes.data, len(table), status.ctypes.data,
-                             lost.ctypes.data, b0, b1, int(force_scalar))
+    def run(b0: int, b1: int, _held=held) -> None:
+        _lib.nz_decode_joint(*head, b0, b1, int(force_scalar))
 
-    on_pool(run, nblocks)
+    return run
