@@ -501,14 +501,24 @@ def test_joint_decode_computes_scale_contexts(rows, cols, lanes, block):
 
     for o, st, lost in paths(ls):
         assert (st == 0).all() and np.array_equal(o, want) and lost.sum() == int((sym < 4).sum())
+    lows = rng.integers(0, 256, (2, n)).astype(np.uint8)  # fp32: the low 16 bits joined in, uint32 out
+    want32 = want.astype(np.uint32) << 16 | lows[0].astype(np.uint32) << 8 | lows[1]
+    assert ls.jointable(scale, want32, lows) and not ls.jointable(scale, want32)
+    for fs in (0, 1, 2):
+        o, st, lost = np.zeros(n, np.uint32), np.empty(ls.nblocks, np.int64), np.zeros(ls.nblocks, np.int64)
+        LC.decode_joint(ls.words, ls.woff, ls.states, o, scale, 100, 7, 0, planes, ls.block, ls.lanes, ls.prec,
+                        ls.packed(), st, lost, force_scalar=fs, lows=(lows[0], lows[1]))
+        assert (st == 0).all() and np.array_equal(o, want32) and lost.sum() == int((sym < 4).sum())
+    caught = 0
     for bad in _corrupted(ls, rng, 6):
         (o0, s0, l0), *rest = paths(bad)
-        assert (s0 < 0).any()
+        caught += int((s0 < 0).any())  # (a flipped word can go unseen: rANS has no checksum)
         for o, st, lost in rest:
             assert np.array_equal(st, s0)
             for k in np.flatnonzero(s0 == 0):  # (a corrupt block's partial output is not compared)
                 part = slice(k * ls.block, (k + 1) * ls.block)
                 assert np.array_equal(o[part], o0[part]) and lost[k] == l0[k]
+    assert caught > 0
     # tables for 12 contexts, contexts up to 15: every block that meets one is refused (as a
     # context array would be), on every path
     few = coder.parse_context(coder.encode_context(sym, np.minimum(cx, 11), 12, lanes=lanes, block=block,

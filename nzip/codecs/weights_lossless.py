@@ -541,49 +541,56 @@ def _escapes(r: Reader, esc, count: int, ebits: int):
     return v >> JOINT_BITS, v & ((1 << JOINT_BITS) - 1)
 
 
-def _start_joint(r: Reader, n: int, shape, ebits: int, out: np.ndarray):
-    """The joint layout into ``out`` (uint16: s << 15 | e << (15 - ebits) | m7 << mshift, mshift =
-    3 for fp16, whose 3 low mantissa bits come later, else 0), split at its kernel: the streams
-    parsed (r left after them), then ``(nblocks, block, run, after)``: ``run(b0, b1)`` decodes
-    blocks b0..b1 (values b0 * block .. b1 * block) on any thread (the C decoder, GIL-free; nblocks
-    0 and run None where the decode was done here instead); ``after()``, on the caller's thread
-    once every block ran, checks their status, puts the escaped values in and returns where they
-    are (int64 indices; values a caller derived from ``out`` there are stale)."""
+def _start_joint(r: Reader, n: int, shape, ebits: int, out: np.ndarray, lows=None):
+    """The joint layout into ``out``, split at its kernel. ``out``: uint16, s << 15 | e << (15 -
+    ebits) | m7 << mshift (mshift 3 for fp16, whose 3 low mantissa bits come later, else 0); or,
+    with ``lows`` (fp32: a function that reads the two low byte fields, which follow the joint
+    streams in r), uint32 with those 16 bits under that. The streams are parsed here (r left after
+    them); returns ``(nblocks, run, after)``: ``run(b0, b1)`` decodes blocks b0..b1 on any thread
+    (the C decoder, GIL-free; nblocks 0 and run None where the decode was done here instead);
+    ``after()``, on the caller's thread once every block ran, checks their status and puts the
+    escaped values in."""
     base, a, b, data, esc, packed = _get_joint_parts(r, n, shape)
     eshift, mshift = 15 - ebits, 3 if ebits == 5 else 0
     if base > max(0, (1 << ebits) - JOINT_SPAN):
         raise r.fail(f"joint exponent base {base} out of range")
     p = EC.parse_context(data, n, what=r.what)
+    lo = lows() if lows is not None else None
     scale = (a, b, SCALE_CONTEXTS // 2, SCALE_CONTEXTS - 1)  # (the C decoder computes the contexts)
-    sym, block = None, p.block
-    if p.jointable(scale, out):  # the C decoder: symbols and raw fields to the floats' bits in one pass
-        nblocks, run, spans_of = p.joint_job(scale, base, eshift, mshift, packed, out)
+    sym = hi = None
+    if p.jointable(scale, out, lo):  # the C decoder: symbols and raw fields to the floats' bits in one pass
+        nblocks, run, spans_of = p.joint_job(scale, base, eshift, mshift, packed, out, lo)
     else:
         sym = p.decode(_scale_contexts(a, b))
         if sym.size != n or sym.dtype != np.uint8:
             raise r.fail(f"joint field holds {sym.size} values, expected {n}")
-        spans = _joint_join(sym, packed, base, eshift, mshift, out)
+        hi = out if lo is None else np.empty(n, np.uint16)
+        spans = _joint_join(sym, packed, base, eshift, mshift, hi)
         nblocks, run, spans_of = 0, None, lambda: spans
 
-    def after() -> np.ndarray:
+    def after() -> None:
         spans = spans_of()
         count = sum(c for _, _, c in spans)
         ee, top = _escapes(r, esc, count, ebits)
-        if not count:
-            return np.zeros(0, np.int64)
-        if base == 0:  # (every exponent has a symbol: the encoder never escapes)
-            raise r.fail("escaped values where none can be")
-        # where: symbols below 4, or (decoded in C) the values left with exponent 0, as kept
-        # values have e >= base > 0; only the spans that hold escapes are searched
-        emask = (1 << ebits) - 1
-        lost = np.concatenate([i + np.flatnonzero(sym[i:z] < 4 if sym is not None
-                                                  else (out[i:z] >> eshift) & emask == 0) for i, z, _ in spans])
-        if lost.size != count:
-            raise r.fail("the escape list does not match the escaped values")
-        out[lost] |= ((ee << eshift) | (top << (5 + mshift))).astype(np.uint16)
-        return lost
+        if count:
+            if base == 0:  # (every exponent has a symbol: the encoder never escapes)
+                raise r.fail("escaped values where none can be")
+            # where: symbols below 4, or (decoded in C) the values left with exponent 0, as kept
+            # values have e >= base > 0; only the spans that hold escapes are searched
+            emask, eat = (1 << ebits) - 1, eshift + (16 if out.dtype == np.uint32 else 0)
+            lost = np.concatenate([i + np.flatnonzero(sym[i:z] < 4 if sym is not None
+                                                      else (out[i:z] >> eat) & emask == 0) for i, z, _ in spans])
+            if lost.size != count:
+                raise r.fail("the escape list does not match the escaped values")
+            fix = ((ee << eshift) | (top << (5 + mshift))).astype(np.uint16)
+            if hi is not None:
+                hi[lost] |= fix
+            else:
+                out[lost] |= fix.astype(out.dtype) << (eat - eshift)
+        if hi is not None and lo is not None:
+            _join32_hi(hi, lo[0], lo[1], out)
 
-    return nblocks, block, run, after
+    return nblocks, run, after
 
 
 def _get_joint_device(r: Reader, n: int, shape, ebits: int, dev):
@@ -883,7 +890,7 @@ def start_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = "
     if dtype in ("BF16", "F16") and _is_joint(r):
         r.byte()
         u = np.empty(n, dtype=np.uint16)
-        nblocks, _, run, after = _start_joint(r, n, shape, 8 if dtype == "BF16" else 5, u)
+        nblocks, run, after = _start_joint(r, n, shape, 8 if dtype == "BF16" else 5, u)
         lo = _get_stream(r, np.uint8, n) if dtype == "F16" else None
 
         def finish():
@@ -893,24 +900,12 @@ def start_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = "
             return u.view(np.uint8)
     elif dtype == "F32" and _is_joint(r):
         r.byte()
-        hi, u = np.empty(n, dtype=np.uint16), np.empty(n, dtype=np.uint32)
-        nblocks, block, run_hi, after = _start_joint(r, n, shape, 8, hi)
-        b1, b0 = _get_lo32(r, n, shape)
-
-        def run(k0: int, k1: int) -> None:  # each block joined where it was decoded (GIL-free)
-            run_hi(k0, k1)
-            a, z = k0 * block, min(k1 * block, n)
-            _join32_hi_part(hi[a:z], b1[a:z], b0[a:z], u[a:z])
+        u32 = np.empty(n, dtype=np.uint32)
+        nblocks, run, after = _start_joint(r, n, shape, 8, u32, lows=lambda: _get_lo32(r, n, shape))
 
         def finish():
-            lost = after()
-            if not nblocks:
-                _join32_hi(hi, b1, b0, u)
-            elif lost.size:  # (joined before their escapes were put in)
-                fixed = np.empty(lost.size, np.uint32)
-                _join32_hi_part(hi[lost], b1[lost], b0[lost], fixed)
-                u[lost] = fixed
-            return u.view(np.uint8)
+            after()
+            return u32.view(np.uint8)
     else:
         out = _decode_plain(r, dtype, n, mode, shape)
 

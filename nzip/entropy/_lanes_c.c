@@ -117,6 +117,9 @@ typedef struct {
     const int32_t *rowoff, *coloff;
     uint64_t cols;
     int32_t hi;
+    /* fp32: the low 16 bits of each value (lo1: bits 8-15, lo0: bits 0-7); out then holds uint32
+     * v << 16 | lo1 << 8 | lo0 for each 16-bit top half v. NULL: out is uint16 (bf16, fp16). */
+    const uint8_t *lo1, *lo0;
 } Joint;
 
 static inline uint32_t joint_ctx(const Joint *jt, uint64_t i) {
@@ -163,7 +166,9 @@ static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, void *ou
         if (c >= t->nctx) return ERR_SLOT;
         x[lane] = step(t, x[lane], c, &sym);
         if (jt) {
-            ((uint16_t *)out)[j + lane] = (uint16_t)joint_value(jt, sym, joint_field(jt, j + lane));
+            uint32_t v = joint_value(jt, sym, joint_field(jt, j + lane));
+            if (jt->lo1) ((uint32_t *)out)[j + lane] = v << 16 | (uint32_t)jt->lo1[j + lane] << 8 | jt->lo0[j + lane];
+            else ((uint16_t *)out)[j + lane] = (uint16_t)v;
             jt->lost += sym < 4;
         } else if (t->out_bytes == 1) ((uint8_t *)out)[j + lane] = (uint8_t)sym;
         else ((uint16_t *)out)[j + lane] = (uint16_t)sym;
@@ -350,8 +355,16 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
                                                               _mm256_sll_epi32(ev, jesh)),
                                               _mm256_sll_epi32(m7, jmsh));
                 val = _mm256_and_si256(val, lowhalf);
-                _mm_storeu_si128((__m128i *)((uint16_t *)out + jj),
-                                 _mm_packus_epi32(_mm256_castsi256_si128(val), _mm256_extracti128_si256(val, 1)));
+                if (out_bytes == 4) {  /* fp32: the low 16 bits joined in */
+                    __m256i l1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(jt->lo1 + jj)));
+                    __m256i l0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(jt->lo0 + jj)));
+                    _mm256_storeu_si256((__m256i *)((uint32_t *)out + jj),
+                                        _mm256_or_si256(_mm256_slli_epi32(val, 16),
+                                                        _mm256_or_si256(_mm256_slli_epi32(l1, 8), l0)));
+                } else {
+                    _mm_storeu_si128((__m128i *)((uint16_t *)out + jj),
+                                     _mm_packus_epi32(_mm256_castsi256_si128(val), _mm256_extracti128_si256(val, 1)));
+                }
                 jlost += 8 - (uint64_t)_mm_popcnt_u32((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(keep)));
             } else {
                 __m128i s16 = _mm_packus_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
@@ -409,13 +422,16 @@ NZ_VARIANT(avx2_s22, 1, 2, 2)
 NZ_JOIN(join_avx2_2, 2)
 NZ_JOIN(join_avx2_4, 4)
 
-/* the joint float decode (packed tables, uint8 contexts, uint16 out) */
-__attribute__((target("avx2,popcnt"))) static int64_t joint_avx2(
-    const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out, const uint8_t *ctx,
-    const Tables *t, Joint *jt, uint64_t a, uint64_t b, uint64_t lanes) {
-    if (lanes == 32) return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, 32, 0, 2, 1, NULL, jt);
-    return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, lanes, 0, 2, 1, NULL, jt);
-}
+/* the joint float decode (packed tables, uint8 contexts, uint16 out or, with the low bytes, uint32) */
+#define NZ_JOINT(name, ob)                                                                             \
+    __attribute__((target("avx2,popcnt"))) static int64_t name(                                     \
+        const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out,     \
+        const uint8_t *ctx, const Tables *t, Joint *jt, uint64_t a, uint64_t b, uint64_t lanes) {    \
+        if (lanes == 32) return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, 32, 0, ob, 1, NULL, jt); \
+        return decode_block_avx2(w, nw, ws, we, st, out, ctx, t, a, b, lanes, 0, ob, 1, NULL, jt);            \
+    }
+NZ_JOINT(joint_avx2, 2)
+NZ_JOINT(joint_avx2_4, 4)
 
 /* The joint float decode with computed scale contexts in AVX-512 (AVX512F/BW/VL and VBMI2), the
  * hot loop of weights/lossless's mode=best: 32 lanes as two vectors of 16 states; the refill is one
@@ -440,7 +456,7 @@ static inline __m512i refill16(__m512i x, __mmask16 need, const uint16_t *words,
 
 __attribute__((target(NZ_AVX512)))
 static int64_t joint_avx512(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
-                            const uint32_t *states, uint16_t *out, const Tables *t, Joint *jt, uint64_t start,
+                            const uint32_t *states, void *out, const Tables *t, Joint *jt, uint64_t start,
                             uint64_t stop) {
     const uint32_t prec = t->prec;
     const uint32_t *table = t->table;
@@ -506,7 +522,14 @@ static int64_t joint_avx512(const uint16_t *words, uint64_t nwords, uint64_t wst
             __m512i val = _mm512_or_si512(_mm512_or_si512(_mm512_slli_epi32(_mm512_srli_epi32(r, 5), 15),
                                                           _mm512_sll_epi32(ev, esh)),
                                           _mm512_sll_epi32(m7, msh));
-            _mm256_storeu_si256((__m256i *)(out + jj), _mm512_cvtepi32_epi16(val));
+            if (jt->lo1) {  /* fp32: the low 16 bits joined in */
+                __m512i l1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(jt->lo1 + jj)));
+                __m512i l0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(jt->lo0 + jj)));
+                _mm512_storeu_si512((uint32_t *)out + jj,
+                                    _mm512_or_si512(_mm512_slli_epi32(val, 16), _mm512_or_si512(_mm512_slli_epi32(l1, 8), l0)));
+            } else {
+                _mm256_storeu_si256((__m256i *)((uint16_t *)out + jj), _mm512_cvtepi32_epi16(val));
+            }
             lost += 16 - (uint64_t)_mm_popcnt_u32((unsigned)keep);
             x = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srl_epi32(x, pc)), _mm512_srli_epi32(e, 20));
             need[v] = _mm512_cmplt_epu32_mask(x, big);
@@ -625,15 +648,17 @@ void nz_decode_join(const uint16_t *words, uint64_t nwords, const int64_t *woffs
 
 /* The joint float decode of blocks b0..b1 (see Joint): a packed-table blob with uint8 contexts
  * ctx (or, where ctx is NULL, the scale contexts of a matrix of ``cols`` columns computed from
- * rowoff and coloff, see Joint), written joined with the raw fields of ``planes`` (3 * q bytes) into out (uint16);
- * status[b] per block as nz_decode_blocks, lost[b] the block's escaped values (symbols < 4). */
+ * rowoff and coloff, see Joint), written joined with the raw fields of ``planes`` (3 * q bytes) into
+ * out: uint16, or (lo1 and lo0 given: fp32's low 16 bits) uint32; status[b] per block as
+ * nz_decode_blocks, lost[b] the block's escaped values (symbols < 4). */
 void nz_decode_joint(const uint16_t *words, uint64_t nwords, const int64_t *woffsets, const uint32_t *states,
-                     uint16_t *out, uint64_t n, const uint8_t *ctx, const int32_t *rowoff, const int32_t *coloff,
+                     void *out, uint64_t n, const uint8_t *ctx, const int32_t *rowoff, const int32_t *coloff,
                      uint64_t cols, int32_t hi, uint32_t base, uint32_t eshift, uint32_t mshift,
-                     const uint8_t *planes, uint64_t q, uint64_t block, uint64_t lanes, uint32_t prec,
-                     const uint32_t *table, uint64_t ntable, int64_t *status, int64_t *lost, uint64_t b0, uint64_t b1,
-                     int force_scalar) {
+                     const uint8_t *planes, uint64_t q, const uint8_t *lo1, const uint8_t *lo0, uint64_t block,
+                     uint64_t lanes, uint32_t prec, const uint32_t *table, uint64_t ntable, int64_t *status,
+                     int64_t *lost, uint64_t b0, uint64_t b1, int force_scalar) {
     Tables t = {table, NULL, prec, (uint32_t)(ntable >> prec), 1, 2};
+    if (!lo1 || !lo0) lo1 = lo0 = NULL;
     int simd = force_scalar != 1 && nz_simd() && lanes % 8 == 0 && lanes <= MAX_LANES;
 #if NZ_X86
     int wide = simd && force_scalar != 2 && have_avx512 && lanes == 32 && !ctx && cols >= 16;
@@ -641,7 +666,7 @@ void nz_decode_joint(const uint16_t *words, uint64_t nwords, const int64_t *woff
     for (uint64_t b = b0; b < b1; b++) {
         uint64_t start = b * block, stop = start + block < n ? start + block : n;
         uint64_t ws = (uint64_t)woffsets[b], we = (uint64_t)woffsets[b + 1];
-        Joint jt = {base, eshift, mshift, planes, q, 0, ctx ? NULL : rowoff, coloff, cols, hi};
+        Joint jt = {base, eshift, mshift, planes, q, 0, ctx ? NULL : rowoff, coloff, cols, hi, lo1, lo0};
 #if NZ_X86
         if (wide) {
             status[b] = joint_avx512(words, nwords, ws, we, states + b * lanes, out, &t, &jt, start, stop);
@@ -649,7 +674,8 @@ void nz_decode_joint(const uint16_t *words, uint64_t nwords, const int64_t *woff
             continue;
         }
         if (simd) {
-            status[b] = joint_avx2(words, nwords, ws, we, states + b * lanes, out, ctx, &t, &jt, start, stop, lanes);
+            status[b] = (lo1 ? joint_avx2_4 : joint_avx2)(words, nwords, ws, we, states + b * lanes, out, ctx, &t, &jt,
+                                                          start, stop, lanes);
             lost[b] = (int64_t)jt.lost;
             continue;
         }

@@ -422,36 +422,37 @@ class LaneStreams:
                        self.block, self.lanes, self.prec, self.packed(), status, lo1, lo0)
         _raise_status(status, self.what)
 
-    def jointable(self, contexts, out: np.ndarray) -> bool:
+    def jointable(self, contexts, out: np.ndarray, lows=None) -> bool:
         """Whether :meth:`decode_joint` runs here: the C decoder (AVX2), a packed context blob of
         >= 32K symbols, uint8 contexts, one per symbol (or a matrix's scale offsets, see
-        :func:`nzip.entropy.lanes_c.decode_joint`), into uint16."""
+        :func:`nzip.entropy.lanes_c.decode_joint`), into uint16 (uint32 with fp32's ``lows``)."""
         if isinstance(contexts, tuple):
             ok = len(contexts[0]) * len(contexts[1]) == self.n and len(contexts[1]) >= 8
         else:
             ok = contexts.dtype == np.uint8 and len(contexts) == self.n
         return (self.kind == CONTEXT and LC.simd and self.n >= LC.MIN_SYMBOLS and self.packable and ok
-                and self.n == len(out) and out.dtype == np.uint16)
+                and self.n == len(out) and out.dtype == (np.uint16 if lows is None else np.uint32))
 
     def decode_joint(self, contexts, base: int, eshift: int, mshift: int, planes: np.ndarray,
-                     out: np.ndarray) -> list[tuple[int, int, int]]:
+                     out: np.ndarray, lows=None) -> list[tuple[int, int, int]]:
         """weights/lossless's joint float decode (where :meth:`jointable`; see
         :func:`nzip.entropy.lanes_c.decode_joint`): one pass from symbols and raw fields to the
         floats' bits; ``contexts`` an array or a matrix's scale offsets (rows, cols, bias, hi).
         Returns (start, stop, count) of the blocks holding escaped values (symbols below 4)."""
-        nblocks, run, spans = self.joint_job(contexts, base, eshift, mshift, planes, out)
+        nblocks, run, spans = self.joint_job(contexts, base, eshift, mshift, planes, out, lows)
         on_pool(run, nblocks)
         return spans()
 
-    def joint_job(self, contexts, base: int, eshift: int, mshift: int, planes: np.ndarray, out: np.ndarray):
+    def joint_job(self, contexts, base: int, eshift: int, mshift: int, planes: np.ndarray, out: np.ndarray,
+                  lows=None):
         """:meth:`decode_joint` as ``(nblocks, run, spans)``: ``run(b0, b1)`` decodes blocks b0..b1
         on any thread (GIL-free), then ``spans()`` raises for a corrupt block or returns the spans."""
-        if not self.jointable(contexts, out):
+        if not self.jointable(contexts, out, lows):
             raise ValueError("the joint float decode does not apply to this blob here")
         status = np.full(self.nblocks, K.ERR_STATE, dtype=np.int64)  # (a block never run is not good)
         lost = np.zeros(self.nblocks, dtype=np.int64)
         run = LC.joint_runner(self.words, self.woff, self.states, out, contexts, base, eshift, mshift, planes,
-                              self.block, self.lanes, self.prec, self.packed(), status, lost)
+                              self.block, self.lanes, self.prec, self.packed(), status, lost, lows=lows)
 
         def spans() -> list[tuple[int, int, int]]:
             _raise_status(status, self.what)

@@ -30,8 +30,8 @@ if available:
                                     _P, _U64, _U64, ctypes.c_int]
     _lib.nz_decode_joint.restype = None
     _lib.nz_decode_joint.argtypes = [_P, _U64, _P, _P, _P, _U64, _P, _P, _P, _U64, ctypes.c_int32, ctypes.c_uint32,
-                                     ctypes.c_uint32, ctypes.c_uint32, _P, _U64, _U64, _U64, ctypes.c_uint32, _P, _U64,
-                                     _P, _P, _U64, _U64, ctypes.c_int]
+                                     ctypes.c_uint32, ctypes.c_uint32, _P, _U64, _P, _P, _U64, _U64, ctypes.c_uint32,
+                                     _P, _U64, _P, _P, _U64, _U64, ctypes.c_int]
     simd = bool(_lib.nz_simd())  # also builds the permutation table, before any thread runs
     _lib.nz_simd_level.restype = ctypes.c_int
     _lib.nz_simd_level.argtypes = []
@@ -129,13 +129,15 @@ def decode_join(words, woffsets, states, out, ectx, emin: int, ecount: int, eshi
 
 
 def decode_joint(words, woffsets, states, out, ctx, base: int, eshift: int, mshift: int, planes, block, lanes,
-                 prec, table, status, lost, force_scalar: int = 0) -> None:
+                 prec, table, status, lost, force_scalar: int = 0, lows=None) -> None:
     """The joint float decode of weights/lossless: a packed-table context blob (``ctx`` uint8,
     one per symbol) of symbols s = (e - base + 1) << 2 | m2, or s < 4 for an escape, joined with
     the raw 6-bit fields r (sign << 5 | low 5 mantissa bits) held in ``planes`` (3 x q bytes:
     values i < 3q in the low 6 bits of byte i, value 3q + k in the top 2 bits of bytes k, q + k
     and 2q + k) into ``out`` (uint16): r >> 5 << 15 | e << eshift | (m2 << 5 | r & 31) << mshift,
     escapes with e = m2 = 0. ``status`` as :func:`decode_blocks`; ``lost[b]``: block b's escapes.
+    With ``lows`` (fp32: two uint8 arrays, bits 8-15 and 0-7 of each value) ``out`` is uint32 and
+    receives that value << 16 | lows[0] << 8 | lows[1].
 
     ``ctx`` may instead be a matrix's scale offsets ``(rows, cols, bias, hi)`` (integer arrays of
     its row and column offsets, then two ints): value i's context is then computed in the kernel as
@@ -144,11 +146,11 @@ def decode_joint(words, woffsets, states, out, ctx, base: int, eshift: int, mshi
     ``force_scalar``: 1 the scalar path, 2 no wider than AVX2 (tests compare the paths); the
     AVX-512 path runs by default where the CPU has it (32 lanes, scale contexts, >= 16 columns)."""
     on_pool(joint_runner(words, woffsets, states, out, ctx, base, eshift, mshift, planes, block, lanes, prec,
-                         table, status, lost, force_scalar), status.shape[0])
+                         table, status, lost, force_scalar, lows), status.shape[0])
 
 
 def joint_runner(words, woffsets, states, out, ctx, base: int, eshift: int, mshift: int, planes, block, lanes,
-                 prec, table, status, lost, force_scalar: int = 0):
+                 prec, table, status, lost, force_scalar: int = 0, lows=None):
     """:func:`decode_joint`'s arguments checked, as ``run(b0, b1)``: the decode of blocks b0..b1
     (one C call, no Python objects touched: any thread may run any range, ranges in any order)."""
     words = np.ascontiguousarray(words, np.uint16)
@@ -159,9 +161,14 @@ def joint_runner(words, woffsets, states, out, ctx, base: int, eshift: int, mshi
     nblocks = status.shape[0]
     n = len(out)
     q = (n + 3) // 4
-    if not (out.flags.c_contiguous and out.dtype == np.uint16 and status.dtype == np.int64
-            and lost.dtype == np.int64 and lost.shape == status.shape):
-        raise ValueError("out must be contiguous uint16, status and lost int64 per block")
+    if not (out.flags.c_contiguous and out.dtype == (np.uint16 if lows is None else np.uint32)
+            and status.dtype == np.int64 and lost.dtype == np.int64 and lost.shape == status.shape):
+        raise ValueError("out must be contiguous uint16 (uint32 with the low bytes), status and lost int64 per block")
+    lo1 = lo0 = None
+    if lows is not None:
+        lo1, lo0 = (np.ascontiguousarray(a) for a in lows)
+        if lo1.dtype != np.uint8 or lo0.dtype != np.uint8 or len(lo1) < n or len(lo0) < n:
+            raise ValueError("low bytes: two uint8 arrays, one byte per value each")
     if planes.size != 3 * q:
         raise ValueError("the planes must hold 3 x ceil(n / 4) bytes")
     if woffsets.shape[0] != nblocks + 1 or states.shape[0] != nblocks * lanes:
@@ -181,10 +188,11 @@ def joint_runner(words, woffsets, states, out, ctx, base: int, eshift: int, mshi
         ncols, hi, cptr, rptr, colptr = 0, 0, ctx.ctypes.data, None, None
         rowoff = coloff = None
     head = (words.ctypes.data, len(words), woffsets.ctypes.data, states.ctypes.data, out.ctypes.data, n, cptr, rptr,
-            colptr, ncols, hi, base, eshift, mshift, planes.ctypes.data, q, block, lanes, prec, table.ctypes.data,
-            len(table), status.ctypes.data, lost.ctypes.data)
+            colptr, ncols, hi, base, eshift, mshift, planes.ctypes.data, q,
+            None if lo1 is None else lo1.ctypes.data, None if lo0 is None else lo0.ctypes.data, block, lanes, prec,
+            table.ctypes.data, len(table), status.ctypes.data, lost.ctypes.data)
     # the arrays behind those addresses live as long as run does (it may run after this returns)
-    held = (words, woffsets, states, out, ctx, rowoff, coloff, planes, table, status, lost)
+    held = (words, woffsets, states, out, ctx, rowoff, coloff, planes, lo1, lo0, table, status, lost)
 
     def run(b0: int, b1: int, _held=held) -> None:
         _lib.nz_decode_joint(*head, b0, b1, int(force_scalar))
