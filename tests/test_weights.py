@@ -293,6 +293,36 @@ def test_joint_layout_is_exact_on_both_decoders(dtype, monkeypatch):
     blob = encode_tensor(dtype, raw, "best", list(w.shape))
     assert np.array_equal(decode_tensor(blob, dtype, w.numel(), "best", shape=list(w.shape)), raw)
 
+@pytest.mark.parametrize("dtype", ["BF16", "F16", "F32"])
+def test_fast_mode_fields_decode_on_the_pool(dtype, monkeypatch):
+    """mode=fast's order-0 fields of a large tensor are left to the pool like the joint layout's
+    (the coded fields' blocks chained into one job, joined in finish): exact, the C job really
+    taken, truncations refused."""
+    from nzip.codecs import weights_lossless as W
+    from nzip.entropy import coder, lanes_c
+
+    g = torch.Generator().manual_seed(4)
+    tdt = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}[dtype]
+    w = (torch.randn(300, 257, generator=g) * 0.03).to(tdt)
+    w[3, :5] = 0
+    raw = w.contiguous().view(torch.uint8).numpy().reshape(-1).copy()
+    blob = encode_tensor(dtype, raw, "fast", [300, 257])
+    jobs = []
+    real = coder.LaneStreams.static_job
+    monkeypatch.setattr(coder.LaneStreams, "static_job", lambda self: jobs.append(real(self)) or jobs[-1])
+    t = W.start_tensor(blob, dtype, w.numel(), "fast", "t", [300, 257])
+    fields = list(jobs)  # (one per coded field: the exponents; fast writes the sign+mantissa bytes raw)
+    if lanes_c.simd:
+        assert t.nblocks > 0 and fields and all(j is not None for j in fields)
+    for b in range(t.nblocks):  # one block at a time, as the pool may
+        t.run(b, b + 1)
+    assert np.array_equal(t.finish(), raw)
+    assert np.array_equal(decode_tensor(blob, dtype, w.numel(), "fast", shape=[300, 257]), raw)
+    for cut in (2, len(blob) // 2, len(blob) - 1):
+        with pytest.raises(CorruptDataError):
+            decode_tensor(blob[:cut], dtype, w.numel(), "fast", shape=[300, 257])
+
+
 def _put_lo32_flag1(out: bytearray, u: np.ndarray, rows: int) -> None:
     """The low-16-bit layout of files written before flag 2 (every row through the contexts)."""
     from nzip.codecs import weights_lossless as W

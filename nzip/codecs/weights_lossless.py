@@ -906,6 +906,40 @@ def start_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = "
         def finish():
             after()
             return u32.view(np.uint8)
+    elif (mode == "fast" and dtype in ("BF16", "F16", "F32") and n >= LC.MIN_SYMBOLS and LC.simd
+          and r.pos < len(r.data) and r.data[r.pos] == 0):  # order-0 exponents and sign+mantissa bytes
+        r.byte()
+        fields = [_start_stream(r, n), _start_stream(r, n)]  # exponents, sign+mantissa bytes
+        lo = _get_stream(r, np.uint8, n) if dtype == "F16" else np.empty(0, np.uint8)
+        b1, b0 = _get_lo32(r, n, shape) if dtype == "F32" else (None, None)
+        u = np.empty(n, dtype=np.uint32 if dtype == "F32" else np.uint16)
+        ebits = 5 if dtype == "F16" else 8
+        jobs = [f for f in fields if isinstance(f, EC.StaticJob)]
+        block = jobs[0].block if jobs else n
+        # blocks aligned (as the encoder writes them): each decoded and joined on the pool
+        nblocks = -(-n // block) if jobs and all(j.block == block for j in jobs) else 0
+
+        def join(a: int, z: int) -> None:
+            e, sm = (f[a:z] if not isinstance(f, EC.StaticJob) else
+                     f.symbols[a:z] + np.uint8(f.offset) if f.offset else f.symbols[a:z] for f in fields)
+            if dtype == "F32":
+                _join32_part(e, sm, b1[a:z], b0[a:z], u[a:z])
+            else:
+                _join16_part(e, sm, lo[a:z] if lo.size else lo, ebits, u[a:z])
+
+        def run(k0: int, k1: int) -> None:
+            for j in jobs:
+                j.run(k0, k1)
+            join(k0 * block, min(k1 * block, n))
+
+        def finish():
+            if not nblocks:
+                for j in jobs:
+                    j.run(0, j.nblocks)
+                join(0, n)
+            for j in jobs:
+                j.values()  # (the status of every block)
+            return u.view(np.uint8)
     else:
         out = _decode_plain(r, dtype, n, mode, shape)
 
@@ -914,6 +948,20 @@ def start_tensor(blob: bytes | memoryview, dtype: str, numel: int, mode: str = "
     if r.pos != len(r.data):
         raise r.fail(f"{len(r.data) - r.pos} trailing bytes")
     return Started(nblocks, run, finish)
+
+
+def _start_stream(r: Reader, n: int):
+    """A byte field (as :func:`_get_stream` reads it): a :class:`~nzip.entropy.coder.StaticJob`
+    where the C decoder takes the blob (its blocks left to run), else the values, decoded here."""
+    at = r.pos
+    if r.byte() == CODED:
+        data = r.take(r.uvarint(len(r.data)))
+        p = EC.parse(data, max_symbols=n, what=r.what)
+        job = p.static_job() if p.n == n and p.dtype == np.uint8 else None
+        if job is not None:
+            return job
+    r.pos = at
+    return _get_stream(r, np.uint8, n)
 
 
 def _decode_plain(r: Reader, dtype: str, n: int, mode: str, shape) -> np.ndarray:

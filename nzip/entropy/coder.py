@@ -402,6 +402,21 @@ class LaneStreams:
         _raise_status(status, self.what)
         return out if cx is not None else self.finish(out)
 
+    def static_job(self) -> StaticJob | None:
+        """The C decode of a static blob of byte symbols (>= 32K; else None), to run block by block
+        on any thread (see :class:`StaticJob`)."""
+        if not (self.kind == STATIC and LC.simd and self.n >= LC.MIN_SYMBOLS and self.slot_sym.dtype == np.uint8):
+            return None
+        out = np.empty(self.n, dtype=np.uint8)
+        status = np.full(self.nblocks, K.ERR_STATE, dtype=np.int64)  # (a block never run is not good)
+        if self.packable:
+            run = LC.blocks_runner(self.words, self.woff, self.states, out, self.block, self.lanes, self.prec,
+                                   self.packed(), status)
+        else:  # (precision 13..: the symbol table beside the frequency | bias one)
+            run = LC.blocks_runner(self.words, self.woff, self.states, out, self.block, self.lanes, self.prec,
+                                   self.slot_pack, status, symtab=self.slot_sym)
+        return StaticJob(self, run, out, status)
+
     def joinable(self, exponents: np.ndarray, ecount: int, out: np.ndarray) -> bool:
         """Whether :meth:`decode_join` runs here: the C decoder (AVX2), a packed context blob of
         >= 32K symbols, one uint8 exponent per symbol, contexts 0..ecount within the tables."""
@@ -460,6 +475,22 @@ class LaneStreams:
                     for b in np.flatnonzero(lost)]
 
         return self.nblocks, run, spans
+
+
+class StaticJob:
+    """A static blob's C decode split up (:meth:`LaneStreams.static_job`): ``run(b0, b1)`` decodes
+    blocks b0..b1 (values ``b0 * block`` ..) into ``symbols`` on any thread, GIL-free; the values are
+    ``symbols + offset`` (uint8, wrapping); ``values()``, once every block ran, raises for a corrupt
+    block or returns them (as :meth:`LaneStreams.decode`)."""
+
+    def __init__(self, streams: LaneStreams, run, symbols: np.ndarray, status: np.ndarray) -> None:
+        self.nblocks, self.block, self.run = streams.nblocks, streams.block, run
+        self.symbols, self.offset = symbols, streams.offset
+        self._streams, self._status = streams, status
+
+    def values(self) -> np.ndarray:
+        _raise_status(self._status, self._streams.what)
+        return self._streams.finish(self.symbols)
 
 
 def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,

@@ -45,7 +45,19 @@ MIN_SYMBOLS = 1 << 15  # below this the numba kernels win (measured: 8K symbols 
 def decode_blocks_packed(words, woffsets, states, out, ctx, block, lanes, prec, table, status,
                          force_scalar: bool = False) -> None:
     """:func:`nzip.entropy.lanes.decode_blocks_packed`: one packed uint32 per slot, ``out`` uint8."""
-    _decode(words, woffsets, states, out, ctx, block, lanes, prec, table, None, status, force_scalar)
+    on_pool(_runner(words, woffsets, states, out, ctx, block, lanes, prec, table, None, status, force_scalar),
+            status.shape[0])
+
+
+def blocks_runner(words, woffsets, states, out, block, lanes, prec, table, status, symtab=None):
+    """The decode of a static blob (no contexts) as ``run(b0, b1)``, to run on any thread (see
+    :func:`joint_runner`): :func:`decode_blocks_packed`, or with ``symtab`` (the slot symbols, of
+    out's type) :func:`decode_blocks` with ``table`` its frequency << 16 | bias table."""
+    if symtab is not None:
+        if symtab.dtype != out.dtype or out.dtype not in (np.uint8, np.uint16):
+            raise ValueError("the C decoder writes uint8 or uint16 symbols of the table's type")
+        symtab = symtab.astype(np.uint32)
+    return _runner(words, woffsets, states, out, None, block, lanes, prec, table, symtab, status, False)
 
 
 def decode_blocks(words, woffsets, states, out, ctx, block, lanes, prec, slot_sym, slot_pack, status,
@@ -54,11 +66,11 @@ def decode_blocks(words, woffsets, states, out, ctx, block, lanes, prec, slot_sy
     table (uint8 or uint16, as ``out``) beside the frequency << 16 | bias table."""
     if slot_sym.dtype != out.dtype or out.dtype not in (np.uint8, np.uint16):
         raise ValueError("the C decoder writes uint8 or uint16 symbols of the table's type")
-    _decode(words, woffsets, states, out, ctx, block, lanes, prec, slot_pack, slot_sym.astype(np.uint32),
-            status, force_scalar)
+    on_pool(_runner(words, woffsets, states, out, ctx, block, lanes, prec, slot_pack, slot_sym.astype(np.uint32),
+                    status, force_scalar), status.shape[0])
 
 
-def _decode(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab, status, force_scalar):
+def _runner(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab, status, force_scalar):
     words = np.ascontiguousarray(words, np.uint16)
     woffsets = np.ascontiguousarray(woffsets, np.int64)
     states = np.ascontiguousarray(states, np.uint32)
@@ -80,14 +92,15 @@ def _decode(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab
     if woffsets.shape[0] != nblocks + 1 or states.shape[0] != nblocks * lanes:
         raise ValueError("block offsets or states do not match the number of blocks")
 
-    def run(b0: int, b1: int) -> None:
-        _lib.nz_decode_blocks(words.ctypes.data, len(words), woffsets.ctypes.data, states.ctypes.data,
-                              out.ctypes.data, out.itemsize, len(out), None if cx is None else cx.ctypes.data,
-                              cb, block, lanes, prec, table.ctypes.data,
-                              None if symtab is None else symtab.ctypes.data, len(table),
-                              status.ctypes.data, b0, b1, int(force_scalar))
+    head = (words.ctypes.data, len(words), woffsets.ctypes.data, states.ctypes.data, out.ctypes.data, out.itemsize,
+            len(out), None if cx is None else cx.ctypes.data, cb, block, lanes, prec, table.ctypes.data,
+            None if symtab is None else symtab.ctypes.data, len(table), status.ctypes.data)
+    held = (words, woffsets, states, out, cx, table, symtab, status)  # (alive as long as run)
 
-    on_pool(run, nblocks)
+    def run(b0: int, b1: int, _held=held) -> None:
+        _lib.nz_decode_blocks(*head, b0, b1, int(force_scalar))
+
+    return run
 
 
 def decode_join(words, woffsets, states, out, ectx, emin: int, ecount: int, eshift: int, mshift: int, block,
