@@ -260,15 +260,15 @@ from nzip.entropy.tables import quantize_counts  # noqa: E402
 
 
 def _decode_all_ways(ls, cx):
-    """Every decoder for the blob: numba (packed and unpacked tables where both apply) and C (SIMD
-    and scalar, the same two layouts). Statuses must agree block by block, and symbols in the
-    blocks that decode."""
+    """Every decoder for the blob: numba (packed and unpacked tables where both apply) and C (its
+    widest SIMD path here, AVX2 and scalar, the same two layouts). Statuses must agree block by
+    block, and symbols in the blocks that decode."""
     runs = []
     if ls.packable:
         table = ls.packed()
         runs.append(lambda o, s: K.decode_blocks_packed(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
                                                         ls.prec, table, s))
-        for fs in (False, True):
+        for fs in (0, 1, 2):  # (the widest SIMD path here, scalar, AVX2)
             runs.append(lambda o, s, fs=fs: LC.decode_blocks_packed(ls.words, ls.woff, ls.states, o, cx, ls.block,
                                                                     ls.lanes, ls.prec, table, s, force_scalar=fs))
     if cx is None:
@@ -277,7 +277,7 @@ def _decode_all_ways(ls, cx):
     else:
         runs.append(lambda o, s: K.decode_blocks_ctx(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
                                                      ls.prec, ls.slot_sym, ls.slot_pack, s))
-    for fs in (False, True):
+    for fs in (0, 1, 2):
         runs.append(lambda o, s, fs=fs: LC.decode_blocks(ls.words, ls.woff, ls.states, o, cx, ls.block, ls.lanes,
                                                          ls.prec, ls.slot_sym, ls.slot_pack, s, force_scalar=fs))
     outs, stats = [], []
@@ -299,7 +299,8 @@ def _decode_all_ways(ls, cx):
 @pytest.mark.parametrize("n,nctx,lanes,block,prec,alphabet", [
     (5, 3, 8, 1 << 20, 12, 256), (1000, 0, 8, 256, 12, 256), (40_001, 300, 32, 4096, 12, 256),
     (100_000, 16, 16, 8192, 12, 256), (70_000, 0, 32, 1 << 20, 12, 256), (70_001, 0, 32, 8192, 15, 256),
-    (50_000, 0, 16, 4096, 16, 3000), (30_000, 5, 32, 4096, 14, 256), (20_000, 4, 8, 2048, 15, 1000)])
+    (50_000, 0, 16, 4096, 16, 3000), (30_000, 5, 32, 4096, 14, 256), (20_000, 4, 8, 2048, 15, 1000),
+    (60_003, 0, 32, 4096, 14, 3000)])
 def test_c_decoder_matches_numba_also_on_corrupt_streams(n, nctx, lanes, block, prec, alphabet):
     rng = np.random.default_rng(n + nctx)
     sym = np.minimum(rng.geometric(0.06 if alphabet == 256 else 0.002, n), alphabet - 1)

@@ -554,6 +554,70 @@ static int64_t joint_avx512(const uint16_t *words, uint64_t nwords, uint64_t wst
     return end_status(x, 32, ptr, wend);
 }
 
+/* Static blobs (no contexts) in AVX-512: 32 lanes as two vectors of 16, the expand-load refill
+ * of the joint decode; packed tables (uint8 out) or a symbol table beside the frequency | bias
+ * one (uint8 or uint16 out). Same results and status as the AVX2 and scalar paths. */
+__attribute__((target(NZ_AVX512), always_inline))
+static inline int64_t static_avx512(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
+                                    const uint32_t *states, void *out, const Tables *t, uint64_t start,
+                                    uint64_t stop, const int split, const int out_bytes) {
+    const uint32_t prec = t->prec;
+    const uint32_t *table = t->table, *symtab = t->symtab;
+    const __m128i pc = _mm_cvtsi32_si128((int)prec);
+    const __m512i maskv = _mm512_set1_epi32((int)((1u << prec) - 1)), big = _mm512_set1_epi32((int)RANS_L);
+    const __m512i lowbyte = _mm512_set1_epi32(0xFF), fmask = _mm512_set1_epi32(0xFFF), one = _mm512_set1_epi32(1);
+    const __m512i lowhalf = _mm512_set1_epi32(0xFFFF);
+    __m512i xv[2] = {_mm512_loadu_si512(states), _mm512_loadu_si512(states + 16)};
+    uint64_t ptr = wstart, j = start;
+    while (j + 32 <= stop) {
+        __mmask16 need[2];
+        for (int v = 0; v < 2; v++) {
+            uint64_t jj = j + 16 * (uint64_t)v;
+            __m512i x = xv[v], idx = _mm512_and_si512(x, maskv);
+            __m512i e = _mm512_i32gather_epi32(idx, (const void *)table, 4), sym, f, bias;
+            if (split) {
+                sym = _mm512_i32gather_epi32(idx, (const void *)symtab, 4);
+                f = _mm512_srli_epi32(e, 16);
+                bias = _mm512_and_si512(e, lowhalf);
+            } else {
+                sym = _mm512_and_si512(e, lowbyte);
+                f = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(e, 8), fmask), one);
+                bias = _mm512_srli_epi32(e, 20);
+            }
+            if (out_bytes == 1) _mm_storeu_si128((__m128i *)((uint8_t *)out + jj), _mm512_cvtepi32_epi8(sym));
+            else _mm256_storeu_si256((__m256i *)((uint16_t *)out + jj), _mm512_cvtepi32_epi16(sym));
+            x = _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srl_epi32(x, pc)), bias);
+            need[v] = _mm512_cmplt_epu32_mask(x, big);
+            xv[v] = x;
+        }
+        xv[0] = refill16(xv[0], need[0], words, nwords, &ptr);
+        xv[1] = refill16(xv[1], need[1], words, nwords, &ptr);
+        if (ptr > wend) return ERR_OVERRUN;
+        j += 32;
+    }
+    uint32_t x[MAX_LANES];
+    _mm512_storeu_si512(x, xv[0]);
+    _mm512_storeu_si512(x + 16, xv[1]);
+    if (j < stop) {  /* a short last group */
+        uint64_t m = stop - j;
+        int64_t st = group_scalar(x, m, j, out, NULL, t, NULL, NULL);
+        if (st < 0) return st;
+        ptr = renorm_scalar(x, m, words, nwords, ptr);
+        if (ptr > wend) return ERR_OVERRUN;
+    }
+    return end_status(x, 32, ptr, wend);
+}
+
+#define NZ_STATIC512(name, split, ob)                                                                 \
+    __attribute__((target(NZ_AVX512))) static int64_t name(                                          \
+        const uint16_t *w, uint64_t nw, uint64_t ws, uint64_t we, const uint32_t *st, void *out,      \
+        const Tables *t, uint64_t a, uint64_t b) {                                                    \
+        return static_avx512(w, nw, ws, we, st, out, t, a, b, split, ob);                             \
+    }
+NZ_STATIC512(static512_p1, 0, 1)
+NZ_STATIC512(static512_s1, 1, 1)
+NZ_STATIC512(static512_s2, 1, 2)
+
 typedef int64_t (*block_fn)(const uint16_t *, uint64_t, uint64_t, uint64_t, const uint32_t *, void *,
                             const void *, const Tables *, uint64_t, uint64_t, uint64_t);
 
@@ -594,20 +658,28 @@ int nz_simd_level(void) {
 /* Decode blocks b0..b1 of a blob into out (n symbols of out_bytes each); status[b] per block.
  * table/symtab as in Tables (symtab NULL: packed table); ntable: entries of table (contexts x
  * 2**prec); ctx_bytes: 0 (no contexts), 1 (uint8 contexts) or 2 (uint16). force_scalar: 1 skips the
- * SIMD path (tests compare both). */
+ * SIMD paths, 2 the AVX-512 one (tests compare them). */
 void nz_decode_blocks(const uint16_t *words, uint64_t nwords, const int64_t *woffsets, const uint32_t *states,
                       void *out, int out_bytes, uint64_t n, const void *ctx, int ctx_bytes, uint64_t block,
                       uint64_t lanes, uint32_t prec, const uint32_t *table, const uint32_t *symtab,
                       uint64_t ntable, int64_t *status, uint64_t b0, uint64_t b1, int force_scalar) {
     Tables t = {table, symtab, prec, (uint32_t)(ntable >> prec), ctx_bytes, out_bytes};
-    int simd = !force_scalar && nz_simd() && lanes % 8 == 0 && lanes <= MAX_LANES;
+    int simd = force_scalar != 1 && nz_simd() && lanes % 8 == 0 && lanes <= MAX_LANES;
 #if NZ_X86
     block_fn fn = simd ? pick_avx2(&t) : NULL;
+    int64_t (*wide)(const uint16_t *, uint64_t, uint64_t, uint64_t, const uint32_t *, void *, const Tables *,
+                    uint64_t, uint64_t) = NULL;
+    if (simd && force_scalar != 2 && have_avx512 && lanes == 32 && !ctx_bytes)
+        wide = !symtab ? (out_bytes == 1 ? static512_p1 : NULL) : out_bytes == 1 ? static512_s1 : static512_s2;
 #endif
     for (uint64_t b = b0; b < b1; b++) {
         uint64_t start = b * block, stop = start + block < n ? start + block : n;
         uint64_t ws = (uint64_t)woffsets[b], we = (uint64_t)woffsets[b + 1];
 #if NZ_X86
+        if (wide) {
+            status[b] = wide(words, nwords, ws, we, states + b * lanes, out, &t, start, stop);
+            continue;
+        }
         if (simd) {
             status[b] = fn(words, nwords, ws, we, states + b * lanes, out, ctx, &t, start, stop, lanes);
             continue;
@@ -630,7 +702,7 @@ void nz_decode_join(const uint16_t *words, uint64_t nwords, const int64_t *woffs
     Tables t = {table, NULL, prec, (uint32_t)(ntable >> prec), 1, out_bytes};
     Join jn = {emin, ecount, eshift, mshift, out_bytes, lo1, out_bytes == 4 ? lo0 : NULL};
     if (out_bytes == 4 && !lo0) jn.lo1 = NULL;
-    int simd = !force_scalar && nz_simd() && lanes % 8 == 0 && lanes <= MAX_LANES;
+    int simd = force_scalar != 1 && nz_simd() && lanes % 8 == 0 && lanes <= MAX_LANES;
     for (uint64_t b = b0; b < b1; b++) {
         uint64_t start = b * block, stop = start + block < n ? start + block : n;
         uint64_t ws = (uint64_t)woffsets[b], we = (uint64_t)woffsets[b + 1];

@@ -43,7 +43,7 @@ MIN_SYMBOLS = 1 << 15  # below this the numba kernels win (measured: 8K symbols 
 
 
 def decode_blocks_packed(words, woffsets, states, out, ctx, block, lanes, prec, table, status,
-                         force_scalar: bool = False) -> None:
+                         force_scalar: int = 0) -> None:
     """:func:`nzip.entropy.lanes.decode_blocks_packed`: one packed uint32 per slot, ``out`` uint8."""
     on_pool(_runner(words, woffsets, states, out, ctx, block, lanes, prec, table, None, status, force_scalar),
             status.shape[0])
@@ -61,7 +61,7 @@ def blocks_runner(words, woffsets, states, out, block, lanes, prec, table, statu
 
 
 def decode_blocks(words, woffsets, states, out, ctx, block, lanes, prec, slot_sym, slot_pack, status,
-                  force_scalar: bool = False) -> None:
+                  force_scalar: int = 0) -> None:
     """:func:`nzip.entropy.lanes.decode_blocks` (``ctx`` None) or ``decode_blocks_ctx``: a symbol
     table (uint8 or uint16, as ``out``) beside the frequency << 16 | bias table."""
     if slot_sym.dtype != out.dtype or out.dtype not in (np.uint8, np.uint16):
