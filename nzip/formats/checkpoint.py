@@ -291,12 +291,17 @@ def _check_index(root: Path, ck: Checkpoint) -> None:
                 raise InvalidInputError(f"{root}: shard {missing[0]} named in {rel} is missing")
 
 
+def _buffer(piece):
+    """A piece of a file to write: bytes, or an array's own memory (no copy, as tobytes made)."""
+    return piece if isinstance(piece, bytes) else memoryview(np.ascontiguousarray(piece)).cast("B")
+
+
 def write_checkpoint(ck: Checkpoint, path: str, overwrite: bool = False) -> None:
     """Write a checkpoint back in its own format, atomically."""
     if ck.kind == "safetensors":
         with atomic_file(path, overwrite) as f:
             for piece in _safetensors_bytes(ck.headers[""], ck.tensors, ck.gaps.get("", [])):
-                f.write(piece if isinstance(piece, bytes) else piece.tobytes())
+                f.write(_buffer(piece))
     elif ck.kind == "torch":
         _write_torch(ck, path, overwrite)
     elif ck.kind == "folder":
@@ -312,7 +317,7 @@ def write_checkpoint(ck: Checkpoint, path: str, overwrite: bool = False) -> None
                 shard = [t for t in ck.tensors if t.file == rel]
                 with open(dst, "wb") as f:
                     for piece in _safetensors_bytes(header, shard, ck.gaps.get(rel, [])):
-                        f.write(piece if isinstance(piece, bytes) else piece.tobytes())
+                        f.write(_buffer(piece))
             for rel, buf in ck.files.items():
                 dst = Path(tmp) / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
