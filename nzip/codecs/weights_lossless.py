@@ -558,8 +558,17 @@ def _start_joint(r: Reader, n: int, shape, ebits: int, out: np.ndarray, lows=Non
     lo = lows() if lows is not None else None
     scale = (a, b, SCALE_CONTEXTS // 2, SCALE_CONTEXTS - 1)  # (the C decoder computes the contexts)
     sym = hi = None
+    emask, eat = (1 << ebits) - 1, eshift + (16 if out.dtype == np.uint32 else 0)
+    found: dict[int, np.ndarray] = {}  # block start -> where its escaped values are
     if p.jointable(scale, out, lo):  # the C decoder: symbols and raw fields to the floats' bits in one pass
-        nblocks, run, spans_of = p.joint_job(scale, base, eshift, mshift, packed, out, lo)
+        nblocks, kernel, spans_of, lost = p.joint_job(scale, base, eshift, mshift, packed, out, lo)
+
+        def run(k0: int, k1: int) -> None:  # (escapes found where decoded: values left with exponent 0,
+            kernel(k0, k1)                    # as kept values have e >= base > 0)
+            for k in range(k0, k1):
+                if lost[k]:
+                    i = k * p.block
+                    found[i] = i + _zero_fields(out[i:min(i + p.block, n)], eat, emask)
     else:
         sym = p.decode(_scale_contexts(a, b))
         if sym.size != n or sym.dtype != np.uint8:
@@ -575,11 +584,10 @@ def _start_joint(r: Reader, n: int, shape, ebits: int, out: np.ndarray, lows=Non
         if count:
             if base == 0:  # (every exponent has a symbol: the encoder never escapes)
                 raise r.fail("escaped values where none can be")
-            # where: symbols below 4, or (decoded in C) the values left with exponent 0, as kept
-            # values have e >= base > 0; only the spans that hold escapes are searched
-            emask, eat = (1 << ebits) - 1, eshift + (16 if out.dtype == np.uint32 else 0)
-            lost = np.concatenate([i + np.flatnonzero(sym[i:z] < 4 if sym is not None
-                                                      else (out[i:z] >> eat) & emask == 0) for i, z, _ in spans])
+            # where: symbols below 4, or (decoded in C) as run found them
+            none = np.zeros(0, np.int64)
+            lost = np.concatenate([i + np.flatnonzero(sym[i:z] < 4) if sym is not None else found.get(i, none)
+                                   for i, z, _ in spans])
             if lost.size != count:
                 raise r.fail("the escape list does not match the escaped values")
             fix = ((ee << eshift) | (top << (5 + mshift))).astype(np.uint16)
@@ -591,6 +599,21 @@ def _start_joint(r: Reader, n: int, shape, ebits: int, out: np.ndarray, lows=Non
             _join32_hi(hi, lo[0], lo[1], out)
 
     return nblocks, run, after
+
+
+@nb.njit(**_KJIT)
+def _zero_fields(v, shift, mask):
+    """Positions of the values of ``v`` whose field (v >> shift) & mask is 0."""
+    count = 0
+    for i in range(v.shape[0]):
+        count += (v[i] >> shift) & mask == 0
+    at = np.empty(count, np.int64)
+    k = 0
+    for i in range(v.shape[0]):
+        if (v[i] >> shift) & mask == 0:
+            at[k] = i
+            k += 1
+    return at
 
 
 def _get_joint_device(r: Reader, n: int, shape, ebits: int, dev):

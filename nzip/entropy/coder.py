@@ -454,14 +454,15 @@ class LaneStreams:
         :func:`nzip.entropy.lanes_c.decode_joint`): one pass from symbols and raw fields to the
         floats' bits; ``contexts`` an array or a matrix's scale offsets (rows, cols, bias, hi).
         Returns (start, stop, count) of the blocks holding escaped values (symbols below 4)."""
-        nblocks, run, spans = self.joint_job(contexts, base, eshift, mshift, planes, out, lows)
+        nblocks, run, spans, _ = self.joint_job(contexts, base, eshift, mshift, planes, out, lows)
         on_pool(run, nblocks)
         return spans()
 
     def joint_job(self, contexts, base: int, eshift: int, mshift: int, planes: np.ndarray, out: np.ndarray,
                   lows=None):
-        """:meth:`decode_joint` as ``(nblocks, run, spans)``: ``run(b0, b1)`` decodes blocks b0..b1
-        on any thread (GIL-free), then ``spans()`` raises for a corrupt block or returns the spans."""
+        """:meth:`decode_joint` as ``(nblocks, run, spans, lost)``: ``run(b0, b1)`` decodes blocks
+        b0..b1 on any thread (GIL-free), ``lost[b]`` then counts block b's escapes, and
+        ``spans()``, once all ran, raises for a corrupt block or returns the spans."""
         if not self.jointable(contexts, out, lows):
             raise ValueError("the joint float decode does not apply to this blob here")
         status = np.full(self.nblocks, K.ERR_STATE, dtype=np.int64)  # (a block never run is not good)
@@ -474,7 +475,7 @@ class LaneStreams:
             return [(int(b) * self.block, min((int(b) + 1) * self.block, self.n), int(lost[b]))
                     for b in np.flatnonzero(lost)]
 
-        return self.nblocks, run, spans
+        return self.nblocks, run, spans, lost
 
 
 class StaticJob:
