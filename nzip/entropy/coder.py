@@ -782,7 +782,7 @@ class _TableArena:
             if self._pos + n > self._block.shape[0]:
                 self._block, self._pos = np.empty(self.BLOCK, np.uint32), 0
             out = self._block[self._pos:self._pos + n]
-            self._pos += (n + 15) & ~15  # (64-byte aligned tables)
+            self._pos += (n + 15) & ~15  # (each table starts a multiple of 64 bytes into its block)
             return out
 
 
