@@ -181,7 +181,7 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     print(f"date {datetime.date.today()}, {platform.machine()}, {os.cpu_count()} cores, numba threads "
-          f"{numba.get_num_threads()}, C extension {'AVX2' if LC.simd else 'built, no AVX2' if LC.available else 'absent'}")
+          f"{numba.get_num_threads()}, C extension {['built, no AVX2', 'AVX2', 'AVX2 and AVX-512'][LC.level] if LC.available else 'absent'}")
     print("\n| kernel | rate | / numba |\n|---|---:|---:|")
     print("\n".join(kernel_rows(args.rounds)))
     print("\n| dtype | decode_tensor numba MB/s | C MB/s | C / numba |\n|---|---:|---:|---:|")
