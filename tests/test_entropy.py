@@ -500,8 +500,8 @@ def test_joint_decode_computes_scale_contexts(rows, cols, lanes, block):
             got.append((o, st, lost))
         return got
 
-    for o, st, lost in paths(ls):
-        assert (st == 0).all() and np.array_equal(o, want) and lost.sum() == int((sym < 4).sum())
+    for o, stat, lost in paths(ls):
+        assert (stat == 0).all() and np.array_equal(o, want) and lost.sum() == int((sym < 4).sum())
     lows = rng.integers(0, 256, (2, n)).astype(np.uint8)  # fp32: the low 16 bits joined in, uint32 out
     want32 = want.astype(np.uint32) << 16 | lows[0].astype(np.uint32) << 8 | lows[1]
     assert ls.jointable(scale, want32, lows) and not ls.jointable(scale, want32)
@@ -514,8 +514,8 @@ def test_joint_decode_computes_scale_contexts(rows, cols, lanes, block):
     for bad in _corrupted(ls, rng, 6):
         (o0, s0, l0), *rest = paths(bad)
         caught += int((s0 < 0).any())  # (a flipped word can go unseen: rANS has no checksum)
-        for o, st, lost in rest:
-            assert np.array_equal(st, s0)
+        for o, stat, lost in rest:
+            assert np.array_equal(stat, s0)
             for k in np.flatnonzero(s0 == 0):  # (a corrupt block's partial output is not compared)
                 part = slice(k * ls.block, (k + 1) * ls.block)
                 assert np.array_equal(o[part], o0[part]) and lost[k] == l0[k]

@@ -37,9 +37,9 @@ import numba as nb
 import numpy as np
 
 from .. import entropy as E
+from .._native import on_pool
 from ..entropy import coder as EC
 from ..entropy import lanes_c as LC
-from .._native import on_pool
 from ..entropy._varint import Reader, put_uvarint
 from ..errors import CorruptDataError, InvalidInputError
 from ..formats.checkpoint import (
@@ -888,7 +888,7 @@ class Started:
     b0..b1 of ``nblocks`` (GIL-free C; any thread, any order; none where ``nblocks`` is 0), then
     ``finish()``, on the caller's thread once all ran, checks them and returns the raw bytes."""
 
-    __slots__ = ("nblocks", "run", "finish")
+    __slots__ = ("finish", "nblocks", "run")
 
     def __init__(self, nblocks: int, run, finish) -> None:
         self.nblocks, self.run, self.finish = nblocks, run, finish

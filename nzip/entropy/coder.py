@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._native import on_pool
 from ..errors import CorruptDataError, InvalidInputError, UnsupportedFormatError
 from . import lanes as K
 from . import lanes_c as LC
-from .._native import on_pool
 from ._varint import Reader, put_svarint, put_uvarint
 from .tables import (
     MAX_PRECISION,

@@ -424,36 +424,48 @@ def parse_ctx_tables(buf, pos, nctx, nalpha, prec, max_prec, slot_sym, slot_pack
     status 0 or one of the PARSE_* codes."""
     total = np.int64(1) << prec
     fmax = np.int64(0)
-    end = buf.shape[0]
     for c in range(nctx):
-        if pos >= end:
-            return PARSE_TRUNCATED, pos, c, fmax
-        k = np.int64(buf[pos])
-        pos += 1
-        if k == 255:
-            continue
-        if k > max_prec:
-            return PARSE_HEADER, pos, c, fmax
-        ln, pos = _uvarint_at(buf, pos)
-        if ln == -1:
-            return PARSE_TRUNCATED, pos, c, fmax
-        if ln < 0 or ln > nalpha * 8:
-            return PARSE_VARINT, pos, c, fmax
-        if pos + ln > end:
-            return PARSE_TRUNCATED, pos, c, fmax
-        freqs[:] = 0
-        if read_table(buf[pos:pos + ln], k, nalpha, total, freqs) < 0:
-            return PARSE_TABLE, pos, c, fmax
-        pos += ln
-        acc = np.int64(0)
-        for s in range(nalpha):
-            acc += freqs[s]
-            if freqs[s] > fmax:
-                fmax = freqs[s]
-        if acc != total:
-            return PARSE_TABLE, pos, c, fmax
-        fill_slots(freqs, slot_sym[c << prec:(c + 1) << prec], slot_pack[c << prec:(c + 1) << prec])
+        st, pos, has, fm = _next_table(buf, pos, nalpha, total, max_prec, freqs)
+        if st < 0:
+            return st, pos, c, fmax
+        fmax = max(fmax, fm)
+        if has:
+            fill_slots(freqs, slot_sym[c << prec:(c + 1) << prec], slot_pack[c << prec:(c + 1) << prec])
     return 0, pos, 0, fmax
+
+
+@nb.njit(**_JIT)
+def _next_table(buf, pos, nalpha, total, max_prec, freqs):
+    """One context's entry at buf[pos:] (a byte k: 255 unused, else the exp-Golomb order; a
+    uvarint length; that many bytes of table), its frequencies into freqs: (status 0 or a PARSE_*
+    code, pos after it, 1 if the context has a table else 0, its largest frequency)."""
+    end = buf.shape[0]
+    if pos >= end:
+        return PARSE_TRUNCATED, pos, 0, 0
+    k = np.int64(buf[pos])
+    pos += 1
+    if k == 255:
+        return 0, pos, 0, 0
+    if k > max_prec:
+        return PARSE_HEADER, pos, 0, 0
+    ln, pos = _uvarint_at(buf, pos)
+    if ln == -1:
+        return PARSE_TRUNCATED, pos, 0, 0
+    if ln < 0 or ln > nalpha * 8:
+        return PARSE_VARINT, pos, 0, 0
+    if pos + ln > end:
+        return PARSE_TRUNCATED, pos, 0, 0
+    freqs[:] = 0
+    if read_table(buf[pos:pos + ln], k, nalpha, total, freqs) < 0:
+        return PARSE_TABLE, pos, 0, 0
+    acc = np.int64(0)
+    fmax = np.int64(0)
+    for s in range(nalpha):
+        acc += freqs[s]
+        fmax = max(fmax, freqs[s])
+    if acc != total:
+        return PARSE_TABLE, pos + ln, 0, 0
+    return 0, pos + ln, 1, fmax
 
 
 UNUSED_PACKED = 0xFFFFFF00  # what pack_tables makes of an unused context's all-zero slots
@@ -466,36 +478,15 @@ def parse_ctx_packed(buf, pos, nctx, nalpha, prec, max_prec, table, used, freqs)
     slot arrays in between; used[c] = 1 for every context with a table. Same returns."""
     total = np.int64(1) << prec
     fmax = np.int64(0)
-    end = buf.shape[0]
     for c in range(nctx):
-        if pos >= end:
-            return PARSE_TRUNCATED, pos, c, fmax
-        k = np.int64(buf[pos])
-        pos += 1
+        st, pos, has, fm = _next_table(buf, pos, nalpha, total, max_prec, freqs)
+        if st < 0:
+            return st, pos, c, fmax
+        fmax = max(fmax, fm)
         lo = c << prec
-        if k == 255:
+        if not has:
             table[lo:lo + total] = np.uint32(UNUSED_PACKED)
             continue
-        if k > max_prec:
-            return PARSE_HEADER, pos, c, fmax
-        ln, pos = _uvarint_at(buf, pos)
-        if ln == -1:
-            return PARSE_TRUNCATED, pos, c, fmax
-        if ln < 0 or ln > nalpha * 8:
-            return PARSE_VARINT, pos, c, fmax
-        if pos + ln > end:
-            return PARSE_TRUNCATED, pos, c, fmax
-        freqs[:] = 0
-        if read_table(buf[pos:pos + ln], k, nalpha, total, freqs) < 0:
-            return PARSE_TABLE, pos, c, fmax
-        pos += ln
-        acc = np.int64(0)
-        for s in range(nalpha):
-            acc += freqs[s]
-            if freqs[s] > fmax:
-                fmax = freqs[s]
-        if acc != total:
-            return PARSE_TABLE, pos, c, fmax
         used[c] = 1
         at = lo
         for s in range(nalpha):
