@@ -16,7 +16,6 @@ from . import registry
 from .errors import InvalidInputError
 from .formats.checkpoint import state_dict
 from .formats.container import open_item
-from .kernels import use_kernel
 
 __all__ = ["load", "tensors"]
 
@@ -26,6 +25,9 @@ def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, 
 
     On a CUDA ``device`` a weights/lossless container decodes on the GPU (rANS lane and float
     kernels, ``nzip.kernels``): the compressed bytes travel, the tensors are born on the device."""
+    from .kernels import use_kernel  # (torch and the GPU kernels: imported when a load needs them,
+                                     # not by `import nzip`, so `nzip decode` to a file starts faster)
+
     with open_item(os.fspath(path)) as it:
         if it.source.get("modality") != "weights":
             raise InvalidInputError(f"{path}: holds {it.source.get('modality', 'no')} data, not weights")

@@ -72,3 +72,19 @@ def test_demo_runs():
     r = nzip("demo")
     assert r.returncode == 0, r.stderr
     assert "bit-exact: True" in r.stdout
+
+
+def test_restoring_a_checkpoint_to_a_file_does_not_import_torch(tmp_path):
+    """`import nzip` and `nzip decode model.nz model.safetensors` leave torch (~3 s to import)
+    unloaded: torch comes in with the first nzip.weights.load or loader, not before."""
+    from safetensors.numpy import save_file
+
+    save_file({"w": np.random.default_rng(0).normal(0, 0.02, (256, 200)).astype(np.float32)},
+              str(tmp_path / "m.safetensors"))
+    code = ("import sys, nzip; nzip.encode(sys.argv[1], sys.argv[2]); nzip.decode(sys.argv[2], sys.argv[3]); "
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.safetensors"), str(tmp_path / "m.nz"),
+                        str(tmp_path / "back.safetensors")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+    assert (tmp_path / "back.safetensors").read_bytes() == (tmp_path / "m.safetensors").read_bytes()
