@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_weights import make_bf16, minilm_file  # noqa: E402
+from bench_weights import minilm_files
 
 
 def wall(cmd: list[str], clean: Path | None = None) -> float:
@@ -41,10 +41,7 @@ def main() -> None:
     os.chdir(work)  # (python -c puts the current folder first on sys.path: not a checkout's nzip/)
     nzip_cli = str(Path(sys.executable).parent / "nzip")
     zstd = shutil.which("zstd")
-    src32 = minilm_file()
-    src16 = work / "minilm-bf16.safetensors"
-    if not src16.exists():
-        make_bf16(src32, src16)
+    src32, src16 = minilm_files(work)
     print(f"date {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, python "
           f"{platform.python_version()}, zstd CLI {'found' if zstd else 'absent'}\n")
     print("| model | command | wall s (median) |\n|---|---|---:|")

@@ -129,16 +129,14 @@ def tensor_rows(path: Path, n_rounds: int) -> list[str]:
     return rows
 
 
-def load_rows(src: Path, work: Path, n_rounds: int) -> list[str]:
+def load_rows(work: Path, n_rounds: int) -> list[str]:
     from safetensors.torch import load_file
     from zipnn import ZipNN
 
     import nzip
-    from bench_weights import make_bf16
+    from bench_weights import minilm_files
 
-    bf16 = work / "minilm-bf16.safetensors"
-    if not bf16.exists():
-        make_bf16(src, bf16)
+    src, bf16 = minilm_files(work)
     rows, sizes = [], {}
     for label, path in (("bf16", bf16), ("fp32", src)):
         raw = path.stat().st_size
@@ -187,7 +185,7 @@ def main() -> None:
     print("\n| dtype | decode_tensor numba MB/s | C MB/s | C / numba |\n|---|---:|---:|---:|")
     print("\n".join(tensor_rows(minilm_file(), args.rounds)))
     print("\n| model | reader | MB/s | / zipnn |\n|---|---|---:|---:|")
-    print("\n".join(load_rows(minilm_file(), work, args.rounds)))
+    print("\n".join(load_rows(work, args.rounds)))
 
 
 if __name__ == "__main__":

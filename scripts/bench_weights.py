@@ -43,6 +43,14 @@ def make_bf16(src: Path, dst: Path) -> None:
               str(dst))
 
 
+def minilm_files(work: Path) -> tuple[Path, Path]:
+    """(the fp32 checkpoint, its bf16 cast in ``work``, made on first use)."""
+    fp32, bf16 = minilm_file(), work / "minilm-bf16.safetensors"
+    if not bf16.exists():
+        make_bf16(fp32, bf16)
+    return fp32, bf16
+
+
 def sha(p) -> str:
     return hashlib.sha256(Path(p).read_bytes()).hexdigest()
 
@@ -318,10 +326,7 @@ def main() -> None:
     parts = args.parts.split(",")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    fp32 = minilm_file()
-    bf16 = work / "minilm-bf16.safetensors"
-    if not bf16.exists():
-        make_bf16(fp32, bf16)
+    fp32, bf16 = minilm_files(work)
     import numba
 
     print(f"date {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "

@@ -176,12 +176,11 @@ static inline int64_t group_scalar(uint32_t *x, uint64_t m, uint64_t j, void *ou
     return 0;
 }
 
-static int64_t decode_block_scalar(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
-                                   const uint32_t *states, void *out, const void *ctx, const Tables *t,
-                                   const Join *jn, Joint *jt, uint64_t start, uint64_t stop, uint64_t lanes) {
-    uint32_t x[MAX_LANES];
-    for (uint64_t lane = 0; lane < lanes; lane++) x[lane] = states[lane];
-    uint64_t ptr = wstart, j = start;
+/* the scalar decode of a block from value j on, lane states x, word pointer ptr, to its final check
+ * (the whole block for the scalar path; the SIMD paths' short last group) */
+static int64_t finish_scalar(uint32_t *x, const uint16_t *words, uint64_t nwords, uint64_t ptr, uint64_t wend,
+                             void *out, const void *ctx, const Tables *t, const Join *jn, Joint *jt, uint64_t j,
+                             uint64_t stop, uint64_t lanes) {
     while (j < stop) {
         uint64_t m = stop - j < lanes ? stop - j : lanes;
         int64_t st = group_scalar(x, m, j, out, ctx, t, jn, jt);
@@ -191,6 +190,14 @@ static int64_t decode_block_scalar(const uint16_t *words, uint64_t nwords, uint6
         j += m;
     }
     return end_status(x, lanes, ptr, wend);
+}
+
+static int64_t decode_block_scalar(const uint16_t *words, uint64_t nwords, uint64_t wstart, uint64_t wend,
+                                   const uint32_t *states, void *out, const void *ctx, const Tables *t,
+                                   const Join *jn, Joint *jt, uint64_t start, uint64_t stop, uint64_t lanes) {
+    uint32_t x[MAX_LANES];
+    for (uint64_t lane = 0; lane < lanes; lane++) x[lane] = states[lane];
+    return finish_scalar(x, words, nwords, wstart, wend, out, ctx, t, jn, jt, start, stop, lanes);
 }
 
 #if NZ_X86
@@ -382,14 +389,7 @@ static inline int64_t decode_block_avx2(const uint16_t *words, uint64_t nwords, 
     if (jt) jt->lost += jlost;
     uint32_t x[MAX_LANES];
     for (uint64_t v = 0; v < nv; v++) _mm256_storeu_si256((__m256i *)(x + 8 * v), xv[v]);
-    if (j < stop) {  /* a short last group */
-        uint64_t m = stop - j;
-        int64_t st = group_scalar(x, m, j, out, ctx, t, jn, jt);
-        if (st < 0) return st;
-        ptr = renorm_scalar(x, m, words, nwords, ptr);
-        if (ptr > wend) return ERR_OVERRUN;
-    }
-    return end_status(x, lanes, ptr, wend);
+    return finish_scalar(x, words, nwords, ptr, wend, out, ctx, t, jn, jt, j, stop, lanes);  /* a short last group */
 }
 
 /* the variants, each compiled with its layout known */
@@ -544,14 +544,7 @@ static int64_t joint_avx512(const uint16_t *words, uint64_t nwords, uint64_t wst
     uint32_t x[MAX_LANES];
     _mm512_storeu_si512(x, xv[0]);
     _mm512_storeu_si512(x + 16, xv[1]);
-    if (j < stop) {  /* a short last group */
-        uint64_t m = stop - j;
-        int64_t st = group_scalar(x, m, j, out, NULL, t, NULL, jt);
-        if (st < 0) return st;
-        ptr = renorm_scalar(x, m, words, nwords, ptr);
-        if (ptr > wend) return ERR_OVERRUN;
-    }
-    return end_status(x, 32, ptr, wend);
+    return finish_scalar(x, words, nwords, ptr, wend, out, NULL, t, NULL, jt, j, stop, 32);  /* a short last group */
 }
 
 /* Static blobs (no contexts) in AVX-512: 32 lanes as two vectors of 16, the expand-load refill
@@ -598,14 +591,7 @@ static inline int64_t static_avx512(const uint16_t *words, uint64_t nwords, uint
     uint32_t x[MAX_LANES];
     _mm512_storeu_si512(x, xv[0]);
     _mm512_storeu_si512(x + 16, xv[1]);
-    if (j < stop) {  /* a short last group */
-        uint64_t m = stop - j;
-        int64_t st = group_scalar(x, m, j, out, NULL, t, NULL, NULL);
-        if (st < 0) return st;
-        ptr = renorm_scalar(x, m, words, nwords, ptr);
-        if (ptr > wend) return ERR_OVERRUN;
-    }
-    return end_status(x, 32, ptr, wend);
+    return finish_scalar(x, words, nwords, ptr, wend, out, NULL, t, NULL, NULL, j, stop, 32);  /* a short last group */
 }
 
 #define NZ_STATIC512(name, split, ob)                                                                 \

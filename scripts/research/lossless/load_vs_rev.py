@@ -70,16 +70,13 @@ def main() -> None:
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "nzip-load-vs-rev"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_weights import make_bf16
-    from minilm import model_dir
+    from bench_weights import minilm_files
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     old = checkout(args.rev, work)
-    src32 = model_dir() / "model.safetensors"
-    srcs = {"fp32": src32, "bf16": work / "minilm-bf16.safetensors"}
-    if not srcs["bf16"].exists():
-        make_bf16(src32, srcs["bf16"])
+    src32, src16 = minilm_files(work)
+    srcs = {"fp32": src32, "bf16": src16}
     for dt in args.dtypes.split(","):
         src = srcs[dt]
         sides = {"this checkout": start(ROOT, src, work / f"{dt}.new.nz", args.mode),
