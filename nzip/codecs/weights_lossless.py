@@ -977,14 +977,14 @@ def _start_stream(r: Reader, n: int):
     """A byte field (as :func:`_get_stream` reads it): a :class:`~nzip.entropy.coder.StaticJob`
     where the C decoder takes the blob (its blocks left to run), else the values, decoded here."""
     at = r.pos
-    if r.byte() == CODED:
-        data = r.take(r.uvarint(len(r.data)))
-        p = EC.parse(data, max_symbols=n, what=r.what)
-        job = p.static_job() if p.n == n and p.dtype == np.uint8 else None
-        if job is not None:
-            return job
-    r.pos = at
-    return _get_stream(r, np.uint8, n)
+    if r.byte() != CODED:
+        r.pos = at
+        return _get_stream(r, np.uint8, n)
+    p = EC.parse(r.take(r.uvarint(len(r.data))), max_symbols=n, what=r.what)
+    if p.n != n:
+        raise r.fail(f"field holds {p.n} values, expected {n}")
+    job = p.static_job() if p.dtype == np.uint8 else None
+    return job if job is not None else p.decode().astype(np.uint8, copy=False)  # (parsed once)
 
 
 def _decode_plain(r: Reader, dtype: str, n: int, mode: str, shape) -> np.ndarray:
