@@ -53,10 +53,6 @@ def blocks_runner(words, woffsets, states, out, block, lanes, prec, table, statu
     """The decode of a static blob (no contexts) as ``run(b0, b1)``, to run on any thread (see
     :func:`joint_runner`): :func:`decode_blocks_packed`, or with ``symtab`` (the slot symbols, of
     out's type) :func:`decode_blocks` with ``table`` its frequency << 16 | bias table."""
-    if symtab is not None:
-        if symtab.dtype != out.dtype or out.dtype not in (np.uint8, np.uint16):
-            raise ValueError("the C decoder writes uint8 or uint16 symbols of the table's type")
-        symtab = symtab.astype(np.uint32)
     return _runner(words, woffsets, states, out, None, block, lanes, prec, table, symtab, status, False)
 
 
@@ -64,13 +60,15 @@ def decode_blocks(words, woffsets, states, out, ctx, block, lanes, prec, slot_sy
                   force_scalar: int = 0) -> None:
     """:func:`nzip.entropy.lanes.decode_blocks` (``ctx`` None) or ``decode_blocks_ctx``: a symbol
     table (uint8 or uint16, as ``out``) beside the frequency << 16 | bias table."""
-    if slot_sym.dtype != out.dtype or out.dtype not in (np.uint8, np.uint16):
-        raise ValueError("the C decoder writes uint8 or uint16 symbols of the table's type")
-    on_pool(_runner(words, woffsets, states, out, ctx, block, lanes, prec, slot_pack, slot_sym.astype(np.uint32),
-                    status, force_scalar), status.shape[0])
+    on_pool(_runner(words, woffsets, states, out, ctx, block, lanes, prec, slot_pack, slot_sym, status, force_scalar),
+            status.shape[0])
 
 
 def _runner(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab, status, force_scalar):
+    if symtab is not None:  # (the slot symbols, of out's type, widened for the kernel)
+        if symtab.dtype != out.dtype or out.dtype not in (np.uint8, np.uint16):
+            raise ValueError("the C decoder writes uint8 or uint16 symbols of the table's type")
+        symtab = symtab.astype(np.uint32)
     words = np.ascontiguousarray(words, np.uint16)
     woffsets = np.ascontiguousarray(woffsets, np.int64)
     states = np.ascontiguousarray(states, np.uint32)
