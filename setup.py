@@ -7,6 +7,6 @@ the install still succeeds and nzip runs its numba kernels (same output, slower)
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("nzip.entropy._lanes_c", ["nzip/entropy/_lanes_c.c"],
-                             extra_compile_args=["-O3", "-std=c11"], optional=True),
+                             extra_compile_args=["-O3", "-std=c11"], libraries=["m"], optional=True),
                    Extension("nzip._scan_c", ["nzip/_scan_c.c"], extra_compile_args=["-O3", "-std=c11"],
                              optional=True)])

@@ -13,6 +13,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from ._jit import num_threads
+
 
 def load(module: str) -> ctypes.CDLL | None:
     """The built extension ``module`` (e.g. ``nzip._scan_c``) as a ctypes library; None where it
@@ -31,9 +33,7 @@ _pool_lock = threading.Lock()  # several callers (tensors, searches) use the poo
 
 
 def threads() -> int:
-    import numba
-
-    return max(1, int(numba.get_num_threads()))
+    return num_threads()
 
 
 def shared_pool(t: int | None = None) -> ThreadPoolExecutor:

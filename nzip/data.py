@@ -91,7 +91,7 @@ def _natural(value: Any) -> Any:
 
 def _compressed(it, key: str) -> Compressed | None:
     """The item's chunk blobs when every chunk is a single rANS blob (else None: decode on the CPU)."""
-    from .formats.zarr_codec import SINGLE
+    from .formats.rans_chunk import SINGLE
 
     if it.params.get("predict", "none") not in ("none", "delta"):  # med decodes serially: the CPU
         return None

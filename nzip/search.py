@@ -15,9 +15,9 @@ import ctypes
 import os
 from typing import Any
 
-import numba as nb
 import numpy as np
 
+from ._jit import nb
 from ._native import load, on_pool
 from .errors import InvalidInputError
 from .formats.container import open_item

@@ -585,11 +585,22 @@ def test_c_decoder_threads_survive_fork():
     pytest.fail("the forked child hung decoding on the inherited thread pool")
 
 
-def _one_call(blob: bytes, max_symbols: int = coder.DEFAULT_MAX_SYMBOLS):
-    """coder.decode's fast path, called directly: (status, dtype code, offset, alphabet, symbols)."""
-    return K.decode_small_static(np.frombuffer(blob, np.uint8), max_symbols, coder.VERSION, coder.STATIC,
-                                 coder.CONTEXT, len(coder._DTYPES), coder.MAX_LANES, coder.MAX_PRECISION,
-                                 coder.MAX_BLOCK, coder.MAX_ALPHABET)
+def _one_call(blob: bytes, max_symbols: int = coder.DEFAULT_MAX_SYMBOLS, impl=K):
+    """coder.decode's fast path, called directly: (status, dtype code, offset, alphabet, symbols);
+    ``impl`` the numba function's module (K) or its C twin's (LC)."""
+    return impl.decode_small_static(np.frombuffer(blob, np.uint8), max_symbols, coder.VERSION, coder.STATIC,
+                                    coder.CONTEXT, len(coder._DTYPES), coder.MAX_LANES, coder.MAX_PRECISION,
+                                    coder.MAX_BLOCK, coder.MAX_ALPHABET)
+
+
+def _same_small(blob: bytes, max_symbols: int = coder.DEFAULT_MAX_SYMBOLS):
+    """The numba fast path's result, checked equal to its C twin's where the extension is built."""
+    want = _one_call(blob, max_symbols)
+    if LC.available:
+        got = _one_call(blob, max_symbols, LC)
+        assert got[0] == want[0] and (got[0] != 0 or (got[1:4] == tuple(int(v) for v in want[1:4])
+                                                       and np.array_equal(got[4], want[4]))), blob.hex()
+    return want
 
 
 def test_small_static_blobs_decode_in_one_call_exactly_as_parsed():
@@ -605,13 +616,13 @@ def test_small_static_blobs_decode_in_one_call_exactly_as_parsed():
             v = np.clip(np.rint(rng.normal((lo + hi) / 2, (hi - lo) / 6, n)), lo, hi - 1).astype(dt)
             blob = E.encode(v, lanes=lanes, block=block)
             assert len(blob) <= coder.SMALL_BLOB
-            st_, *_ = _one_call(blob)
+            st_, *_ = _same_small(blob)
             if coder.parse(blob).kind == coder.STATIC:
                 assert st_ == 0, (dt, n, lanes, block)  # the fast path takes every valid static blob
             got = E.decode(blob)
             assert got.dtype == v.dtype and np.array_equal(got, v)
             blobs.append(blob)
-    assert _one_call(blobs[0], 383)[0] != 0  # max_symbols is kept
+    assert _same_small(blobs[0], 383)[0] != 0  # max_symbols is kept
     with pytest.raises(CorruptDataError, match="more than the 383 expected"):
         E.decode(blobs[0], max_symbols=383)
 
@@ -635,7 +646,7 @@ def test_small_static_blobs_decode_in_one_call_exactly_as_parsed():
                 b[i] ^= int(rng.integers(1, 256))
             b = bytes(b)
             want = slow(b)
-            st_, code, offset, nalpha, out = _one_call(b)
+            st_, code, offset, nalpha, out = _same_small(b)
             lo, hi = coder._DTYPE_RANGE[code]
             if st_ == 0 and lo <= offset and offset + nalpha - 1 <= hi:  # (the range is checked after)
                 assert want is not None and np.array_equal(coder._unshift(out, offset, want.dtype), want)
@@ -644,3 +655,109 @@ def test_small_static_blobs_decode_in_one_call_exactly_as_parsed():
                     E.decode(b)
             else:
                 assert np.array_equal(E.decode(b), want)
+
+
+# the C twins of the parse functions (a restore the C decoder runs loads no numba): the same
+# results as the numba functions on good and damaged tables
+
+
+@pytest.mark.skipif(not LC.available, reason="the C extension was not built")
+def test_c_table_parsers_match_numba_on_good_and_damaged_tables():
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        nalpha = int(rng.integers(2, 300))
+        prec = int(rng.integers(1, 13))
+        freqs = np.zeros(nalpha, np.int64)
+        used = rng.choice(nalpha, size=min(nalpha, int(rng.integers(1, 1 << prec) if prec > 1 else 2)),
+                          replace=False)
+        cuts = np.sort(rng.choice(np.arange(1, 1 << prec), size=len(used) - 1, replace=False)) \
+            if len(used) > 1 else np.zeros(0, np.int64)
+        freqs[np.sort(used)] = np.diff(np.concatenate([[0], cuts, [1 << prec]]))
+        k = int(rng.integers(0, 6))
+        buf = np.zeros(nalpha * 8 + 8, np.uint8)
+        nbytes = (K.write_table(freqs, k, buf) + 7) >> 3
+        code = buf[:nbytes].copy()
+        if trial % 3:  # damaged: a flipped byte, or cut short
+            if trial % 3 == 1:
+                code[int(rng.integers(0, nbytes))] ^= np.uint8(rng.integers(1, 256))
+            else:
+                code = code[:int(rng.integers(0, nbytes))]
+        got, want = np.zeros(nalpha, np.int64), np.zeros(nalpha, np.int64)
+        rc, rn = LC.read_table(code, k, nalpha, 1 << prec, got), K.read_table(code, k, nalpha, 1 << prec, want)
+        assert rc == rn and np.array_equal(got, want), (trial, rc, rn)
+        if trial % 3 == 0:
+            assert np.array_equal(got, freqs)
+            for sym_dtype in ((np.uint8, np.uint16, np.uint32) if nalpha <= 256 else (np.uint16, np.uint32)):
+                sc, pc = np.empty(1 << prec, sym_dtype), np.empty(1 << prec, np.uint32)
+                sn, pn = np.empty(1 << prec, sym_dtype), np.empty(1 << prec, np.uint32)
+                assert LC.fill_slots(freqs, sc, pc) == K.fill_slots(freqs, sn, pn) == 1 << prec
+                assert np.array_equal(sc, sn) and np.array_equal(pc, pn)
+            if nalpha <= 256:
+                tc, tn = np.empty(1 << prec, np.uint32), np.empty(1 << prec, np.uint32)
+                LC.pack_tables(sn.astype(np.uint8), pn, tc)
+                K.pack_tables(sn.astype(np.uint8), pn, tn)
+                assert np.array_equal(tc, tn)
+
+
+@pytest.mark.skipif(not LC.available, reason="the C extension was not built")
+def test_c_context_table_parse_matches_numba_on_good_and_damaged_blobs():
+    """parse_ctx_packed's twin: statuses, positions, failing context, largest frequency, the packed
+    table and the used flags, on context blobs cut short and byte-flipped."""
+    rng = np.random.default_rng(6)
+    for nctx, n in ((3, 2000), (17, 5000), (40, 800)):
+        ctx = rng.integers(0, nctx, n).astype(np.uint8)
+        ctx[ctx == 1] = 2  # (an unused context)
+        sym = np.clip(rng.normal(100 + ctx * 3, 4 + ctx), 0, 255).astype(np.uint8)
+        blob = E.encode_context(sym, ctx, nctx)
+        p = coder.parse_context(blob, n)
+        r = coder.Reader(blob, "t")
+        coder._parse_head(r)
+        coder._parse_layout(r, n)
+        nalpha, nctx_ = r.uvarint(1 << 16), r.uvarint(coder.MAX_CONTEXTS)
+        start = r.pos
+        for trial in range(80):
+            b = bytearray(blob)
+            if trial >= 2:
+                i = int(rng.integers(start, min(len(b), start + 400)))
+                b[i] ^= int(rng.integers(1, 256))
+            if trial == 1:
+                b = b[:start + int(rng.integers(0, 300))]
+            buf = np.frombuffer(bytes(b), np.uint8)
+            outs = []
+            for impl in (K, LC):
+                table, used = np.zeros(nctx_ << p.prec, np.uint32), np.zeros(nctx_, np.uint8)
+                ret = impl.parse_ctx_packed(buf, start, nctx_, nalpha, p.prec, coder.MAX_PRECISION, table, used,
+                                            np.zeros(nalpha, np.int64))
+                outs.append((tuple(int(v) for v in ret), table, used))
+            assert outs[0][0] == outs[1][0], trial
+            if outs[0][0][0] == 0:
+                assert np.array_equal(outs[0][1], outs[1][1]) and np.array_equal(outs[0][2], outs[1][2])
+
+
+def test_numba_is_imported_on_first_kernel_call_and_swapped_in_everywhere():
+    """nzip._jit: `import nzip` does not import numba; the first kernel call does, and every nzip
+    module then holds the real dispatchers and numba itself (so kernels calling kernels, and
+    prange, compile as before); without the C extension a round trip runs on numba alone."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, numpy as np, nzip
+assert 'numba' not in sys.modules
+from nzip.entropy import lanes as K, coder
+from nzip.codecs import weights_lossless as W
+from nzip import _jit
+assert isinstance(K._renorm, _jit.LazyDispatcher) and K.nb is _jit.nb
+v = (np.arange(100_000) % 13).astype(np.int16)
+assert np.array_equal(coder.decode(coder.encode(v)), v)
+import numba
+from numba.core.registry import CPUDispatcher
+assert isinstance(K._renorm, CPUDispatcher) and isinstance(W._join16_nb, CPUDispatcher)
+assert K.nb is numba and W.nb is numba and _jit.nb is not numba
+late = _jit.njit(cache=False)(lambda x: x + 1)
+assert isinstance(late, CPUDispatcher) and late(1) == 2
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "NZIP_NO_C": "1"})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

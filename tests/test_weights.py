@@ -386,3 +386,80 @@ def test_row_precision_and_scale_contexts():
     up = (torch.randn(512, 256, generator=g) * 0.02).half().float()
     blob = encode_tensor("F32", up.numpy().view(np.uint8).reshape(-1).copy(), "fast", [512, 256])
     assert up.numel() * 4 / len(blob) > 2.2
+
+
+def test_c_twins_of_the_restore_passes_match_numba():
+    """The joins, the escaped-value search and the low-mantissa rebuild run in C where the
+    extension is built (so a restore loads no numba): the same bits as their numba kernels, on
+    sizes around the parallel threshold's parts and rows of every precision."""
+    from nzip.codecs import weights_lossless as W
+    from nzip.entropy import lanes_c as LC
+
+    if not LC.available:
+        pytest.skip("the C extension was not built")
+    rng = np.random.default_rng(3)
+    u8 = lambda n: rng.integers(0, 256, n).astype(np.uint8)  # noqa: E731
+    for n in (0, 1, 31, 1000, W.PARALLEL_MIN + 17):
+        e, sm, lo3, b1, b0 = u8(n), u8(n), u8(n) & 7, u8(n), u8(n)
+        for lo, ebits in ((np.zeros(0, np.uint8), 8), (lo3, 5)):
+            want = np.empty(n, np.uint16)
+            W._join16_nb(e, sm, lo, ebits, want)
+            for f in (W._join16_part, W._join16):
+                got = np.empty(n, np.uint16)
+                f(e, sm, lo, ebits, got)
+                assert np.array_equal(got, want)
+        want = np.empty(n, np.uint32)
+        W._join32_nb(e, sm, b1, b0, want)
+        for f in (W._join32_part, W._join32):
+            got = np.empty(n, np.uint32)
+            f(e, sm, b1, b0, got)
+            assert np.array_equal(got, want)
+        hi = rng.integers(0, 1 << 16, n).astype(np.uint16)
+        want = np.empty(n, np.uint32)
+        W._join32_hi_nb(hi, b1, b0, want)
+        for f in (W._join32_hi_part, W._join32_hi):
+            got = np.empty(n, np.uint32)
+            f(hi, b1, b0, got)
+            assert np.array_equal(got, want)
+        for v, shift in ((hi, 7), (want, 23)):
+            v = v.copy()
+            v[::7] &= ~np.array(0xFF << shift, v.dtype)  # some zero fields
+            assert np.array_equal(W._zero_fields(v, shift, 0xFF), W._zero_fields_nb(v, shift, 0xFF))
+    for rows, per in ((40, 33), (7, 1)):
+        tz = rng.integers(0, 18, rows).astype(np.uint8)
+        for plain_full in (True, False):
+            full = int((tz == 0).sum()) * per if plain_full else 0
+            keep = int(((tz > 0) & (tz < 16)).sum() if plain_full else (tz < 16).sum()) * per
+            high = int(((tz > 0) & (tz < 8)).sum() if plain_full else (tz < 8).sum()) * per
+            args = (tz, per, u8(full), u8(full), u8(keep), u8(high))
+            out_c, out_n = (np.empty(rows * per, np.uint8), np.empty(rows * per, np.uint8)), \
+                (np.empty(rows * per, np.uint8), np.empty(rows * per, np.uint8))
+            LC.lo_join(*args, *out_c, plain_full)
+            W._lo_join(*args, *out_n, plain_full)
+            assert np.array_equal(out_c[0], out_n[0]) and np.array_equal(out_c[1], out_n[1])
+
+
+def test_restoring_a_checkpoint_file_loads_neither_numba_nor_zarr(tmp_path):
+    """Where the C decoder is built, `nzip decode model.nz model.safetensors` runs no numba kernel
+    and no zarr code, so neither is imported (~1 s of a command-line restore): the restore is
+    bit-exact all the same, for bf16, fp16 and fp32 tensors of every size class."""
+    from nzip.entropy import lanes_c as LC
+
+    if not LC.available:
+        pytest.skip("the C extension was not built")
+    g = torch.Generator().manual_seed(4)
+    sd = {"emb": torch.randn(3000, 64, generator=g) * 0.05, "ln": torch.ones(64) + 0.01 * torch.randn(64, generator=g),
+          "w16": (torch.randn(300, 130, generator=g) * 0.02).to(torch.float16),
+          "b16": (torch.randn(70, 1000, generator=g) * 0.02).to(torch.bfloat16),
+          "small": torch.randn(5, 7, generator=g).to(torch.bfloat16), "ids": torch.arange(512)}
+    for name, mode in (("m", "best"), ("f", "fast")):
+        src = tmp_path / f"{name}.safetensors"
+        save_file(sd, str(src))
+        nzip.encode(src, tmp_path / f"{name}.nz", mode=mode)
+        code = ("import sys, nzip; nzip.decode(sys.argv[1], sys.argv[2]); "
+                "print(*(m in sys.modules for m in ('numba', 'zarr', 'torch')))")
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{name}.nz"),
+                            str(tmp_path / f"{name}.back.safetensors")], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["False", "False", "False"], (mode, r.stdout)
+        assert (tmp_path / f"{name}.back.safetensors").read_bytes() == src.read_bytes()

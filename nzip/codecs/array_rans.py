@@ -16,9 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numba
 import numpy as np
 
+from .._jit import nb as numba
 from ..errors import InvalidInputError
 from ..formats.array import read_npy, write_npy
 from ..formats.container import ArraySpec, Item

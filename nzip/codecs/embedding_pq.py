@@ -429,7 +429,7 @@ class _PQBase(Codec):
 
 def _coded_bytes(arr: np.ndarray) -> int:
     """What the container's codes array will cost: its chunks through the nzip.rans codec."""
-    from ..formats.zarr_codec import encode_chunk
+    from ..formats.rans_chunk import encode_chunk
 
     return sum(len(encode_chunk(np.ascontiguousarray(arr[s:s + CHUNK_ROWS])))
                for s in range(0, len(arr), CHUNK_ROWS))

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba as nb
 import numpy as np
 
+from .._jit import nb
 from ..errors import CorruptDataError, InvalidInputError
 from ..formats.container import ArraySpec, Item
 from ..formats.embedding import check_matrix
@@ -438,7 +438,7 @@ def load_rq_index(container: Item) -> RQIndex:
 def _stage_bytes(codes: np.ndarray, k: int) -> np.ndarray:
     """What each stage's codes will cost in the container: its chunks through nzip.rans, plus
     each chunk's crc32c."""
-    from ..formats.zarr_codec import encode_chunk
+    from ..formats.rans_chunk import encode_chunk
 
     dt = np.uint8 if k <= 256 else np.uint16
     return np.array([sum(len(encode_chunk(np.ascontiguousarray(codes[s:s + CHUNK_ROWS, m].astype(dt)))) + 4

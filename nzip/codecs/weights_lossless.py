@@ -33,10 +33,10 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-import numba as nb
 import numpy as np
 
 from .. import entropy as E
+from .._jit import nb
 from .._native import on_pool
 from ..entropy import coder as EC
 from ..entropy import lanes_c as LC
@@ -601,8 +601,15 @@ def _start_joint(r: Reader, n: int, shape, ebits: int, out: np.ndarray, lows=Non
     return nblocks, run, after
 
 
-@nb.njit(**_KJIT)
 def _zero_fields(v, shift, mask):
+    """Positions of the values of ``v`` whose field (v >> shift) & mask is 0 (int64)."""
+    if LC.available and v.dtype in (np.uint16, np.uint32) and v.flags.c_contiguous:
+        return LC.zero_fields(v, shift, mask)
+    return _zero_fields_nb(v, shift, mask)
+
+
+@nb.njit(**_KJIT)
+def _zero_fields_nb(v, shift, mask):
     """Positions of the values of ``v`` whose field (v >> shift) & mask is 0."""
     count = 0
     for i in range(v.shape[0]):
@@ -639,7 +646,7 @@ def _get_joint_device(r: Reader, n: int, shape, ebits: int, dev):
 
 
 @nb.njit(**_KJIT)
-def _join32_hi_part(hi, b1, b0, out):
+def _join32_hi_nb(hi, b1, b0, out):
     for i in range(out.shape[0]):
         out[i] = (np.uint32(hi[i]) << np.uint32(16)) | (np.uint32(b1[i]) << np.uint32(8)) | np.uint32(b0[i])
 
@@ -649,15 +656,24 @@ def _join32_hi_par(hi, b1, b0, out, parts):
     n = out.shape[0]
     for p in nb.prange(parts):
         a, b = p * n // parts, (p + 1) * n // parts
-        _join32_hi_part(hi[a:b], b1[a:b], b0[a:b], out[a:b])
+        _join32_hi_nb(hi[a:b], b1[a:b], b0[a:b], out[a:b])
+
+
+def _join32_hi_part(hi, b1, b0, out) -> None:
+    if _c_takes(b1, b0) and _c_takes(hi, dtype=np.uint16) and _c_takes(out, dtype=np.uint32):
+        LC.join32_hi(hi, b1, b0, out)
+    else:
+        _join32_hi_nb(hi, b1, b0, out)
 
 
 def _join32_hi(hi, b1, b0, out) -> None:
     """fp32 bits from the top halves (the joint layout's) and the two low bytes."""
-    if out.shape[0] >= PARALLEL_MIN:
-        _join32_hi_par(hi, b1, b0, out, 8)
-    else:
+    if out.shape[0] < PARALLEL_MIN:
         _join32_hi_part(hi, b1, b0, out)
+    elif _c_takes(b1, b0) and _c_takes(hi, dtype=np.uint16) and _c_takes(out, dtype=np.uint32):
+        _on_parts(lambda a, b: LC.join32_hi(hi[a:b], b1[a:b], b0[a:b], out[a:b]), out.shape[0])
+    else:
+        _join32_hi_par(hi, b1, b0, out, 8)
 
 
 def _is_joint(r: Reader) -> bool:
@@ -748,7 +764,10 @@ def _get_lo32(r: Reader, n: int, shape) -> np.ndarray:
     if low.size != keep.size * per or hi.size != high.size * per:
         raise r.fail("low mantissa fields do not match the row precisions")
     b1, b0 = np.empty(n, np.uint8), np.empty(n, np.uint8)
-    _lo_join(tz, per, full1, full0, low, hi, b1, b0, flag == 2)
+    if _c_takes(tz, full1, full0, low, hi, b1, b0):
+        LC.lo_join(tz, per, full1, full0, low, hi, b1, b0, flag == 2)
+    else:
+        _lo_join(tz, per, full1, full0, low, hi, b1, b0, flag == 2)
     return b1, b0
 
 
@@ -760,7 +779,7 @@ _JIT = dict(cache=True, nogil=True, boundscheck=False)
 
 
 @nb.njit(**_JIT)
-def _join16_part(e, sm, lo, ebits, out):
+def _join16_nb(e, sm, lo, ebits, out):
     """sign | exponent | mantissa of 16-bit floats: bf16 (ebits 8, no lo) and fp16 (ebits 5, lo
     holds the 3 low mantissa bits). Loops run over range(len) of (sliced) arrays, so numba can
     prove the index non-negative and vectorise: a range(start, stop) loop was 4-10x slower."""
@@ -778,7 +797,7 @@ def _join16_part(e, sm, lo, ebits, out):
 
 
 @nb.njit(**_JIT)
-def _join32_part(e, sm, b1, b0, out):
+def _join32_nb(e, sm, b1, b0, out):
     for i in range(out.shape[0]):
         m = np.uint32(sm[i])
         out[i] = (((m & np.uint32(0x80)) << np.uint32(24)) | (np.uint32(e[i]) << np.uint32(23))
@@ -791,7 +810,7 @@ def _join16_par(e, sm, lo, ebits, out, parts):
     n = out.shape[0]
     for p in nb.prange(parts):
         a, b = p * n // parts, (p + 1) * n // parts
-        _join16_part(e[a:b], sm[a:b], lo[a:b] if lo.shape[0] else lo, ebits, out[a:b])
+        _join16_nb(e[a:b], sm[a:b], lo[a:b] if lo.shape[0] else lo, ebits, out[a:b])
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -799,23 +818,56 @@ def _join32_par(e, sm, b1, b0, out, parts):
     n = out.shape[0]
     for p in nb.prange(parts):
         a, b = p * n // parts, (p + 1) * n // parts
-        _join32_part(e[a:b], sm[a:b], b1[a:b], b0[a:b], out[a:b])
+        _join32_nb(e[a:b], sm[a:b], b1[a:b], b0[a:b], out[a:b])
 
 
+
+
+def _c_takes(*arrays, dtype=np.uint8) -> bool:
+    """Whether the C twins of the kernels here take these arrays: the extension is loaded and each
+    is a contiguous 1-D array of ``dtype`` (anything else goes to the numba kernel)."""
+    return LC.available and all(a.dtype == dtype and a.ndim == 1 and a.flags.c_contiguous for a in arrays)
+
+
+def _on_parts(run, n: int) -> None:
+    """run(a, b) over 0..n in parts of about PARALLEL_MIN values, across the extensions' pool."""
+    parts = max(1, n // PARALLEL_MIN)
+    on_pool(lambda p0, p1: run(p0 * n // parts, p1 * n // parts), parts)
+
+
+def _join16_part(e, sm, lo, ebits, out) -> None:
+    """sign | exponent | mantissa of 16-bit floats (see _join16_nb), on this thread."""
+    if _c_takes(e, sm, lo) and _c_takes(out, dtype=np.uint16):
+        LC.join16(e, sm, lo, ebits, out)
+    else:
+        _join16_nb(e, sm, lo, ebits, out)
+
+
+def _join32_part(e, sm, b1, b0, out) -> None:
+    """fp32 bits from the exponent, sign+mantissa and two low byte fields, on this thread."""
+    if _c_takes(e, sm, b1, b0) and _c_takes(out, dtype=np.uint32):
+        LC.join32(e, sm, b1, b0, out)
+    else:
+        _join32_nb(e, sm, b1, b0, out)
 
 
 def _join16(e, sm, lo, ebits, out):
-    if out.size >= PARALLEL_MIN:
-        _join16_par(e, sm, lo, ebits, out, 8)
-    else:
+    if out.size < PARALLEL_MIN:
         _join16_part(e, sm, lo, ebits, out)
+    elif _c_takes(e, sm, lo) and _c_takes(out, dtype=np.uint16):
+        _on_parts(lambda a, b: LC.join16(e[a:b], sm[a:b], lo[a:b] if lo.shape[0] else lo, ebits, out[a:b]),
+                  out.size)
+    else:
+        _join16_par(e, sm, lo, ebits, out, 8)
 
 
 def _join32(e, sm, b1, b0, out):
-    if out.size >= PARALLEL_MIN:
-        _join32_par(e, sm, b1, b0, out, 8)
-    else:
+    if out.size < PARALLEL_MIN:
         _join32_part(e, sm, b1, b0, out)
+    elif _c_takes(e, sm, b1, b0) and _c_takes(out, dtype=np.uint32):
+        _on_parts(lambda a, b: LC.join32(e[a:b], sm[a:b], b1[a:b], b0[a:b], out[a:b]), out.size)
+    else:
+        _join32_par(e, sm, b1, b0, out, 8)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -741,6 +743,322 @@ void nz_decode_joint(const uint16_t *words, uint64_t nwords, const int64_t *woff
         status[b] = decode_block_scalar(words, nwords, ws, we, states + b * lanes, out, ctx, &t, NULL, &jt, start,
                                         stop, lanes);
         lost[b] = (int64_t)jt.lost;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Parsing and the small passes of a restore, so that a restore the C decoder runs needs no numba
+ * at all (importing numba and its first call cost a command-line restore ~1 s). Each is the twin
+ * of a numba function (named with each), which stays the fallback and the reference: the same
+ * results, the same status codes.
+ * ------------------------------------------------------------------------------------------ */
+#define PARSE_TRUNCATED (-1)
+#define PARSE_HEADER (-2)
+#define PARSE_VARINT (-3)
+#define PARSE_TABLE (-4)
+#define SMALL_DECLINED 1
+#define UNUSED_PACKED 0xFFFFFF00u
+
+/* nbits bits (MSB first) from *bitpos, -1 past the end (lanes._get) */
+static int64_t get_bits(const uint8_t *buf, int64_t len, int64_t *bitpos, int64_t nbits) {
+    int64_t bp = *bitpos;
+    if ((bp + nbits + 7) >> 3 > len) return -1;
+    int64_t v = 0;
+    while (nbits > 0) {
+        int64_t off = bp & 7, take = nbits < 8 - off ? nbits : 8 - off;
+        v = (v << take) | (((int64_t)buf[bp >> 3] >> (8 - off - take)) & (((int64_t)1 << take) - 1));
+        bp += take;
+        nbits -= take;
+    }
+    *bitpos = bp;
+    return v;
+}
+
+/* an order-k exp-Golomb code, -1 if malformed or past the end (lanes._get_eg) */
+static int64_t get_eg(const uint8_t *buf, int64_t len, int64_t *bitpos, int64_t k) {
+    int64_t zeros = 0;
+    for (;;) {
+        int64_t b = get_bits(buf, len, bitpos, 1);
+        if (b < 0 || zeros > 40) return -1;
+        if (b == 1) break;
+        zeros++;
+    }
+    int64_t rest = get_bits(buf, len, bitpos, zeros);
+    if (rest < 0) return -1;
+    int64_t low = get_bits(buf, len, bitpos, k);
+    if (low < 0) return -1;
+    return ((((int64_t)1 << zeros) | rest) - 1) << k | low;
+}
+
+/* A frequency table's code (zero runs EG0, frequencies - 1 EGk) into freqs (zeroed by the caller):
+ * the bits read, or -1 if malformed or not summing to total (lanes.read_table). */
+int64_t nz_read_table(const uint8_t *buf, int64_t len, int64_t k, int64_t nalpha, int64_t total, int64_t *freqs) {
+    int64_t bitpos = 0, s = 0, acc = 0;
+    while (acc < total) {
+        int64_t run = get_eg(buf, len, &bitpos, 0);
+        if (run < 0) return -1;
+        s += run;
+        if (s >= nalpha) return -1;
+        int64_t f = get_eg(buf, len, &bitpos, k);
+        if (f < 0 || acc + f + 1 > total) return -1;
+        freqs[s] = f + 1;
+        acc += f + 1;
+        s++;
+    }
+    return bitpos;
+}
+
+/* LEB128 at buf[*pos]: the value, -1 if the buffer ends first, -2 if malformed (lanes._uvarint_at) */
+static int64_t uvarint_at(const uint8_t *buf, int64_t len, int64_t *pos) {
+    int64_t v = 0;
+    int shift = 0;
+    for (;;) {
+        if (*pos >= len) return -1;
+        int64_t b = buf[(*pos)++];
+        v |= (b & 0x7F) << shift;
+        if (!(b & 0x80)) return v;
+        shift += 7;
+        if (shift > 56) return -2;
+    }
+}
+
+/* one context's entry at buf[*pos] into freqs: 0 or a PARSE_* code; *has 1 if it has a table,
+ * *fmax its largest frequency (lanes._next_table) */
+static int64_t next_table(const uint8_t *buf, int64_t len, int64_t *pos, int64_t nalpha, int64_t total,
+                          int64_t max_prec, int64_t *freqs, int *has, int64_t *fmax) {
+    *has = 0;
+    *fmax = 0;
+    if (*pos >= len) return PARSE_TRUNCATED;
+    int64_t k = buf[(*pos)++];
+    if (k == 255) return 0;
+    if (k > max_prec) return PARSE_HEADER;
+    int64_t ln = uvarint_at(buf, len, pos);
+    if (ln == -1) return PARSE_TRUNCATED;
+    if (ln < 0 || ln > nalpha * 8) return PARSE_VARINT;
+    if (*pos + ln > len) return PARSE_TRUNCATED;
+    memset(freqs, 0, (size_t)nalpha * sizeof(int64_t));
+    if (nz_read_table(buf + *pos, ln, k, nalpha, total, freqs) < 0) return PARSE_TABLE;
+    *pos += ln;
+    int64_t acc = 0, fm = 0;
+    for (int64_t s = 0; s < nalpha; s++) {
+        acc += freqs[s];
+        if (freqs[s] > fm) fm = freqs[s];
+    }
+    if (acc != total) return PARSE_TABLE;
+    *has = 1;
+    *fmax = fm;
+    return 0;
+}
+
+/* the packed entries of one frequency table (symbol | (f - 1) << 8 | bias << 20: pack_tables of
+ * fill_slots) into table[0 .. sum of freqs) */
+static void fill_packed(const int64_t *freqs, int64_t nalpha, uint32_t *table) {
+    uint32_t *at = table;
+    for (int64_t s = 0; s < nalpha; s++) {
+        uint32_t f = (uint32_t)freqs[s];
+        uint32_t head = (uint32_t)s | (f - 1) << 8;
+        for (uint32_t b = 0; b < f; b++) at[b] = head + (b << 20);
+        at += f;
+    }
+}
+
+/* The per-context tables of a context blob from buf[pos] straight into the packed table (an unused
+ * context's slots UNUSED_PACKED; used[c] = 1 for each context with a table). ret: status (0 or a
+ * PARSE_* code), the position after the tables, the failing context, the largest frequency
+ * (lanes.parse_ctx_packed). freqs: nalpha scratch entries. */
+void nz_parse_ctx_packed(const uint8_t *buf, int64_t len, int64_t pos, int64_t nctx, int64_t nalpha, int64_t prec,
+                         int64_t max_prec, uint32_t *table, uint8_t *used, int64_t *freqs, int64_t *ret) {
+    int64_t total = (int64_t)1 << prec, fmax = 0;
+    for (int64_t c = 0; c < nctx; c++) {
+        int has;
+        int64_t fm;
+        int64_t st = next_table(buf, len, &pos, nalpha, total, max_prec, freqs, &has, &fm);
+        if (st < 0) {
+            ret[0] = st, ret[1] = pos, ret[2] = c, ret[3] = fmax;
+            return;
+        }
+        if (fm > fmax) fmax = fm;
+        uint32_t *seg = table + (c << prec);
+        if (!has) {
+            for (int64_t i = 0; i < total; i++) seg[i] = UNUSED_PACKED;
+            continue;
+        }
+        used[c] = 1;
+        fill_packed(freqs, nalpha, seg);
+    }
+    ret[0] = 0, ret[1] = pos, ret[2] = 0, ret[3] = fmax;
+}
+
+/* The slot tables of one frequency table: each slot's symbol (sym_bytes 1, 2 or 4) and
+ * freq << 16 | slot - start; returns the slots filled (lanes.fill_slots) */
+int64_t nz_fill_slots(const int64_t *freqs, int64_t nalpha, void *sym, int sym_bytes, uint32_t *pack) {
+    int64_t pos = 0;
+    for (int64_t s = 0; s < nalpha; s++) {
+        uint64_t f = (uint64_t)freqs[s];
+        for (int64_t k = 0; k < freqs[s]; k++, pos++) {
+            if (sym_bytes == 1) ((uint8_t *)sym)[pos] = (uint8_t)s;
+            else if (sym_bytes == 2) ((uint16_t *)sym)[pos] = (uint16_t)s;
+            else ((uint32_t *)sym)[pos] = (uint32_t)s;
+            pack[pos] = (uint32_t)((f << 16) | (uint64_t)k);
+        }
+    }
+    return pos;
+}
+
+/* The packed table of slot arrays (lanes.pack_tables) */
+void nz_pack_tables(const uint8_t *sym, const uint32_t *pack, uint32_t *out, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++)
+        out[i] = (uint32_t)sym[i] | ((pack[i] >> 16) - 1) << 8 | (pack[i] & 0xFFFu) << 20;
+}
+
+/* A STATIC blob of a byte alphabet (<= 256 symbols) at precision <= 12, parsed and decoded whole
+ * into out (cap bytes): 0 and meta = (dtype code, offset, alphabet size, symbols) when every check
+ * of coder.parse and the decode pass; 2 with meta[3] the number of symbols when out is too small
+ * (call again); SMALL_DECLINED otherwise: the caller parses it the slow way, which names the
+ * fault (lanes.decode_small_static: the same checks in the same order). */
+int64_t nz_small_static(const uint8_t *buf, int64_t end, int64_t max_symbols, int64_t version, int64_t kind_static,
+                        int64_t kind_max, int64_t ndtypes, int64_t max_lanes, int64_t max_prec, int64_t max_block,
+                        int64_t max_alphabet, int64_t *meta, uint8_t *out, int64_t cap) {
+    if (end < 5 || buf[0] != 78 || buf[1] != 90) return SMALL_DECLINED;
+    int64_t vk = buf[2];
+    if (vk >> 4 != version || (vk & 15) > kind_max || (vk & 15) != kind_static) return SMALL_DECLINED;
+    int64_t code = buf[3];
+    if (code >= ndtypes) return SMALL_DECLINED;
+    int64_t pos = 4;
+    int64_t n = uvarint_at(buf, end, &pos);
+    if (n < 0 || n > max_symbols || pos >= end) return SMALL_DECLINED;
+    int64_t lp = buf[pos++];
+    int64_t lanes = (int64_t)1 << (lp >> 5), prec = lp & 31;
+    if (lanes > max_lanes || prec < 1 || prec > max_prec || prec > 12) return SMALL_DECLINED;
+    int64_t block = uvarint_at(buf, end, &pos);
+    if (block < lanes || block > max_block || block % lanes) return SMALL_DECLINED;
+    int64_t nblocks = (n + block - 1) / block;
+    int64_t u = uvarint_at(buf, end, &pos);  /* the offset, zigzag */
+    if (u < 0) return SMALL_DECLINED;
+    int64_t offset = !(u & 1) ? u >> 1 : -((u + 1) >> 1);
+    int64_t nalpha = uvarint_at(buf, end, &pos);
+    if (nalpha < 2 || nalpha > 256 || nalpha > max_alphabet || pos >= end) return SMALL_DECLINED;
+    int64_t k = buf[pos++];
+    if (k > max_prec) return SMALL_DECLINED;
+    int64_t tlen = uvarint_at(buf, end, &pos);
+    if (tlen < 0 || tlen > max_alphabet * 8 || pos + tlen > end) return SMALL_DECLINED;
+    int64_t freqs[256] = {0};
+    if (nz_read_table(buf + pos, tlen, k, nalpha, (int64_t)1 << prec, freqs) < 0) return SMALL_DECLINED;
+    pos += tlen;
+    int64_t fmax = 0;
+    for (int64_t s = 0; s < nalpha; s++)
+        if (freqs[s] > fmax) fmax = freqs[s];
+    if (nblocks * lanes * 4 > end - pos) return SMALL_DECLINED;
+    int64_t *woff = malloc((size_t)(nblocks + 1) * (sizeof(int64_t) * 2) + (size_t)(nblocks * lanes) * 4);
+    if (!woff) return SMALL_DECLINED;
+    int64_t *status = woff + nblocks + 1;
+    uint32_t *states = (uint32_t *)(status + nblocks + 1);
+    int64_t ret = SMALL_DECLINED;
+    woff[0] = 0;
+    for (int64_t b = 0; b < nblocks; b++) {
+        int64_t c = uvarint_at(buf, end, &pos), left = n - b * block;
+        if (c < 0 || c > (block < left ? block : left)) goto done;
+        woff[b + 1] = woff[b] + c;
+    }
+    if (pos + nblocks * lanes * 4 > end) goto done;
+    for (int64_t i = 0; i < nblocks * lanes; i++) {
+        const uint8_t *p = buf + pos + 4 * i;
+        uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+        if (v < RANS_L) goto done;
+        states[i] = v;
+    }
+    pos += nblocks * lanes * 4;
+    int64_t total = woff[nblocks];
+    if (pos + total * 2 != end) goto done;  /* (the words, then nothing: trailing bytes are refused) */
+    double min_bits = (double)prec - log2((double)fmax);
+    double capacity_bits = 16.0 * (double)(total + nblocks * lanes);
+    if (min_bits > 0 && (double)n * min_bits > capacity_bits * 1.0001 + 64) goto done;
+    meta[0] = code, meta[1] = offset, meta[2] = nalpha, meta[3] = n;
+    if (n > cap) {
+        ret = 2;
+        goto done;
+    }
+    uint32_t table[4096];
+    uint16_t *words = malloc((size_t)(total > 0 ? total : 1) * 2);
+    if (!words) goto done;
+    if (total) memcpy(words, buf + pos, (size_t)total * 2);  /* (little-endian hosts, as numpy's view) */
+    else words[0] = 0;
+    fill_packed(freqs, nalpha, table);
+    nz_decode_blocks(words, total > 0 ? (uint64_t)total : 1, woff, states, out, 1, (uint64_t)n, NULL, 0,
+                     (uint64_t)block, (uint64_t)lanes, (uint32_t)prec, table, NULL, (uint64_t)1 << prec, status, 0,
+                     (uint64_t)nblocks, 0);
+    free(words);
+    ret = 0;
+    for (int64_t b = 0; b < nblocks; b++)
+        if (status[b] != 0) ret = SMALL_DECLINED;
+done:
+    free(woff);
+    return ret;
+}
+
+/* the positions of the values of v (itemsize 2 or 4) whose field (v >> shift) & mask is 0, into at
+ * (NULL: only counted); returns their count (weights_lossless._zero_fields) */
+int64_t nz_zero_fields(const void *v, int itemsize, uint64_t n, uint32_t shift, uint32_t mask, int64_t *at) {
+    int64_t k = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint32_t x = itemsize == 2 ? ((const uint16_t *)v)[i] : ((const uint32_t *)v)[i];
+        if (((x >> shift) & mask) == 0) {
+            if (at) at[k] = (int64_t)i;
+            k++;
+        }
+    }
+    return k;
+}
+
+/* sign | exponent | mantissa of 16-bit floats from the exponent and sign+mantissa bytes: bf16
+ * (ebits 8, lo NULL) and fp16 (ebits 5, lo its 3 low mantissa bits) (weights_lossless._join16_part) */
+void nz_join16(const uint8_t *e, const uint8_t *sm, const uint8_t *lo, uint32_t ebits, uint16_t *out, uint64_t n) {
+    uint32_t shift = 15 - ebits;
+    if (lo)
+        for (uint64_t i = 0; i < n; i++)
+            out[i] = (uint16_t)(((sm[i] & 0x80u) << 8) | ((uint32_t)e[i] << shift) | ((sm[i] & 0x7Fu) << 3) | lo[i]);
+    else
+        for (uint64_t i = 0; i < n; i++)
+            out[i] = (uint16_t)(((sm[i] & 0x80u) << 8) | ((uint32_t)e[i] << shift) | (sm[i] & 0x7Fu));
+}
+
+/* fp32 bits from the exponent, sign+mantissa byte and two low bytes (weights_lossless._join32_part) */
+void nz_join32(const uint8_t *e, const uint8_t *sm, const uint8_t *b1, const uint8_t *b0, uint32_t *out, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++)
+        out[i] = ((sm[i] & 0x80u) << 24) | ((uint32_t)e[i] << 23) | ((sm[i] & 0x7Fu) << 16) | ((uint32_t)b1[i] << 8) | b0[i];
+}
+
+/* fp32 bits from the top halves and the two low bytes (weights_lossless._join32_hi_part) */
+void nz_join32_hi(const uint16_t *hi, const uint8_t *b1, const uint8_t *b0, uint32_t *out, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++) out[i] = ((uint32_t)hi[i] << 16) | ((uint32_t)b1[i] << 8) | b0[i];
+}
+
+/* fp32's low 16 bits rebuilt row by row from the row precisions tz (weights_lossless._lo_join):
+ * rows of tz >= 16 are zeros; with plain_full, rows of tz 0 copy their bytes from full1 / full0;
+ * the others are (high byte where tz < 8, low byte) << tz. The caller checked the fields' sizes. */
+void nz_lo_join(const uint8_t *tz, uint64_t rows, uint64_t per, const uint8_t *full1, const uint8_t *full0,
+                const uint8_t *low, const uint8_t *high, uint8_t *b1, uint8_t *b0, int plain_full) {
+    uint64_t li = 0, hi = 0, fi = 0;
+    for (uint64_t r = 0; r < rows; r++) {
+        uint32_t t = tz[r];
+        uint8_t *o1 = b1 + r * per, *o0 = b0 + r * per;
+        if (t >= 16) {
+            memset(o1, 0, per);
+            memset(o0, 0, per);
+        } else if (t == 0 && plain_full) {
+            memcpy(o1, full1 + fi, per);
+            memcpy(o0, full0 + fi, per);
+            fi += per;
+        } else {
+            const uint8_t *lw = low + li, *hw = high + hi;
+            li += per;
+            if (t < 8) hi += per;
+            for (uint64_t j = 0; j < per; j++) {
+                uint32_t v = ((uint32_t)lw[j] | (t < 8 ? (uint32_t)hw[j] << 8 : 0u)) << t;
+                o1[j] = (uint8_t)(v >> 8);
+                o0[j] = (uint8_t)v;
+            }
+        }
     }
 }
 

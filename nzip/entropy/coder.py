@@ -337,7 +337,8 @@ class LaneStreams:
     def packed(self) -> np.ndarray:
         if self.table is None:
             self.table = np.empty(self._slot_sym.shape[0], np.uint32)
-            K.pack_tables(self._slot_sym, self._slot_pack, self.table)
+            (LC if LC.available and self._slot_sym.dtype == np.uint8 else K).pack_tables(
+                self._slot_sym, self._slot_pack, self.table)
         return self.table
 
     def _unpacked(self) -> None:
@@ -379,18 +380,19 @@ class LaneStreams:
                 cx = contexts.astype(np.uint16)
         out = np.empty(self.n, dtype=np.uint8 if self.packable else self.slot_sym.dtype)
         status = np.empty(self.nblocks, dtype=np.int64)
-        # the C decoder (AVX2; same output as the numba kernels) where its ctypes call (~30 us)
-        # is small beside the decode
-        use_c = LC.simd and self.n >= LC.MIN_SYMBOLS
+        # the C decoder (same output as the numba kernels): across the pool for large blobs where
+        # it has SIMD paths, on this thread for small ones (so a restore need not load numba)
+        pool = self.n >= LC.MIN_SYMBOLS
+        use_c = LC.available and (LC.simd or not pool)
         if self.packable and use_c:
             LC.decode_blocks_packed(self.words, self.woff, self.states, out, cx, self.block, self.lanes,
-                                    self.prec, self.packed(), status)
+                                    self.prec, self.packed(), status, pool=pool)
         elif self.packable:
             K.decode_blocks_packed(self.words, self.woff, self.states, out, cx, self.block, self.lanes,
                                    self.prec, self.packed(), status)
         elif use_c and self.slot_sym.dtype in (np.uint8, np.uint16):
             LC.decode_blocks(self.words, self.woff, self.states, out, cx, self.block, self.lanes, self.prec,
-                             self.slot_sym, self.slot_pack, status)
+                             self.slot_sym, self.slot_pack, status, pool=pool)
         elif cx is None:
             K.decode_blocks(self.words, self.woff, self.states, out, self.block, self.lanes, self.prec,
                             self.slot_sym, self.slot_pack, status)
@@ -522,7 +524,7 @@ def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
     _check_range(offset, dtype, nalpha, r)
     tbytes = r.take(r.uvarint(MAX_ALPHABET * 8))
     freqs = np.zeros(nalpha, dtype=np.int64)
-    if K.read_table(np.frombuffer(tbytes, dtype=np.uint8), k, nalpha, 1 << prec, freqs) < 0:
+    if (LC if LC.available else K).read_table(np.frombuffer(tbytes, dtype=np.uint8), k, nalpha, 1 << prec, freqs) < 0:
         raise r.fail("frequency table is malformed")
     min_bits = prec - math.log2(int(freqs.max()))
     words, woff, states = _parse_streams(r, n, lanes, block, nblocks, min_bits)
@@ -540,7 +542,7 @@ def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
            what: str = "entropy blob") -> np.ndarray:
     """Decode a blob from :func:`encode` to a 1-D array of the original dtype."""
     if len(data) <= SMALL_BLOB:  # a small static blob: parsed and decoded in one numba call
-        st, code, offset, nalpha, out = K.decode_small_static(
+        st, code, offset, nalpha, out = (LC if LC.available else K).decode_small_static(
             np.frombuffer(data, np.uint8), max_symbols, VERSION, STATIC, CONTEXT, len(_DTYPES), MAX_LANES,
             MAX_PRECISION, MAX_BLOCK, MAX_ALPHABET)
         if st == 0:
@@ -813,7 +815,8 @@ def parse_context(data: bytes | memoryview, n_contexts_given: int, *,
     slot_sym = slot_pack = table = used = None
     if prec <= K.PACKED_MAX_PRECISION and nalpha <= 256:
         table, used = _tables.take(nctx << prec), np.zeros(nctx, dtype=np.uint8)
-        st, pos, c, fmax = K.parse_ctx_packed(buf, r.pos, nctx, nalpha, prec, MAX_PRECISION, table, used, freqs)
+        st, pos, c, fmax = (LC if LC.available else K).parse_ctx_packed(buf, r.pos, nctx, nalpha, prec, MAX_PRECISION,
+                                                                         table, used, freqs)
     else:
         slot_sym = np.zeros(nctx << prec, dtype=np.uint8 if nalpha <= 256 else np.uint16)
         slot_pack = np.zeros(nctx << prec, dtype=np.uint32)

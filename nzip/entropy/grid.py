@@ -12,9 +12,9 @@ come back to 2**16, which catches corrupt or truncated streams. Grids of VQ indi
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from .._jit import nb as numba
 from ..errors import CorruptDataError, InvalidInputError
 
 _L = 1 << 16

@@ -16,8 +16,9 @@ Kernels return a status (>= 0 ok, < 0 an error code) instead of raising, so they
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
+
+from .._jit import nb
 
 RANS_L = 1 << 16  # lower bound of the state interval
 WORD_BITS = 16

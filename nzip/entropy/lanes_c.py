@@ -36,6 +36,20 @@ if available:
     _lib.nz_simd_level.restype = ctypes.c_int
     _lib.nz_simd_level.argtypes = []
     level = int(_lib.nz_simd_level())  # 0 scalar, 1 AVX2, 2 AVX-512 (the joint decode's)
+    _I64, _I32 = ctypes.c_int64, ctypes.c_int
+    for _name, _res, _args in (
+            ("nz_read_table", _I64, [_P, _I64, _I64, _I64, _I64, _P]),
+            ("nz_parse_ctx_packed", None, [_P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _P, _P, _P]),
+            ("nz_fill_slots", _I64, [_P, _I64, _P, _I32, _P]),
+            ("nz_pack_tables", None, [_P, _P, _P, _U64]),
+            ("nz_small_static", _I64, [_P, _I64] + [_I64] * 9 + [_P, _P, _I64]),
+            ("nz_zero_fields", _I64, [_P, _I32, _U64, ctypes.c_uint32, ctypes.c_uint32, _P]),
+            ("nz_join16", None, [_P, _P, _P, ctypes.c_uint32, _P, _U64]),
+            ("nz_join32", None, [_P, _P, _P, _P, _P, _U64]),
+            ("nz_join32_hi", None, [_P, _P, _P, _P, _U64]),
+            ("nz_lo_join", None, [_P, _U64, _U64, _P, _P, _P, _P, _P, _P, _I32])):
+        getattr(_lib, _name).restype = _res
+        getattr(_lib, _name).argtypes = _args
 else:
     simd, level = False, 0
 
@@ -43,10 +57,11 @@ MIN_SYMBOLS = 1 << 15  # below this the numba kernels win (measured: 8K symbols 
 
 
 def decode_blocks_packed(words, woffsets, states, out, ctx, block, lanes, prec, table, status,
-                         force_scalar: int = 0) -> None:
-    """:func:`nzip.entropy.lanes.decode_blocks_packed`: one packed uint32 per slot, ``out`` uint8."""
-    on_pool(_runner(words, woffsets, states, out, ctx, block, lanes, prec, table, None, status, force_scalar),
-            status.shape[0])
+                         force_scalar: int = 0, pool: bool = True) -> None:
+    """:func:`nzip.entropy.lanes.decode_blocks_packed`: one packed uint32 per slot, ``out`` uint8.
+    ``pool``: the blocks split across the extensions' pool, else all on this thread."""
+    run = _runner(words, woffsets, states, out, ctx, block, lanes, prec, table, None, status, force_scalar)
+    on_pool(run, status.shape[0]) if pool else run(0, status.shape[0])
 
 
 def blocks_runner(words, woffsets, states, out, block, lanes, prec, table, status, symtab=None):
@@ -57,11 +72,12 @@ def blocks_runner(words, woffsets, states, out, block, lanes, prec, table, statu
 
 
 def decode_blocks(words, woffsets, states, out, ctx, block, lanes, prec, slot_sym, slot_pack, status,
-                  force_scalar: int = 0) -> None:
+                  force_scalar: int = 0, pool: bool = True) -> None:
     """:func:`nzip.entropy.lanes.decode_blocks` (``ctx`` None) or ``decode_blocks_ctx``: a symbol
-    table (uint8 or uint16, as ``out``) beside the frequency << 16 | bias table."""
-    on_pool(_runner(words, woffsets, states, out, ctx, block, lanes, prec, slot_pack, slot_sym, status, force_scalar),
-            status.shape[0])
+    table (uint8 or uint16, as ``out``) beside the frequency << 16 | bias table. ``pool`` as
+    :func:`decode_blocks_packed`."""
+    run = _runner(words, woffsets, states, out, ctx, block, lanes, prec, slot_pack, slot_sym, status, force_scalar)
+    on_pool(run, status.shape[0]) if pool else run(0, status.shape[0])
 
 
 def _runner(words, woffsets, states, out, ctx, block, lanes, prec, table, symtab, status, force_scalar):
@@ -209,3 +225,80 @@ def joint_runner(words, woffsets, states, out, ctx, base: int, eshift: int, mshi
         _lib.nz_decode_joint(*head, b0, b1, int(force_scalar))
 
     return run
+
+
+# ------------------------------------------------------------------------------------------------
+# parsing and the small passes of a restore (so that a restore the C decoder runs never loads
+# numba); each the twin of the numba function named, same arguments and returns. The callers check
+# the arrays' types and sizes, as they do for the numba functions.
+# ------------------------------------------------------------------------------------------------
+
+
+def read_table(buf, k, nalpha, total, freqs) -> int:
+    """:func:`nzip.entropy.lanes.read_table` (``buf`` uint8, ``freqs`` int64 zeros)."""
+    return _lib.nz_read_table(buf.ctypes.data, len(buf), k, nalpha, total, freqs.ctypes.data)
+
+
+def parse_ctx_packed(buf, pos, nctx, nalpha, prec, max_prec, table, used, freqs):
+    """:func:`nzip.entropy.lanes.parse_ctx_packed`: (status, pos, failing context, largest frequency)."""
+    ret = np.empty(4, np.int64)
+    _lib.nz_parse_ctx_packed(buf.ctypes.data, len(buf), pos, nctx, nalpha, prec, max_prec, table.ctypes.data,
+                             used.ctypes.data, freqs.ctypes.data, ret.ctypes.data)
+    return tuple(ret.tolist())
+
+
+def fill_slots(freqs, sym, pack) -> int:
+    """:func:`nzip.entropy.lanes.fill_slots` (``sym`` uint8, uint16 or uint32)."""
+    freqs = np.ascontiguousarray(freqs, np.int64)
+    return _lib.nz_fill_slots(freqs.ctypes.data, len(freqs), sym.ctypes.data, sym.itemsize, pack.ctypes.data)
+
+
+def pack_tables(slot_sym, slot_pack, out) -> None:
+    """:func:`nzip.entropy.lanes.pack_tables`."""
+    _lib.nz_pack_tables(slot_sym.ctypes.data, slot_pack.ctypes.data, out.ctypes.data, len(out))
+
+
+def decode_small_static(buf, max_symbols, *limits):
+    """:func:`nzip.entropy.lanes.decode_small_static`: (0 or SMALL_DECLINED, dtype code, offset,
+    alphabet size, symbols)."""
+    meta = np.zeros(4, np.int64)
+    out = np.empty(min(max_symbols, 8 * len(buf)), np.uint8)
+    st = _lib.nz_small_static(buf.ctypes.data, len(buf), max_symbols, *limits, meta.ctypes.data, out.ctypes.data,
+                              len(out))
+    if st == 2:  # (more symbols than the first guess)
+        out = np.empty(int(meta[3]), np.uint8)
+        st = _lib.nz_small_static(buf.ctypes.data, len(buf), max_symbols, *limits, meta.ctypes.data,
+                                  out.ctypes.data, len(out))
+    code, offset, nalpha, n = meta.tolist()
+    return int(st), code, offset, nalpha, out[:n] if st == 0 else out[:0]
+
+
+def zero_fields(v, shift, mask):
+    """``weights_lossless._zero_fields``: where the field (v >> shift) & mask of v (uint16 or uint32)
+    is 0, as int64 positions."""
+    args = (v.ctypes.data, v.itemsize, len(v), shift, mask)
+    at = np.empty(_lib.nz_zero_fields(*args, None), np.int64)
+    _lib.nz_zero_fields(*args, at.ctypes.data)
+    return at
+
+
+def join16(e, sm, lo, ebits, out) -> None:
+    """``weights_lossless._join16_part`` (``lo`` empty for bf16)."""
+    _lib.nz_join16(e.ctypes.data, sm.ctypes.data, lo.ctypes.data if lo.shape[0] else None, ebits, out.ctypes.data,
+                   len(out))
+
+
+def join32(e, sm, b1, b0, out) -> None:
+    """``weights_lossless._join32_part``."""
+    _lib.nz_join32(e.ctypes.data, sm.ctypes.data, b1.ctypes.data, b0.ctypes.data, out.ctypes.data, len(out))
+
+
+def join32_hi(hi, b1, b0, out) -> None:
+    """``weights_lossless._join32_hi_part``."""
+    _lib.nz_join32_hi(hi.ctypes.data, b1.ctypes.data, b0.ctypes.data, out.ctypes.data, len(out))
+
+
+def lo_join(tz, per, full1, full0, low, high, b1, b0, plain_full) -> None:
+    """``weights_lossless._lo_join``."""
+    _lib.nz_lo_join(tz.ctypes.data, len(tz), per, full1.ctypes.data, full0.ctypes.data, low.ctypes.data,
+                    high.ctypes.data, b1.ctypes.data, b0.ctypes.data, int(plain_full))

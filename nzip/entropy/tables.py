@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CorruptDataError, InvalidInputError
+from . import lanes_c as LC
 from .lanes import fill_slots
 
 MAX_PRECISION = 16
@@ -108,7 +109,7 @@ def decode_tables(freqs: np.ndarray, precision: int) -> tuple[np.ndarray, np.nda
     sym_dtype = np.uint8 if len(freqs) <= 256 else np.uint16 if len(freqs) <= 65536 else np.uint32
     symbols = np.empty(1 << precision, dtype=sym_dtype)
     packed = np.empty(1 << precision, dtype=np.uint32)
-    fill_slots(freqs, symbols, packed)
+    (LC.fill_slots if LC.available else fill_slots)(freqs, symbols, packed)
     return symbols, packed
 
 

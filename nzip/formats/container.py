@@ -23,16 +23,15 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec
-from zarr.storage import FsspecStore, LocalStore, MemoryStore, ZipStore
 
 from ..errors import CorruptDataError, InvalidInputError, OutputExistsError, UnsupportedFormatError
 from .atomic import atomic_file, check_target
-from .zarr_codec import RansCodec
+
+if TYPE_CHECKING:
+    import zarr
 
 FORMAT = 1
 _ZIP_LOCK = __import__("threading").Lock()
@@ -64,7 +63,21 @@ def _is_url(path: str) -> bool:
     return "://" in path
 
 
+def _zarr():
+    """zarr, imported on first use (~0.4 s; reading a local .nz item's streams needs none of it),
+    with the ``nzip.rans`` codec registered (an installed nzip also registers it by entry point)."""
+    import zarr
+
+    from . import zarr_codec  # noqa: F401 - registers nzip.rans
+
+    return zarr
+
+
 def _array_codecs(symbols: bool):
+    from zarr.codecs import BytesCodec, Crc32cCodec
+
+    from .zarr_codec import RansCodec
+
     if symbols:
         return {"serializer": RansCodec(), "compressors": [Crc32cCodec()]}
     return {"serializer": BytesCodec(endian="little"), "compressors": [Crc32cCodec()]}
@@ -79,7 +92,7 @@ def _fill_group(store, attrs: dict[str, Any], arrays: dict[str, ArraySpec], prog
     if inline:
         attrs = {**attrs, _INLINE_KEY: {n: base64.b64encode(np.asarray(s.data).tobytes()).decode()
                                         for n, s in inline.items()}}
-    root = zarr.create_group(store=store, zarr_format=3, attributes={"nzip": attrs}, overwrite=True)
+    root = _zarr().create_group(store=store, zarr_format=3, attributes={"nzip": attrs}, overwrite=True)
     for name, spec in arrays.items():
         if name in inline:
             continue
@@ -101,10 +114,12 @@ def _fill_group(store, attrs: dict[str, Any], arrays: dict[str, ArraySpec], prog
                     progress(a.size)
 
 
-def _zip_bytes(mem: MemoryStore) -> bytes:
+def _zip_bytes(mem) -> bytes:
     """Pack a memory store into zip bytes: JSON deflated, chunks stored (they are incompressible)."""
     import asyncio
     import io
+
+    zarr = _zarr()
 
     async def items():
         out = []
@@ -137,6 +152,9 @@ def _minify(data: bytes) -> bytes:
 
 def nz_size(attrs: dict[str, Any], arrays: dict[str, ArraySpec]) -> int:
     """Bytes of the .nz file that :func:`write_item` would write (codecs fitting a size budget)."""
+    _zarr()
+    from zarr.storage import MemoryStore
+
     mem = MemoryStore()
     _fill_group(mem, {"format": FORMAT, **attrs}, arrays)
     return len(_zip_bytes(mem))
@@ -147,6 +165,9 @@ def write_item(dst: str | os.PathLike, attrs: dict[str, Any], arrays: dict[str, 
     """Write one item atomically. ``attrs`` is the ``nzip`` attribute dict (format is added)."""
     attrs = {"format": FORMAT, **attrs}
     dst = os.fspath(dst)
+    _zarr()
+    from zarr.storage import FsspecStore, LocalStore, MemoryStore
+
     if _is_url(dst):
         import fsspec
 
@@ -186,12 +207,16 @@ def write_item(dst: str | os.PathLike, attrs: dict[str, Any], arrays: dict[str, 
 
 
 class Item:
-    """An opened nzip item: its attributes and lazily read arrays."""
+    """An opened nzip item: its attributes and lazily read arrays. ``kind``: "zip" (a local .nz
+    file), "dir" (a local folder) or "store" (any other zarr store, e.g. remote); the zarr store of
+    a local item is made on first use (:attr:`store`), as its streams read without one."""
 
-    def __init__(self, group: zarr.Group | None, path: str, store, attrs: dict[str, Any] | None = None) -> None:
+    def __init__(self, group: zarr.Group | None, path: str, store, attrs: dict[str, Any] | None = None,
+                 kind: str = "store") -> None:
         self._group = group  # opened on first use when the item came from its zarr.json alone
         self.path = path
         self._store = store
+        self._kind = kind
         meta = (dict(group.attrs) if attrs is None else attrs).get("nzip")
         if not isinstance(meta, dict) or "codec" not in meta:
             raise CorruptDataError(f"{path}: not an nzip container (no nzip attributes)")
@@ -204,16 +229,40 @@ class Item:
         self._mm: memoryview | None = None  # and its memory mapping
 
     @property
+    def store(self):
+        """The item's zarr store (made on first use for a local item)."""
+        if self._store is None:
+            _zarr()
+            from zarr.storage import LocalStore, ZipStore
+
+            with _ZIP_LOCK:
+                if self._store is None:
+                    self._store = (ZipStore(self.path, mode="r") if self._kind == "zip"
+                                   else LocalStore(self.path, read_only=True))
+        return self._store
+
+    @property
     def group(self) -> zarr.Group:
         if self._group is None:
             try:
-                self._group = zarr.open_group(store=self._store, mode="r", zarr_format=3)
+                self._group = _zarr().open_group(store=self.store, mode="r", zarr_format=3)
             except Exception as exc:  # noqa: BLE001
                 raise CorruptDataError(f"{self.path}: not an nzip container ({str(exc).splitlines()[0]})") from None
         return self._group
 
     def _get(self, key: str) -> bytes | None:
-        return _store_get(self._store, self.path, key)
+        """The stored bytes under ``key`` (None when absent)."""
+        if self._kind == "dir":
+            return _file_bytes(self.path, key)
+        if self._kind == "zip":
+            zf = self._zip_file()
+            if key not in zf.NameToInfo:
+                return None
+            try:
+                return zf.read(key)
+            except (zipfile.BadZipFile, OSError, zlib.error) as exc:
+                raise CorruptDataError(f"{self.path}: entry {key} is corrupt ({exc})") from None
+        return _store_get(self.store, key)
 
     @property
     def codec(self) -> str:
@@ -254,7 +303,7 @@ class Item:
         except Exception as exc:  # noqa: BLE001 - zarr's metadata errors
             raise CorruptDataError(f"{self.path}: array {name!r} has bad metadata "
                                    f"({str(exc).splitlines()[0]})") from None
-        if not isinstance(node, zarr.Array):
+        if not isinstance(node, _zarr().Array):
             raise CorruptDataError(f"{self.path}: {name!r} is not an array")
         return node
 
@@ -321,7 +370,7 @@ class Item:
         """A whole nzip.rans array chunk by chunk, straight from the store: the same bytes and
         checks as zarr's pipeline, without its per-chunk async machinery (several times faster
         per small item, which is what data loaders read)."""
-        from .zarr_codec import decode_chunk
+        from .rans_chunk import decode_chunk
 
         out = np.empty(shape, dtype=dtype)
         size = int(np.prod(chunks))
@@ -359,7 +408,7 @@ class Item:
             return memoryview(data)
         key = f"{name}/c/0"
         where = f"{self.path}: array {name!r} chunk 0"
-        if isinstance(self._store, ZipStore):
+        if self._kind == "zip":
             zf = self._zip_file()
             info = zf.NameToInfo.get(key)
             view = self._mapped(info) if info is not None else None
@@ -369,12 +418,12 @@ class Item:
                 data = zf.read(key) if info is not None else None
             except (zipfile.BadZipFile, OSError, zlib.error) as exc:
                 raise CorruptDataError(f"{where} is corrupt ({exc})") from None
-        elif isinstance(self._store, LocalStore):
+        elif self._kind == "dir":
             f = Path(self.path) / name / "c" / "0"
             data = f.read_bytes() if f.is_file() else None
         if data is None:
             return self.read(name).tobytes()
-        if isinstance(self._store, ZipStore):
+        if self._kind == "zip":
             return memoryview(data)[:-4]  # zipfile checked the entry's CRC-32 over these very bytes
         return _strip_crc(data, where)
 
@@ -419,15 +468,16 @@ class Item:
 
     def stored_bytes(self) -> int:
         """Bytes of the container (the whole file for .nz)."""
-        if isinstance(self._store, ZipStore):
+        if self._kind == "zip":
             return os.path.getsize(self.path)
-        if isinstance(self._store, LocalStore):
+        if self._kind == "dir":
             return sum(p.stat().st_size for p in Path(self.path).rglob("*") if p.is_file())
         return sum(getattr(a, "nbytes_stored", lambda: 0)() for _, a in self.group.arrays())
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._store.close()
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
         if self._zip is not None:
             self._zip.close()
             self._zip = None
@@ -454,14 +504,16 @@ def _strip_crc(data: bytes, where: str) -> memoryview:
     return memoryview(data)[:-4]
 
 
-def _store_get(store, path: str, key: str) -> bytes | None:
-    """The stored bytes under ``key`` (None when absent): a plain file read for a directory, one
-    store call otherwise."""
-    if isinstance(store, LocalStore):
-        try:
-            return (Path(path) / key).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+def _file_bytes(folder: str, key: str) -> bytes | None:
+    """The bytes of ``key`` under a local folder, None when absent."""
+    try:
+        return (Path(folder) / key).read_bytes()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def _store_get(store, key: str) -> bytes | None:
+    """The stored bytes under ``key`` of a zarr store (None when absent)."""
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
@@ -472,9 +524,12 @@ def _store_get(store, path: str, key: str) -> bytes | None:
 def open_item(path: str | os.PathLike) -> Item:
     """Open an item for reading; missing, truncated or foreign files raise an NzipError."""
     path = os.fspath(path)
-    zf = None
+    zf = store = None
+    kind = "store"
     if _is_url(path):
+        _zarr()
         import fsspec
+        from zarr.storage import FsspecStore
 
         fs, p = fsspec.core.url_to_fs(path)
         if not fs.exists(p):
@@ -487,29 +542,31 @@ def open_item(path: str | os.PathLike) -> Item:
         if not os.path.exists(path):
             raise InvalidInputError(f"{path} does not exist")
         if os.path.isdir(path):
-            store = LocalStore(path, read_only=True)
+            kind = "dir"
         else:
             try:
                 zf = zipfile.ZipFile(path)  # the central directory must be intact
             except (zipfile.BadZipFile, OSError) as exc:
                 raise CorruptDataError(f"{path}: not a readable .nz file ({exc})") from None
-            store = ZipStore(path, mode="r")
-    if not isinstance(store, MemoryStore):
+            kind = "zip"
+    if not (_is_url(path) and path.endswith(".nz")):  # (a remote .nz is read into a memory store)
         # a .nz file, a directory or a remote folder: the group's zarr.json is the whole of what
         # opening needs (zarr's own open costs a few async round trips and, for a .nz, a second
         # parse of the zip directory per item, which data loaders and checkpoints feel)
         try:
             if zf is not None:
                 raw = zf.read(_JSON_SUFFIX) if _JSON_SUFFIX in zf.NameToInfo else None
+            elif kind == "dir":
+                raw = _file_bytes(path, _JSON_SUFFIX)
             else:
-                raw = _store_get(store, path, _JSON_SUFFIX)
+                raw = _store_get(store, _JSON_SUFFIX)
             doc = json.loads(raw) if raw is not None else None
         except Exception:  # noqa: BLE001 - zarr's open below reports what is wrong
             doc = None
         if isinstance(doc, dict) and doc.get("zarr_format") == 3 and doc.get("node_type") == "group" \
                 and isinstance(doc.get("attributes", {}), dict):
             try:
-                item = Item(None, path, store, doc.get("attributes", {}))
+                item = Item(None, path, store, doc.get("attributes", {}), kind)
             except BaseException:
                 if zf is not None:
                     zf.close()
@@ -518,17 +575,23 @@ def open_item(path: str | os.PathLike) -> Item:
             return item
     if zf is not None:
         zf.close()
+    zarr = _zarr()
+    if store is None:
+        from zarr.storage import LocalStore, ZipStore
+
+        store = ZipStore(path, mode="r") if kind == "zip" else LocalStore(path, read_only=True)
     try:
         group = zarr.open_group(store=store, mode="r", zarr_format=3)
     except Exception as exc:  # noqa: BLE001
         raise CorruptDataError(f"{path}: not an nzip container ({str(exc).splitlines()[0]})") from None
-    return Item(group, path, store)
+    return Item(group, path, store, kind=kind)
 
 
-def _memory_from_zip(data: bytes, what: str) -> MemoryStore:
+def _memory_from_zip(data: bytes, what: str):
     import io
 
     from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import MemoryStore
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
