@@ -774,8 +774,40 @@ static int64_t get_bits(const uint8_t *buf, int64_t len, int64_t *bitpos, int64_
     return v;
 }
 
-/* an order-k exp-Golomb code, -1 if malformed or past the end (lanes._get_eg) */
-static int64_t get_eg(const uint8_t *buf, int64_t len, int64_t *bitpos, int64_t k) {
+/* the 64 bits from bit bp on (MSB first; zeros past the end) */
+static inline uint64_t window64(const uint8_t *buf, int64_t len, int64_t bp) {
+    int64_t i = bp >> 3;
+    uint64_t w = 0;
+    if (i + 8 <= len) {
+        memcpy(&w, buf + i, 8);
+        w = __builtin_bswap64(w);
+    } else {
+        for (int64_t j = i; j < i + 8; j++) w = w << 8 | (j < len ? buf[j] : 0u);
+    }
+    return w << (bp & 7);
+}
+
+/* an order-k exp-Golomb code, -1 if malformed or past the end (lanes._get_eg): its zeros counted
+ * at once in a 64-bit window, the same results as the bit-by-bit reader below (kept for k > 16) */
+static int64_t get_eg_slow(const uint8_t *buf, int64_t len, int64_t *bitpos, int64_t k);
+
+static inline __attribute__((always_inline)) int64_t get_eg(const uint8_t *buf, int64_t len, int64_t *bitpos, int64_t k) {
+    if (k > 16) return get_eg_slow(buf, len, bitpos, k);
+    int64_t bp = *bitpos;
+    uint64_t w = window64(buf, len, bp);
+    int64_t zeros = w ? __builtin_clzll(w) : 64;
+    if (zeros > 40) return -1;  /* (more zeros than a code has, or the end of the buffer first) */
+    int64_t nb = zeros + k, used = zeros + 1 + nb;  /* (nb <= 56) */
+    if (bp + used > 8 * len) return -1;
+    /* the nb bits after the terminating 1, from the same window where it holds them (it holds >= 57
+     * bits); shifted in two steps so that nb = 0 gives 0 without a branch */
+    uint64_t rest = used <= 57 ? w << (zeros + 1) : window64(buf, len, bp + zeros + 1);
+    int64_t v = (int64_t)((rest >> 1) >> (63 - nb));
+    *bitpos = bp + used;
+    return ((((int64_t)1 << zeros) | (v >> k)) - 1) << k | (v & (((int64_t)1 << k) - 1));
+}
+
+static int64_t get_eg_slow(const uint8_t *buf, int64_t len, int64_t *bitpos, int64_t k) {
     int64_t zeros = 0;
     for (;;) {
         int64_t b = get_bits(buf, len, bitpos, 1);
@@ -795,6 +827,25 @@ static int64_t get_eg(const uint8_t *buf, int64_t len, int64_t *bitpos, int64_t 
 int64_t nz_read_table(const uint8_t *buf, int64_t len, int64_t k, int64_t nalpha, int64_t total, int64_t *freqs) {
     int64_t bitpos = 0, s = 0, acc = 0;
     while (acc < total) {
+        /* the common case in one window: a short zero run and a short frequency, both within the
+         * 57 bits a window surely holds (the codes' own reads form one dependency chain per symbol,
+         * so one load instead of two is what counts) */
+        uint64_t w = window64(buf, len, bitpos);
+        int64_t z1 = w ? __builtin_clzll(w) : 64, u1 = 2 * z1 + 1;
+        uint64_t w2 = w << (z1 < 28 ? u1 : 0);
+        int64_t z2 = w2 ? __builtin_clzll(w2) : 64, u2 = 2 * z2 + 1 + k;
+        if (z1 < 28 && k <= 16 && u1 + u2 <= 57 && bitpos + u1 + u2 <= 8 * len) {
+            int64_t run = (((int64_t)1 << z1) | (int64_t)(((w << (z1 + 1)) >> 1) >> (63 - z1))) - 1;
+            int64_t nb = z2 + k, v = (int64_t)(((w2 << (z2 + 1)) >> 1) >> (63 - nb));
+            int64_t f = ((((int64_t)1 << z2) | (v >> k)) - 1) << k | (v & (((int64_t)1 << k) - 1));
+            s += run;
+            if (s >= nalpha || acc + f + 1 > total) return -1;
+            bitpos += u1 + u2;
+            freqs[s] = f + 1;
+            acc += f + 1;
+            s++;
+            continue;
+        }
         int64_t run = get_eg(buf, len, &bitpos, 0);
         if (run < 0) return -1;
         s += run;
@@ -1062,8 +1113,62 @@ void nz_lo_join(const uint8_t *tz, uint64_t rows, uint64_t per, const uint8_t *f
     }
 }
 
+/* small_static(data, max_symbols, version, kind_static, kind_max, ndtypes, max_lanes, max_prec,
+ * max_block, max_alphabet) -> (status, dtype code, offset, alphabet size, symbols: bytearray or
+ * None): nz_small_static as a Python function, taking the blob as any contiguous buffer (bytes, a
+ * memoryview of the mapped file). A ctypes call and its numpy pointers cost ~20 us, several times
+ * the decode of most of the small blobs it serves (a checkpoint has hundreds). */
+static PyObject *py_small_static(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "small_static takes 10 arguments");
+        return NULL;
+    }
+    int64_t lim[9];
+    for (int i = 0; i < 9; i++) {
+        lim[i] = PyLong_AsLongLong(args[i + 1]);
+        if (lim[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    int64_t meta[4] = {0, 0, 0, 0};
+    int64_t cap = 8 * (int64_t)view.len < lim[0] ? 8 * (int64_t)view.len : lim[0];
+    PyObject *out = PyByteArray_FromStringAndSize(NULL, cap > 0 ? cap : 0);
+    if (!out) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    int64_t st = nz_small_static(view.buf, view.len, lim[0], lim[1], lim[2], lim[3], lim[4], lim[5], lim[6], lim[7],
+                                 lim[8], meta, (uint8_t *)PyByteArray_AS_STRING(out), cap);
+    if (st == 2) {  /* more symbols than the first guess */
+        cap = meta[3];
+        if (PyByteArray_Resize(out, cap) < 0) {
+            Py_DECREF(out);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        st = nz_small_static(view.buf, view.len, lim[0], lim[1], lim[2], lim[3], lim[4], lim[5], lim[6], lim[7],
+                             lim[8], meta, (uint8_t *)PyByteArray_AS_STRING(out), cap);
+    }
+    PyBuffer_Release(&view);
+    if (st != 0) {
+        Py_DECREF(out);
+        out = Py_None;
+        Py_INCREF(out);
+    } else if (meta[3] != cap && PyByteArray_Resize(out, meta[3]) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return Py_BuildValue("(LLLLN)", (long long)st, (long long)meta[0], (long long)meta[1], (long long)meta[2], out);
+}
+
+static PyMethodDef methods[] = {
+    {"small_static", (PyCFunction)(void (*)(void))py_small_static, METH_FASTCALL,
+     "Parse and decode a small static blob whole (see nz_small_static)."},
+    {NULL, NULL, 0, NULL}};
+
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_lanes_c",
-                                    "C lane decoder; called through ctypes by nzip.entropy.lanes_c", -1,
-                                    NULL};
+                                    "C lane decoder; called through ctypes by nzip.entropy.lanes_c (and small_static "
+                                    "directly)", -1, methods};
 
 PyMODINIT_FUNC PyInit__lanes_c(void) { return PyModule_Create(&module); }

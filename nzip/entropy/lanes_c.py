@@ -16,6 +16,8 @@ from .._native import load, on_pool
 
 _lib = load("nzip.entropy._lanes_c")
 available = _lib is not None
+if available:  # (load imported the module: its one Python-level function)
+    from ._lanes_c import small_static as _small_static
 _P = ctypes.c_void_p
 _U64 = ctypes.c_uint64
 if available:
@@ -42,7 +44,6 @@ if available:
             ("nz_parse_ctx_packed", None, [_P, _I64, _I64, _I64, _I64, _I64, _I64, _P, _P, _P, _P]),
             ("nz_fill_slots", _I64, [_P, _I64, _P, _I32, _P]),
             ("nz_pack_tables", None, [_P, _P, _P, _U64]),
-            ("nz_small_static", _I64, [_P, _I64] + [_I64] * 9 + [_P, _P, _I64]),
             ("nz_zero_fields", _I64, [_P, _I32, _U64, ctypes.c_uint32, ctypes.c_uint32, _P]),
             ("nz_join16", None, [_P, _P, _P, ctypes.c_uint32, _P, _U64]),
             ("nz_join32", None, [_P, _P, _P, _P, _P, _U64]),
@@ -260,17 +261,9 @@ def pack_tables(slot_sym, slot_pack, out) -> None:
 
 def decode_small_static(buf, max_symbols, *limits):
     """:func:`nzip.entropy.lanes.decode_small_static`: (0 or SMALL_DECLINED, dtype code, offset,
-    alphabet size, symbols)."""
-    meta = np.zeros(4, np.int64)
-    out = np.empty(min(max_symbols, 8 * len(buf)), np.uint8)
-    st = _lib.nz_small_static(buf.ctypes.data, len(buf), max_symbols, *limits, meta.ctypes.data, out.ctypes.data,
-                              len(out))
-    if st == 2:  # (more symbols than the first guess)
-        out = np.empty(int(meta[3]), np.uint8)
-        st = _lib.nz_small_static(buf.ctypes.data, len(buf), max_symbols, *limits, meta.ctypes.data,
-                                  out.ctypes.data, len(out))
-    code, offset, nalpha, n = meta.tolist()
-    return int(st), code, offset, nalpha, out[:n] if st == 0 else out[:0]
+    alphabet size, symbols); ``buf`` any contiguous buffer of the blob's bytes."""
+    st, code, offset, nalpha, out = _small_static(buf, max_symbols, *limits)
+    return st, code, offset, nalpha, np.frombuffer(out, np.uint8) if out is not None else np.zeros(0, np.uint8)
 
 
 def zero_fields(v, shift, mask):
