@@ -1242,12 +1242,13 @@ def pipelined(jobs, start, done) -> None:
         try:
             for f in futs:
                 f.result()
+            data = t.finish()
         except BaseException:
             for _, _, rest in queued[i:]:
                 for f in rest:
                     f.exception()
             raise
-        done(job, t.finish())
+        done(job, data)
 
 
 def base_entry(t: TensorRecord) -> dict[str, Any]:
