@@ -158,11 +158,7 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
     with open_item(path) as it:
         arrays = []
         for name in it.array_names():
-            a = it.array(name)
-            nchunks = math.prod(-(-s // c) for s, c in zip(a.shape, a.chunks)) if a.shape else 1
-            arrays.append({"name": name, "shape": list(a.shape), "dtype": str(a.dtype),
-                           "chunks": list(a.chunks), "n_chunks": nchunks,
-                           "stored_bytes": int(a.nbytes_stored()), "raw_bytes": int(a.nbytes)})
+            arrays.append({"name": name, **it.array_summary(name)})
         for name in it.inline_names():
             n = len(it.read_blob(name))
             arrays.append({"name": name, "shape": [n], "dtype": "uint8", "chunks": [n], "n_chunks": 1,

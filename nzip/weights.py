@@ -49,8 +49,8 @@ def tensors(path: str | os.PathLike) -> list[dict[str, Any]]:
     with open_item(os.fspath(path)) as it:
         rows = []
         for m in it.source.get("tensors", []):
-            raw = 0 if m.get("alias_of") else int(it.array(m["array"]).attrs.get("raw_bytes", 0))
-            stored = int(it.array(m["array"]).nbytes_stored()) if m.get("array") else 0
+            raw = 0 if m.get("alias_of") else int(it.array_attrs(m["array"]).get("raw_bytes", 0))
+            stored = int(it.array_summary(m["array"])["stored_bytes"]) if m.get("array") else 0
             rows.append({"name": m["name"], "dtype": m["dtype"], "shape": m["shape"], "raw_bytes": raw,
                          "stored_bytes": stored, "alias_of": m.get("alias_of")})
         return rows

@@ -57,6 +57,7 @@ def main() -> None:
         nz, back = work / f"{name}.nz", work / f"{name}.back.safetensors"
         subprocess.run([nzip_cli, "encode", str(src), str(nz), "--force"], check=True, capture_output=True)
         cmds = {"nzip decode model.nz model.safetensors": ([nzip_cli, "decode", str(nz), str(back)], back),
+                "nzip info model.nz": ([nzip_cli, "info", str(nz)], None),
                 "python -c 'import nzip'": ([sys.executable, "-c", "import nzip"], None)}
         if args.against:
             old = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
@@ -64,6 +65,7 @@ def main() -> None:
             onz, oback = work / f"{name}.against.nz", work / f"{name}.against.safetensors"
             subprocess.run(old + ["encode", str(src), str(onz), "--force"], check=True, capture_output=True)
             cmds["nzip decode, by the --against revision"] = (old + ["decode", str(onz), str(oback)], oback)
+            cmds["nzip info, by the --against revision"] = (old + ["info", str(onz)], None)
         if zstd:
             zst, zback = work / f"{name}.zst", work / f"{name}.zback"
             subprocess.run([zstd, "-3", "-q", "-f", str(src), "-o", str(zst)], check=True)

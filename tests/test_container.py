@@ -265,3 +265,34 @@ def test_med_predictor_round_trips_and_keeps_chunks_independent(tmp_path, dtype)
 def test_med_predictor_refuses_what_it_cannot_predict(tmp_path):
     with pytest.raises(InvalidInputError, match="predict=med"):
         nzip.encode(np.arange(10), tmp_path / "a.nz", codec="array/rans", predict="med")
+
+
+@pytest.mark.parametrize("name", ["a.nz", "a_dir"])
+def test_info_of_a_local_item_reads_its_metadata_without_zarr(tmp_path, name, monkeypatch):
+    """nzip.info and nzip.weights.tensors of a local item list arrays, shapes, chunks and stored
+    bytes from the zarr.json files and the listing alone: the same figures as through zarr, and in
+    a fresh process zarr is never imported."""
+    import subprocess
+    import sys
+
+    from safetensors.numpy import save_file
+
+    from nzip.formats import container as C
+
+    dst = tmp_path / name
+    nzip.encode(_arr(), dst, codec="array/rans", chunk=3000)
+    src = tmp_path / "m.safetensors"
+    save_file({"w": np.random.default_rng(1).normal(0, 0.02, (300, 70)).astype(np.float32),
+               "b": np.zeros(70, np.float32)}, str(src))
+    wdst = tmp_path / ("w.nz" if name.endswith(".nz") else "w_dir")
+    nzip.encode(src, wdst)
+    fast = nzip.info(dst), nzip.info(wdst), nzip.weights.tensors(wdst)
+    assert fast[0]["arrays"][0]["n_chunks"] == 4 and fast[0]["arrays"][0]["stored_bytes"] > 0
+    with monkeypatch.context() as m:  # the same through zarr
+        m.setattr(C.Item, "_array_doc", lambda self, n: None)
+        m.setattr(C.Item, "_local_children", lambda self: None)
+        assert (nzip.info(dst), nzip.info(wdst), nzip.weights.tensors(wdst)) == fast
+    code = ("import sys, nzip; nzip.info(sys.argv[1]); nzip.weights.tensors(sys.argv[2]); "
+            "print('zarr' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(dst), str(wdst)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -217,6 +218,7 @@ class Item:
         self.path = path
         self._store = store
         self._kind = kind
+        self._docs: dict[str, dict | None] = {}  # arrays' parsed zarr.json (local items)
         meta = (dict(group.attrs) if attrs is None else attrs).get("nzip")
         if not isinstance(meta, dict) or "codec" not in meta:
             raise CorruptDataError(f"{path}: not an nzip container (no nzip attributes)")
@@ -278,7 +280,72 @@ class Item:
 
     def array_names(self) -> list[str]:
         """Names of the zarr arrays (inline streams not included: see :meth:`inline_names`)."""
+        names = self._local_children()
+        if names is not None:
+            return names
         return sorted(name for name, _ in self.group.arrays())
+
+    def _local_children(self) -> list[str] | None:
+        """The arrays of a local item from its listing and their zarr.json files alone (zarr's own
+        walk costs its import and a metadata read per array through its async machinery); None
+        where anything is unusual (a child group, metadata that does not parse): zarr then says."""
+        if self._kind == "zip":
+            keys = self._zip_file().NameToInfo
+            kids = [k[:-len(_JSON_SUFFIX) - 1] for k in keys if k.endswith("/" + _JSON_SUFFIX) and k.count("/") == 1]
+        elif self._kind == "dir":
+            kids = [p.name for p in Path(self.path).iterdir() if (p / _JSON_SUFFIX).is_file()]
+        else:
+            return None
+        for name in kids:
+            doc = self._array_doc(name)
+            if doc is None or doc.get("zarr_format") != 3 or doc.get("node_type") != "array":
+                return None
+        return sorted(kids)
+
+    def _array_doc(self, name: str) -> dict | None:
+        """An array's zarr.json of a local item, parsed (once); None if absent or not JSON."""
+        if self._kind not in ("zip", "dir"):
+            return None
+        if name not in self._docs:
+            try:
+                doc = json.loads(self._get(f"{name}/{_JSON_SUFFIX}") or b"")
+            except (ValueError, TypeError, CorruptDataError):
+                doc = None
+            self._docs[name] = doc if isinstance(doc, dict) else None
+        return self._docs[name]
+
+    def array_attrs(self, name: str) -> dict[str, Any]:
+        """An array's attributes (from its zarr.json alone for a local item)."""
+        doc = self._array_doc(name)
+        if doc is not None and doc.get("node_type") == "array" and isinstance(doc.get("attributes", {}), dict):
+            return dict(doc.get("attributes", {}))
+        return dict(self.array(name).attrs)
+
+    def array_summary(self, name: str) -> dict[str, Any]:
+        """Shape, dtype, chunks, number of chunks, stored and raw bytes of an array (what ``nzip
+        info`` lists): from its zarr.json and the sizes of its stored keys for a local item,
+        through zarr otherwise or where its metadata is anything but a plain regular grid."""
+        doc = self._array_doc(name)
+        if doc is not None and doc.get("node_type") == "array":
+            try:
+                shape = tuple(int(v) for v in doc["shape"])
+                chunks = tuple(int(v) for v in doc["chunk_grid"]["configuration"]["chunk_shape"])
+                dtype = np.dtype(doc["data_type"]) if doc["data_type"] in _DIRECT_DTYPES else None
+                regular = doc["chunk_grid"]["name"] == "regular" and len(chunks) == len(shape) and min(chunks, default=1) > 0
+            except (ValueError, KeyError, TypeError, AttributeError):
+                dtype, regular = None, False
+            if dtype is not None and regular:
+                if self._kind == "zip":  # (zarr's ZipStore sizes are the entries' uncompressed sizes)
+                    stored = sum(i.file_size for k, i in self._zip_file().NameToInfo.items() if k.startswith(name + "/"))
+                else:
+                    stored = sum(p.stat().st_size for p in (Path(self.path) / name).rglob("*") if p.is_file())
+                return {"shape": list(shape), "dtype": str(dtype), "chunks": list(chunks),
+                        "n_chunks": math.prod(-(-s // c) for s, c in zip(shape, chunks)) if shape else 1,
+                        "stored_bytes": stored, "raw_bytes": math.prod(shape) * dtype.itemsize}
+        a = self.array(name)
+        return {"shape": list(a.shape), "dtype": str(a.dtype), "chunks": list(a.chunks),
+                "n_chunks": math.prod(-(-s // c) for s, c in zip(a.shape, a.chunks)) if a.shape else 1,
+                "stored_bytes": int(a.nbytes_stored()), "raw_bytes": int(a.nbytes)}
 
     def inline_names(self) -> list[str]:
         return sorted(self.meta.get(_INLINE_KEY, {}))
