@@ -413,10 +413,18 @@ def _pack6(sm: np.ndarray) -> np.ndarray:
                            r[2 * q:3 * q] | ((last >> 4) << 6)]).astype(np.uint8)
 
 
-def _put_joint(out: bytearray, e: np.ndarray, sm: np.ndarray, shape, plain_e: bytes) -> bool:
+def _order0_floor(e: np.ndarray) -> int:
+    """Bytes below which no order-0 blob of ``e`` can go (its empirical entropy, less a margin)."""
+    counts = np.bincount(e, minlength=256).astype(np.float64)
+    p = counts[counts > 0] / e.size
+    return max(0, int(float(-np.sum(p * np.log2(p))) * e.size / 8 * 0.999) - 64)
+
+
+def _put_joint(out: bytearray, e: np.ndarray, sm: np.ndarray, shape, plain_e) -> bool:
     """Write the joint layout of a matrix's exponent and sign+mantissa fields and return True,
     or write nothing and return False where it does not apply or costs more than the two fields
-    stored apart (``plain_e``: the exponent's order-0 blob)."""
+    stored apart (``plain_e()``: the exponent's order-0 blob, made only where the joint layout
+    does not win against its entropy alone: it costs ~20 % of a matrix's encode)."""
     rows, cols = _rows_cols(shape, e.size)
     if e.size < SCALE_MIN_NUMEL or rows < 8 or cols < 8:
         return False
@@ -431,7 +439,8 @@ def _put_joint(out: bytearray, e: np.ndarray, sm: np.ndarray, shape, plain_e: by
              E.encode_context(sym, _scale_contexts(a, b), SCALE_CONTEXTS, max_precision=CTX_PRECISION),
              E.encode(esc) if esc.size else b""]
     packed = _pack6(sm)
-    if sum(len(x) + 5 for x in blobs) + packed.size + 2 >= len(plain_e) + sm.size:
+    joint = sum(len(x) + 5 for x in blobs) + packed.size + 2
+    if joint >= _order0_floor(e) + sm.size and joint >= len(plain_e()) + sm.size:
         return False
     out.append(JOINT)
     out.append(base)
@@ -878,10 +887,16 @@ def _join32(e, sm, b1, b0, out):
 def _put_fields(out: bytearray, e: np.ndarray, sm: np.ndarray, shape, mode: str) -> None:
     """A float's exponent and sign+mantissa byte: joint where it applies and pays (mode=best),
     else the two fields one after the other."""
-    plain = E.encode(e)
-    if mode == "best" and _put_joint(out, e, sm, shape, plain):
+    plain: list[bytes] = []
+
+    def plain_e() -> bytes:  # (once, where needed)
+        if not plain:
+            plain.append(E.encode(e))
+        return plain[0]
+
+    if mode == "best" and _put_joint(out, e, sm, shape, plain_e):
         return
-    _put_e(out, e, shape, mode, plain)
+    _put_e(out, e, shape, mode, plain_e())
     _put_sm(out, sm, e, mode)
 
 
