@@ -39,6 +39,7 @@ from .. import entropy as E
 from .._jit import nb
 from .._native import on_pool
 from ..entropy import coder as EC
+from ..entropy import lanes as K
 from ..entropy import lanes_c as LC
 from ..entropy._varint import Reader, put_uvarint
 from ..errors import CorruptDataError, InvalidInputError
@@ -415,7 +416,7 @@ def _pack6(sm: np.ndarray) -> np.ndarray:
 
 def _order0_floor(e: np.ndarray) -> int:
     """Bytes below which no order-0 blob of ``e`` can go (its empirical entropy, less a margin)."""
-    counts = np.bincount(e, minlength=256).astype(np.float64)
+    counts = K.histogram(e, 256)
     p = counts[counts > 0] / e.size
     return max(0, int(float(-np.sum(p * np.log2(p))) * e.size / 8 * 0.999) - 64)
 
@@ -718,7 +719,7 @@ def _put_byte_pair(out: bytearray, lo: np.ndarray, mode: str) -> None:
 def _may_pay(b: np.ndarray) -> bool:
     """Whether coding byte field ``b`` could save more than 0.1 % of it: its order-0 entropy plus
     two bits per used symbol of table is below 99.9 % of its size."""
-    counts = np.bincount(b, minlength=256)
+    counts = K.histogram(b, 256)
     p = counts[counts > 0] / b.size
     return b.size * float(-np.sum(p * np.log2(p))) / 8 + p.size / 4 < 0.999 * b.size
 

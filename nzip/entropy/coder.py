@@ -90,7 +90,7 @@ def choose_table(sym: np.ndarray, counts: np.ndarray, lanes: int) -> tuple[int, 
     n = sym.size
     step = max(1, n // SAMPLE)
     sample = np.ascontiguousarray(sym[::step])
-    scounts = np.bincount(sample, minlength=len(counts))
+    scounts = K.histogram(sample, len(counts))
     scale = n / sample.size
     best, worse = None, 0
     for prec in range(max(pmin, MIN_SEARCH_PRECISION), MAX_PRECISION + 1):
@@ -183,7 +183,7 @@ def encode(symbols, freqs=None, *, lanes: int | None = None, block: int | None =
                 f"values span {hi - lo + 1} integers; at most {MAX_ALPHABET} fit one table "
                 "(split wide integers into byte planes, as array/rans does)")
         sym = _shift(a, lo, hi - lo + 1)
-        counts = np.bincount(sym, minlength=hi - lo + 1)
+        counts = K.histogram(sym, hi - lo + 1)
         if np.count_nonzero(counts) > 1 << MAX_PRECISION:
             raise InvalidInputError(
                 f"{np.count_nonzero(counts)} distinct values; at most {1 << MAX_PRECISION} fit one table")
@@ -716,14 +716,12 @@ def encode_context(symbols, contexts, num_contexts: int, *, lanes: int | None = 
     nalpha = max(2, int(a.max()) + 1)
     sym = a.astype(np.uint16 if nalpha > 256 else np.uint8, copy=False)
     cxs = cx.astype(np.uint16, copy=False)
-    counts = np.bincount(cxs.astype(np.int64) * nalpha + sym, minlength=num_contexts * nalpha)
-    counts = counts.reshape(num_contexts, nalpha)
+    counts = K.histogram2(cxs, sym, num_contexts, nalpha)
     lanes, block, _ = _layout(n, lanes, block)
     pmin = max(1, math.ceil(math.log2(max(2, int(np.count_nonzero(counts, axis=1).max())))))
     step = max(1, n // (SAMPLE // 4))  # a smaller sample: contexts are for large fields, searched often
     ssym, sctx = np.ascontiguousarray(sym[::step]), np.ascontiguousarray(cxs[::step])
-    scounts = np.bincount(sctx.astype(np.int64) * nalpha + ssym,
-                          minlength=num_contexts * nalpha).reshape(num_contexts, nalpha)
+    scounts = K.histogram2(sctx, ssym, num_contexts, nalpha)
     best, worse = None, 0
     top = max(pmin, min(int(max_precision), MAX_PRECISION))
     for prec in range(min(max(pmin, MIN_SEARCH_PRECISION), top), top + 1):

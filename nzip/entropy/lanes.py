@@ -257,6 +257,25 @@ def fill_slots(freqs, sym, pack):
 
 
 @nb.njit(**_JIT)
+def histogram(sym, nalpha):
+    """np.bincount(sym, minlength=nalpha) for unsigned symbols below nalpha, in one pass (numpy's
+    converts a byte array to int64 first: ~10x the time)."""
+    out = np.zeros(nalpha, np.int64)
+    for i in range(sym.shape[0]):
+        out[sym[i]] += 1
+    return out
+
+
+@nb.njit(**_JIT)
+def histogram2(ctx, sym, nctx, nalpha):
+    """The (context, symbol) counts: np.bincount(ctx * nalpha + sym).reshape(nctx, nalpha)."""
+    out = np.zeros((nctx, nalpha), np.int64)
+    for i in range(sym.shape[0]):
+        out[ctx[i], sym[i]] += 1
+    return out
+
+
+@nb.njit(**_JIT)
 def compact_words(words, first, block, n, out):
     """Concatenate each block's words (words[first[b] : end of block b]) into out; returns length."""
     pos = 0
