@@ -38,31 +38,45 @@ _JIT = dict(cache=True, nogil=True, boundscheck=False)
 
 @nb.njit(**_JIT)
 def _encode_block(sym, start, stop, lanes, freq, cum, prec, states_out, words, wend):
-    """Encode sym[start:stop] into words[..wend) (written backwards). Returns the first word index."""
-    st = np.empty(lanes, np.int64)
+    """Encode sym[start:stop] into words[..wend) (written backwards). Returns the first word index.
+
+    States are uint32 (always below 2**32) and the word is written without a branch (see
+    _put_word): a 32-bit division and no mispredicted branch instead of int64 and a branch,
+    the same output."""
+    st = np.empty(lanes, np.uint32)
     for lane in range(lanes):
         st[lane] = RANS_L
     pos = wend
     nalpha = freq.shape[0]
     mask = lanes - 1
-    shift = 32 - prec
+    shift = np.uint64(32 - prec)
+    p = np.uint32(prec)
     for j in range(stop - start - 1, -1, -1):
         s = np.int64(sym[start + j])
         if s < 0 or s >= nalpha:
             return ERR_ZERO_FREQ
-        f = freq[s]
+        f = np.uint32(freq[s])
         if f == 0:
             return ERR_ZERO_FREQ
         lane = j & mask
-        x = st[lane]
-        if x >= (f << shift):
-            pos -= 1
-            words[pos] = x & 0xFFFF
-            x >>= WORD_BITS
-        st[lane] = ((x // f) << prec) + (x % f) + cum[s]
+        x, pos = _put_word(st[lane], f, shift, words, pos)
+        q = x // f
+        st[lane] = (q << p) + (x - q * f) + np.uint32(cum[s])
     for lane in range(lanes):
         states_out[lane] = st[lane]
     return pos
+
+
+@nb.njit(inline="always", **_JIT)
+def _put_word(x, f, shift, words, pos):
+    """The encoder's renormalisation of state x (uint32) before coding a symbol of frequency f:
+    where x >= f << (32 - P), its low word goes out and x drops 16 bits; returns (x, pos). The word
+    is stored at pos - 1 either way and pos moves only where it went out: a word stored in vain
+    lies below the block's words and is overwritten by the next one or never read (pos - 1 stays
+    inside the block: a block of m symbols left to code has at least m slots below pos)."""
+    need = np.uint32(np.uint64(x) >= (np.uint64(f) << shift))
+    words[pos - 1] = x & np.uint32(0xFFFF)
+    return x >> (need << np.uint32(4)), pos - np.int64(need)
 
 
 @nb.njit(**_JIT)
@@ -544,28 +558,26 @@ def unpack_tables(table, used, prec, slot_sym, slot_pack):
 @nb.njit(**_JIT)
 def _encode_block_ctx(sym, ctx, start, stop, lanes, freq, cum, prec, states_out, words, wend):
     """freq/cum are (contexts, alphabet[+1]) tables; otherwise as _encode_block."""
-    st = np.empty(lanes, np.int64)
+    st = np.empty(lanes, np.uint32)
     for lane in range(lanes):
         st[lane] = RANS_L
     pos = wend
     nctx, nalpha = freq.shape
     mask = lanes - 1
-    shift = 32 - prec
+    shift = np.uint64(32 - prec)
+    p = np.uint32(prec)
     for j in range(stop - start - 1, -1, -1):
         s = np.int64(sym[start + j])
         c = np.int64(ctx[start + j])
         if s < 0 or s >= nalpha or c < 0 or c >= nctx:
             return ERR_ZERO_FREQ
-        f = freq[c, s]
+        f = np.uint32(freq[c, s])
         if f == 0:
             return ERR_ZERO_FREQ
         lane = j & mask
-        x = st[lane]
-        if x >= (f << shift):
-            pos -= 1
-            words[pos] = x & 0xFFFF
-            x >>= WORD_BITS
-        st[lane] = ((x // f) << prec) + (x % f) + cum[c, s]
+        x, pos = _put_word(st[lane], f, shift, words, pos)
+        q = x // f
+        st[lane] = (q << p) + (x - q * f) + np.uint32(cum[c, s])
     for lane in range(lanes):
         states_out[lane] = st[lane]
     return pos
