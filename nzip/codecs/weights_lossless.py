@@ -402,6 +402,31 @@ JOINT_SPAN = 63  # the top exponents with symbols of their own ((d + 1) << 2 | m
                  # (zeros, tiny values) are symbol 0 and their exponent and bits go to an escape list
 
 
+@nb.njit(**_KJIT)
+def _joint_symbols(e, sm, base, sym):
+    """The joint layout's symbols in one pass: (e - base + 1) << 2 | top 2 mantissa bits for
+    exponents e >= base, 0 (an escape) below; returns how many escaped."""
+    lost = 0
+    top = (1 << JOINT_BITS) - 1
+    for i in range(e.shape[0]):
+        d = np.int32(e[i]) - np.int32(base)
+        keep = d >= 0
+        sym[i] = np.uint8((((d + 1) << JOINT_BITS) | ((np.int32(sm[i]) >> (7 - JOINT_BITS)) & top)) if keep else 0)
+        lost += not keep
+    return lost
+
+
+@nb.njit(**_KJIT)
+def _joint_escapes(e, sm, base, esc):
+    """The escaped values' e << 2 | top 2 mantissa bits, in order."""
+    k = 0
+    top = (1 << JOINT_BITS) - 1
+    for i in range(e.shape[0]):
+        if np.int32(e[i]) < np.int32(base):
+            esc[k] = np.uint16((np.int32(e[i]) << JOINT_BITS) | ((np.int32(sm[i]) >> (7 - JOINT_BITS)) & top))
+            k += 1
+
+
 def _pack6(sm: np.ndarray) -> np.ndarray:
     """The sign and the low 5 mantissa bits of each sign+mantissa byte (6 bits) in three byte
     planes of q = ceil(n / 4): the first three quarters of the values in the planes' low 6 bits,
@@ -431,11 +456,10 @@ def _put_joint(out: bytearray, e: np.ndarray, sm: np.ndarray, shape, plain_e) ->
         return False
     a, b = _scale_offsets(e, rows, cols)
     base = max(int(e.max()) - (JOINT_SPAN - 1), 0)
-    d = e.astype(np.int32) - base
-    top = (sm >> (7 - JOINT_BITS)) & ((1 << JOINT_BITS) - 1)
-    sym = np.where(d >= 0, ((d + 1) << JOINT_BITS) | top, 0).astype(np.uint8)
-    lost = d < 0
-    esc = ((e[lost].astype(np.uint16) << JOINT_BITS) | top[lost]).astype(np.uint16)
+    sym = np.empty(e.size, np.uint8)
+    esc = np.empty(_joint_symbols(e, sm, base, sym), np.uint16)
+    if esc.size:
+        _joint_escapes(e, sm, base, esc)
     blobs = [E.encode(a), E.encode(b),
              E.encode_context(sym, _scale_contexts(a, b), SCALE_CONTEXTS, max_precision=CTX_PRECISION),
              E.encode(esc) if esc.size else b""]
