@@ -431,12 +431,30 @@ def _pack6(sm: np.ndarray) -> np.ndarray:
     """The sign and the low 5 mantissa bits of each sign+mantissa byte (6 bits) in three byte
     planes of q = ceil(n / 4): the first three quarters of the values in the planes' low 6 bits,
     the last quarter's 6 bits spread over their top 2 bits (every decode loop contiguous)."""
-    r = (((sm >> 7) << 5) | (sm & 31)).astype(np.uint8)
-    q = (r.size + 3) // 4
-    r = np.concatenate([r, np.zeros(4 * q - r.size, np.uint8)])
-    last = r[3 * q:]
-    return np.concatenate([r[:q] | ((last & 3) << 6), r[q:2 * q] | (((last >> 2) & 3) << 6),
-                           r[2 * q:3 * q] | ((last >> 4) << 6)]).astype(np.uint8)
+    q = (sm.size + 3) // 4
+    out = np.empty(3 * q, np.uint8)
+    _pack6_into(sm, q, out)
+    return out
+
+
+@nb.njit(**_KJIT)
+def _pack6_into(sm, q, out):
+    """_pack6 in one pass: value i's 6 bits r_i (0 past the end); plane t < 3 byte k is
+    r_{tq+k} | (bits 2t..2t+1 of r_{3q+k}) << 6."""
+    n = sm.shape[0]
+    for k in range(q):
+        i = 3 * q + k
+        last = np.uint32(0)
+        if i < n:
+            v = np.uint32(sm[i])
+            last = ((v >> np.uint32(7)) << np.uint32(5)) | (v & np.uint32(31))
+        for t in range(3):
+            j = t * q + k
+            r = np.uint32(0)
+            if j < n:
+                v = np.uint32(sm[j])
+                r = ((v >> np.uint32(7)) << np.uint32(5)) | (v & np.uint32(31))
+            out[j] = np.uint8(r | (((last >> np.uint32(2 * t)) & np.uint32(3)) << np.uint32(6)))
 
 
 def _order0_floor(e: np.ndarray) -> int:
@@ -935,26 +953,39 @@ def _put_fields(out: bytearray, e: np.ndarray, sm: np.ndarray, shape, mode: str)
     _put_sm(out, sm, e, mode)
 
 
+def _split_fields(u: np.ndarray, eshift: int, emask: int, sshift: int, mshift: int):
+    """A float's exponent (u >> eshift) & emask and its sign+mantissa byte: the sign (u >> sshift)
+    & 0x80 and the top 7 mantissa bits (u >> mshift) & 0x7F, as two uint8 arrays (one pass)."""
+    e, sm = np.empty(u.size, np.uint8), np.empty(u.size, np.uint8)
+    _split_fields_into(np.ascontiguousarray(u), eshift, emask, sshift, mshift, e, sm)
+    return e, sm
+
+
+@nb.njit(**_KJIT)
+def _split_fields_into(u, eshift, emask, sshift, mshift, e, sm):
+    for i in range(u.shape[0]):
+        v = np.uint32(u[i])
+        e[i] = np.uint8((v >> np.uint32(eshift)) & np.uint32(emask))
+        sm[i] = np.uint8(((v >> np.uint32(sshift)) & np.uint32(0x80)) | ((v >> np.uint32(mshift)) & np.uint32(0x7F)))
+
+
 def encode_tensor(dtype: str, raw: np.ndarray, mode: str = "best", shape=None) -> bytes:
     """The coded bytes of one tensor's raw little-endian data (``shape`` gives matrices their
     row/column models; without it the tensor is one row)."""
     out = bytearray([STREAM_VERSION])
     if dtype == "BF16":
         u = raw.view("<u2")
-        e = ((u >> 7) & 0xFF).astype(np.uint8)
-        sm = (((u >> 8) & 0x80) | (u & 0x7F)).astype(np.uint8)
+        e, sm = _split_fields(u, 7, 0xFF, 8, 0)
         _put_fields(out, e, sm, shape, mode)
     elif dtype == "F16":
         u = raw.view("<u2")
-        e = ((u >> 10) & 0x1F).astype(np.uint8)
-        sm = (((u >> 8) & 0x80) | ((u >> 3) & 0x7F)).astype(np.uint8)
+        e, sm = _split_fields(u, 10, 0x1F, 8, 3)
         lo = (u & 0x7).astype(np.uint8)
         _put_fields(out, e, sm, shape, mode)
         _put_stream(out, E.encode(lo), lo)
     elif dtype == "F32":
         u = raw.view("<u4")
-        e = ((u >> 23) & 0xFF).astype(np.uint8)
-        sm = (((u >> 24) & 0x80) | ((u >> 16) & 0x7F)).astype(np.uint8)
+        e, sm = _split_fields(u, 23, 0xFF, 24, 16)
         _put_fields(out, e, sm, shape, mode)
         _put_lo32(out, u, shape, mode)
     elif dtype == "F64":
