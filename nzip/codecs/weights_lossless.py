@@ -335,13 +335,33 @@ def _rows_cols(shape, n: int) -> tuple[int, int]:
 def _scale_offsets(e: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
     """Integer row and column offsets of the exponent (an additive model of log2|w|, fitted by a
     few alternating means; zeros and subnormals clipped so they do not drag the fit)."""
-    x = e.reshape(rows, cols).astype(np.float32)
-    x = np.maximum(x, np.float32(np.median(e[:: max(1, e.size // 65536)]) - 8))
-    x -= x.mean(dtype=np.float64)
-    a = x.mean(1, dtype=np.float64)  # two alternating means: the fit barely moves after that
-    b = x.mean(0, dtype=np.float64) - a.mean()
-    a = x.mean(1, dtype=np.float64) - b.mean()
+    # two alternating means (the fit barely moves after that), which need only the clipped values'
+    # row and column sums: one pass (numpy's float copies and five passes were a third of a large
+    # matrix's encode; the sums' rounding differs from theirs, so a rare offset on a .5 boundary
+    # may round the other way: the decoder reads the offsets from the stream either way)
+    floor = float(np.float32(np.median(e[:: max(1, e.size // 65536)]) - 8))
+    rsum, csum = np.zeros(rows), np.zeros(cols)
+    _clipped_sums(np.ascontiguousarray(e), rows, cols, floor, rsum, csum)
+    rm, cm = rsum / cols, csum / rows
+    m = rm.mean()
+    a = rm - m
+    b = (cm - m) - a.mean()
+    a = (rm - m) - b.mean()
     return (np.rint(a * SCALE_STEPS).astype(np.int16), np.rint(b * SCALE_STEPS).astype(np.int16))
+
+
+@nb.njit(**_KJIT)
+def _clipped_sums(e, rows, cols, floor, rsum, csum):
+    """Row and column sums of max(e, floor) over e as a rows x cols matrix (float64)."""
+    for r in range(rows):
+        acc = 0.0
+        row = e[r * cols:(r + 1) * cols]
+        for c in range(cols):
+            v = np.float64(row[c])
+            v = v if v > floor else floor
+            acc += v
+            csum[c] += v
+        rsum[r] = acc
 
 
 def _scale_contexts(a: np.ndarray, b: np.ndarray) -> np.ndarray:

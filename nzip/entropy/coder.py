@@ -97,19 +97,18 @@ def choose_table(sym: np.ndarray, counts: np.ndarray, lanes: int) -> tuple[int, 
         if worse >= 2:
             break  # the total is unimodal in P: two worse candidates in a row end the search
         freqs = quantize_counts(counts, prec)
-        ks = [int(K.table_code_bits(freqs, k)) for k in range(prec)]
-        k = int(np.argmin(ks))
+        k, kbits = (int(v) for v in K.best_table_order(freqs, prec))
         ideal = cross_entropy_bits(counts, freqs, prec)
-        if best is not None and ideal + ks[k] > best[0] * 1.01:
+        if best is not None and ideal + kbits > best[0] * 1.01:
             worse += 1
             continue  # quantisation plus table alone already lose: no need to measure
         states, _, words = _encode_words(sample, freqs, lanes, DEFAULT_BLOCK)
         # the sample's information sits in its words and in the final states above 2**16
         sample_bits = 16 * words.size + float(np.sum(np.log2(states.astype(np.float64)) - 16))
         loss = sample_bits - cross_entropy_bits(scounts, freqs, prec)  # rANS's own loss
-        total = ideal + max(loss, 0.0) * scale + ks[k]
+        total = ideal + max(loss, 0.0) * scale + kbits
         if best is None or total < best[0] * (1 - 1e-4) - 1:
-            best, worse = (total, prec, freqs, k, ks[k]), 0
+            best, worse = (total, prec, freqs, k, kbits), 0
         else:
             worse += 1
     _, prec, freqs, k, tbits = best
@@ -203,8 +202,7 @@ def encode(symbols, freqs=None, *, lanes: int | None = None, block: int | None =
         if np.count_nonzero(table) < 2:
             raise InvalidInputError("freqs must give at least two symbols a nonzero frequency")
         sym, offset = (a.view(np.uint8) if a.dtype == np.bool_ else a), 0
-        k = int(np.argmin([K.table_code_bits(table, k) for k in range(prec)]))
-        tbits = int(K.table_code_bits(table, k))
+        k, tbits = (int(v) for v in K.best_table_order(table, prec))
         lanes, block, _ = _layout(n, lanes, block)
     states, wcounts, packed = _encode_words(sym, table, lanes, block)
 
@@ -664,10 +662,9 @@ def _ctx_tables(counts: np.ndarray, prec: int):
     for c in range(counts.shape[0]):
         if counts[c].any():
             freqs[c] = quantize_counts(counts[c], prec)
-            ks = [int(K.table_code_bits(freqs[c], k)) for k in range(prec)]
-            k = int(np.argmin(ks))
-            orders.append(k)
-            bits += ks[k] + 8
+            k, kbits = K.best_table_order(freqs[c], prec)
+            orders.append(int(k))
+            bits += int(kbits) + 8
         else:
             orders.append(255)
             bits += 8

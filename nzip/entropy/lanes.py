@@ -332,6 +332,18 @@ def table_code_bits(freqs, k):
 
 
 @nb.njit(**_JIT)
+def best_table_order(freqs, prec):
+    """(k, bits): the exp-Golomb order in 0..prec-1 whose table code is shortest (the first such)
+    and its length, in one call instead of one per order."""
+    best_k, best = 0, table_code_bits(freqs, 0)
+    for k in range(1, prec):
+        b = table_code_bits(freqs, k)
+        if b < best:
+            best_k, best = k, b
+    return best_k, best
+
+
+@nb.njit(**_JIT)
 def _put(buf, bitpos, v, nbits):
     for i in range(nbits - 1, -1, -1):
         if (v >> i) & 1:
