@@ -706,13 +706,14 @@ def encode_context(symbols, contexts, num_contexts: int, *, lanes: int | None = 
     n = a.size
     if n == 0:
         return bytes(_header(EMPTY, np.dtype(np.uint16), 0))
-    if int(a.min()) < 0 or int(a.max()) >= 1 << 16:
+    amax = int(a.max())  # (unsigned arrays need no minimum: a pass less over a large field)
+    if (a.dtype.kind == "i" and int(a.min()) < 0) or amax >= 1 << 16:
         raise InvalidInputError("context-coded symbols must lie in 0..65535")
-    if int(cx.min()) < 0 or int(cx.max()) >= num_contexts:
+    if (cx.dtype.kind == "i" and int(cx.min()) < 0) or int(cx.max()) >= num_contexts:
         raise InvalidInputError(f"contexts must lie in 0..{num_contexts - 1}")
-    nalpha = max(2, int(a.max()) + 1)
+    nalpha = max(2, amax + 1)
     sym = a.astype(np.uint16 if nalpha > 256 else np.uint8, copy=False)
-    cxs = cx.astype(np.uint16, copy=False)
+    cxs = cx if cx.dtype in (np.uint8, np.uint16) else cx.astype(np.uint16)  # (the kernels take either)
     counts = K.histogram2(cxs, sym, num_contexts, nalpha)
     lanes, block, _ = _layout(n, lanes, block)
     pmin = max(1, math.ceil(math.log2(max(2, int(np.count_nonzero(counts, axis=1).max())))))
