@@ -296,3 +296,44 @@ def test_info_of_a_local_item_reads_its_metadata_without_zarr(tmp_path, name, mo
             "print('zarr' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code, str(dst), str(wdst)], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+def test_damaged_nz_files_raise_only_nzip_errors(tmp_path):
+    """Random byte flips and cuts of a weights and an array .nz: info, the tensor list and the
+    decode either succeed or raise an NzipError (zipfile's and zlib's own errors on a damaged
+    entry, zarr's on damaged metadata and an exception with no message were escaping)."""
+    import warnings
+
+    from safetensors.numpy import save_file
+
+    from nzip.errors import NzipError
+
+    rng = np.random.default_rng(3)
+    save_file({"w": rng.normal(0, 0.02, (200, 130)).astype(np.float32), "b": np.zeros(130, np.float32),
+               "i": np.arange(50)}, str(tmp_path / "m.safetensors"))
+    nzip.encode(tmp_path / "m.safetensors", tmp_path / "m.nz")
+    np.save(tmp_path / "a.npy", rng.integers(-50, 50, (300, 40)).astype(np.int16))
+    nzip.encode(tmp_path / "a.npy", tmp_path / "a.nz", chunk=3000)
+    sources = [(tmp_path / "m.nz").read_bytes(), (tmp_path / "a.nz").read_bytes()]
+    refused = 0
+    for trial in range(500):
+        k = trial % 2
+        b = bytearray(sources[k])
+        if rng.random() < 0.85:
+            i = int(rng.integers(0, len(b)))
+            b[i] ^= int(rng.integers(1, 256))
+        else:
+            b = b[:int(rng.integers(1, len(b)))]
+        bad = tmp_path / f"bad{trial}.nz"
+        bad.write_bytes(bytes(b))
+        out = tmp_path / (f"out{trial}.safetensors" if k == 0 else f"out{trial}.npy")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (zarr warns about the nodes it cannot read)
+                nzip.info(bad)
+                if k == 0:
+                    nzip.weights.tensors(bad)
+                nzip.decode(bad, out)
+        except NzipError:
+            refused += 1
+    assert refused > 400

@@ -249,7 +249,7 @@ class Item:
             try:
                 self._group = _zarr().open_group(store=self.store, mode="r", zarr_format=3)
             except Exception as exc:  # noqa: BLE001
-                raise CorruptDataError(f"{self.path}: not an nzip container ({str(exc).splitlines()[0]})") from None
+                raise CorruptDataError(f"{self.path}: not an nzip container ({_first_line(exc)})") from None
         return self._group
 
     def _get(self, key: str) -> bytes | None:
@@ -262,7 +262,7 @@ class Item:
                 return None
             try:
                 return zf.read(key)
-            except (zipfile.BadZipFile, OSError, zlib.error) as exc:
+            except Exception as exc:  # noqa: BLE001 - zipfile raises many types on a damaged entry
                 raise CorruptDataError(f"{self.path}: entry {key} is corrupt ({exc})") from None
         return _store_get(self.store, key)
 
@@ -283,7 +283,10 @@ class Item:
         names = self._local_children()
         if names is not None:
             return names
-        return sorted(name for name, _ in self.group.arrays())
+        try:
+            return sorted(name for name, _ in self.group.arrays())
+        except Exception as exc:  # noqa: BLE001 - zarr and zipfile raise many types on damaged metadata
+            raise CorruptDataError(f"{self.path}: its arrays cannot be listed ({_first_line(exc)})") from None
 
     def _local_children(self) -> list[str] | None:
         """The arrays of a local item from its listing and their zarr.json files alone (zarr's own
@@ -343,9 +346,13 @@ class Item:
                         "n_chunks": math.prod(-(-s // c) for s, c in zip(shape, chunks)) if shape else 1,
                         "stored_bytes": stored, "raw_bytes": math.prod(shape) * dtype.itemsize}
         a = self.array(name)
+        try:
+            stored = int(a.nbytes_stored())
+        except Exception as exc:  # noqa: BLE001 - a damaged store
+            raise CorruptDataError(f"{self.path}: array {name!r} cannot be measured ({_first_line(exc)})") from None
         return {"shape": list(a.shape), "dtype": str(a.dtype), "chunks": list(a.chunks),
                 "n_chunks": math.prod(-(-s // c) for s, c in zip(a.shape, a.chunks)) if a.shape else 1,
-                "stored_bytes": int(a.nbytes_stored()), "raw_bytes": int(a.nbytes)}
+                "stored_bytes": stored, "raw_bytes": int(a.nbytes)}
 
     def inline_names(self) -> list[str]:
         return sorted(self.meta.get(_INLINE_KEY, {}))
@@ -369,7 +376,7 @@ class Item:
             raise CorruptDataError(f"{self.path}: array {name!r} is missing") from None
         except Exception as exc:  # noqa: BLE001 - zarr's metadata errors
             raise CorruptDataError(f"{self.path}: array {name!r} has bad metadata "
-                                   f"({str(exc).splitlines()[0]})") from None
+                                   f"({_first_line(exc)})") from None
         if not isinstance(node, _zarr().Array):
             raise CorruptDataError(f"{self.path}: {name!r} is not an array")
         return node
@@ -483,7 +490,7 @@ class Item:
                 return _strip_crc(view, where)
             try:
                 data = zf.read(key) if info is not None else None
-            except (zipfile.BadZipFile, OSError, zlib.error) as exc:
+            except Exception as exc:  # noqa: BLE001 - zipfile raises many types on a damaged entry
                 raise CorruptDataError(f"{where} is corrupt ({exc})") from None
         elif self._kind == "dir":
             f = Path(self.path) / name / "c" / "0"
@@ -500,7 +507,7 @@ class Item:
             if self._zip is None:
                 try:
                     self._zip = zipfile.ZipFile(self.path)
-                except (zipfile.BadZipFile, OSError) as exc:
+                except Exception as exc:  # noqa: BLE001 - zipfile raises many types on a damaged file
                     raise CorruptDataError(f"{self.path}: not a readable .nz file ({exc})") from None
             return self._zip
 
@@ -562,6 +569,12 @@ class Item:
         self.close()
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (its type's name where it has none)."""
+    lines = str(exc).splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _strip_crc(data: bytes, where: str) -> memoryview:
     """A stored chunk without its trailing crc32c, once the checksum is verified."""
     import crc32c
@@ -613,7 +626,7 @@ def open_item(path: str | os.PathLike) -> Item:
         else:
             try:
                 zf = zipfile.ZipFile(path)  # the central directory must be intact
-            except (zipfile.BadZipFile, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - zipfile raises many types on a damaged file
                 raise CorruptDataError(f"{path}: not a readable .nz file ({exc})") from None
             kind = "zip"
     if not (_is_url(path) and path.endswith(".nz")):  # (a remote .nz is read into a memory store)
@@ -650,7 +663,7 @@ def open_item(path: str | os.PathLike) -> Item:
     try:
         group = zarr.open_group(store=store, mode="r", zarr_format=3)
     except Exception as exc:  # noqa: BLE001
-        raise CorruptDataError(f"{path}: not an nzip container ({str(exc).splitlines()[0]})") from None
+        raise CorruptDataError(f"{path}: not an nzip container ({_first_line(exc)})") from None
     return Item(group, path, store, kind=kind)
 
 
@@ -663,7 +676,7 @@ def _memory_from_zip(data: bytes, what: str):
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             entries = {n: zf.read(n) for n in zf.namelist()}
-    except (zipfile.BadZipFile, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - zipfile raises many types on a damaged file
         raise CorruptDataError(f"{what}: not a readable .nz file ({exc})") from None
     proto = default_buffer_prototype()
     return MemoryStore({k: proto.buffer.from_bytes(v) for k, v in entries.items()}, read_only=True)
