@@ -539,7 +539,7 @@ SMALL_BLOB = 1 << 14  # bytes: blobs up to this size try the one-call decode fir
 def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
            what: str = "entropy blob") -> np.ndarray:
     """Decode a blob from :func:`encode` to a 1-D array of the original dtype."""
-    if len(data) <= SMALL_BLOB:  # a small static blob: parsed and decoded in one numba call
+    if len(data) <= SMALL_BLOB:  # a small static blob: parsed and decoded in one call (C, else numba)
         st, code, offset, nalpha, out = (LC if LC.available else K).decode_small_static(
             np.frombuffer(data, np.uint8), max_symbols, VERSION, STATIC, CONTEXT, len(_DTYPES), MAX_LANES,
             MAX_PRECISION, MAX_BLOCK, MAX_ALPHABET)
@@ -804,7 +804,7 @@ def parse_context(data: bytes | memoryview, n_contexts_given: int, *,
     nctx = r.uvarint(MAX_CONTEXTS)
     if nalpha < 2 or nctx < 1:
         raise r.fail("bad context table header")
-    # every context's table in one numba call (a Python loop cost ~1 ms per blob of 16 contexts);
+    # every context's table in one call, C or numba (a Python loop cost ~1 ms per 16-context blob);
     # packable blobs straight to the packed table (the slot arrays and their packing cost ~110 us
     # of a 16-context blob's ~150)
     buf, freqs = np.frombuffer(r.data, dtype=np.uint8), np.zeros(nalpha, dtype=np.int64)
