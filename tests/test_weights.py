@@ -399,28 +399,24 @@ def test_c_twins_of_the_restore_passes_match_numba():
         pytest.skip("the C extension was not built")
     rng = np.random.default_rng(3)
     u8 = lambda n: rng.integers(0, 256, n).astype(np.uint8)  # noqa: E731
-    for n in (0, 1, 31, 1000, W.PARALLEL_MIN + 17):
+
+    def same(reference, variants, args, n, dtype):
+        """Every variant writes what the numba reference writes, into a fresh output."""
+        want = np.empty(n, dtype)
+        reference(*args, want)
+        for f in variants:
+            got = np.empty(n, dtype)
+            f(*args, got)
+            assert np.array_equal(got, want), f.__name__
+        return want
+
+    for n in (0, 1, 31, 1000, 2 * W.PARALLEL_MIN + 17):
         e, sm, lo3, b1, b0 = u8(n), u8(n), u8(n) & 7, u8(n), u8(n)
         for lo, ebits in ((np.zeros(0, np.uint8), 8), (lo3, 5)):
-            want = np.empty(n, np.uint16)
-            W._join16_nb(e, sm, lo, ebits, want)
-            for f in (W._join16_part, W._join16):
-                got = np.empty(n, np.uint16)
-                f(e, sm, lo, ebits, got)
-                assert np.array_equal(got, want)
-        want = np.empty(n, np.uint32)
-        W._join32_nb(e, sm, b1, b0, want)
-        for f in (W._join32_part, W._join32):
-            got = np.empty(n, np.uint32)
-            f(e, sm, b1, b0, got)
-            assert np.array_equal(got, want)
+            same(W._join16_nb, (W._join16_part, W._join16), (e, sm, lo, ebits), n, np.uint16)
+        same(W._join32_nb, (W._join32_part, W._join32), (e, sm, b1, b0), n, np.uint32)
         hi = rng.integers(0, 1 << 16, n).astype(np.uint16)
-        want = np.empty(n, np.uint32)
-        W._join32_hi_nb(hi, b1, b0, want)
-        for f in (W._join32_hi_part, W._join32_hi):
-            got = np.empty(n, np.uint32)
-            f(hi, b1, b0, got)
-            assert np.array_equal(got, want)
+        want = same(W._join32_hi_nb, (W._join32_hi_part, W._join32_hi), (hi, b1, b0), n, np.uint32)
         for v, shift in ((hi, 7), (want, 23)):
             v = v.copy()
             v[::7] &= ~np.array(0xFF << shift, v.dtype)  # some zero fields

@@ -42,6 +42,7 @@ from ..entropy import coder as EC
 from ..entropy import lanes as K
 from ..entropy import lanes_c as LC
 from ..entropy._varint import Reader, put_uvarint
+from ..entropy.tables import empirical_entropy_bits
 from ..errors import CorruptDataError, InvalidInputError
 from ..formats.checkpoint import (
     DTYPES,
@@ -479,9 +480,7 @@ def _pack6_into(sm, q, out):
 
 def _order0_floor(e: np.ndarray) -> int:
     """Bytes below which no order-0 blob of ``e`` can go (its empirical entropy, less a margin)."""
-    counts = K.histogram(e, 256)
-    p = counts[counts > 0] / e.size
-    return max(0, int(float(-np.sum(p * np.log2(p))) * e.size / 8 * 0.999) - 64)
+    return max(0, int(empirical_entropy_bits(K.histogram(e, 256)) / 8 * 0.999) - 64)
 
 
 def _put_joint(out: bytearray, e: np.ndarray, sm: np.ndarray, shape, plain_e) -> bool:
@@ -723,14 +722,6 @@ def _join32_hi_nb(hi, b1, b0, out):
         out[i] = (np.uint32(hi[i]) << np.uint32(16)) | (np.uint32(b1[i]) << np.uint32(8)) | np.uint32(b0[i])
 
 
-@nb.njit(parallel=True, **_KJIT)
-def _join32_hi_par(hi, b1, b0, out, parts):
-    n = out.shape[0]
-    for p in nb.prange(parts):
-        a, b = p * n // parts, (p + 1) * n // parts
-        _join32_hi_nb(hi[a:b], b1[a:b], b0[a:b], out[a:b])
-
-
 def _join32_hi_part(hi, b1, b0, out) -> None:
     if _c_takes(b1, b0) and _c_takes(hi, dtype=np.uint16) and _c_takes(out, dtype=np.uint32):
         LC.join32_hi(hi, b1, b0, out)
@@ -740,12 +731,7 @@ def _join32_hi_part(hi, b1, b0, out) -> None:
 
 def _join32_hi(hi, b1, b0, out) -> None:
     """fp32 bits from the top halves (the joint layout's) and the two low bytes."""
-    if out.shape[0] < PARALLEL_MIN:
-        _join32_hi_part(hi, b1, b0, out)
-    elif _c_takes(b1, b0) and _c_takes(hi, dtype=np.uint16) and _c_takes(out, dtype=np.uint32):
-        _on_parts(lambda a, b: LC.join32_hi(hi[a:b], b1[a:b], b0[a:b], out[a:b]), out.shape[0])
-    else:
-        _join32_hi_par(hi, b1, b0, out, 8)
+    _on_parts(lambda a, b: _join32_hi_part(hi[a:b], b1[a:b], b0[a:b], out[a:b]), out.shape[0])
 
 
 def _is_joint(r: Reader) -> bool:
@@ -782,8 +768,7 @@ def _may_pay(b: np.ndarray) -> bool:
     """Whether coding byte field ``b`` could save more than 0.1 % of it: its order-0 entropy plus
     two bits per used symbol of table is below 99.9 % of its size."""
     counts = K.histogram(b, 256)
-    p = counts[counts > 0] / b.size
-    return b.size * float(-np.sum(p * np.log2(p))) / 8 + p.size / 4 < 0.999 * b.size
+    return empirical_entropy_bits(counts) / 8 + np.count_nonzero(counts) / 4 < 0.999 * b.size
 
 
 def _put_lo32(out: bytearray, u: np.ndarray, shape, mode: str) -> None:
@@ -887,24 +872,6 @@ def _join32_nb(e, sm, b1, b0, out):
                   | np.uint32(b0[i]))
 
 
-@nb.njit(parallel=True, **_JIT)
-def _join16_par(e, sm, lo, ebits, out, parts):
-    n = out.shape[0]
-    for p in nb.prange(parts):
-        a, b = p * n // parts, (p + 1) * n // parts
-        _join16_nb(e[a:b], sm[a:b], lo[a:b] if lo.shape[0] else lo, ebits, out[a:b])
-
-
-@nb.njit(parallel=True, **_JIT)
-def _join32_par(e, sm, b1, b0, out, parts):
-    n = out.shape[0]
-    for p in nb.prange(parts):
-        a, b = p * n // parts, (p + 1) * n // parts
-        _join32_nb(e[a:b], sm[a:b], b1[a:b], b0[a:b], out[a:b])
-
-
-
-
 def _c_takes(*arrays, dtype=np.uint8) -> bool:
     """Whether the C twins of the kernels here take these arrays: the extension is loaded and each
     is a contiguous 1-D array of ``dtype`` (anything else goes to the numba kernel)."""
@@ -912,7 +879,8 @@ def _c_takes(*arrays, dtype=np.uint8) -> bool:
 
 
 def _on_parts(run, n: int) -> None:
-    """run(a, b) over 0..n in parts of about PARALLEL_MIN values, across the extensions' pool."""
+    """run(a, b) over 0..n in parts of about PARALLEL_MIN values, across the extensions' pool (one
+    call on this thread below 2 * PARALLEL_MIN; the C and numba kernels run GIL-free alike)."""
     parts = max(1, n // PARALLEL_MIN)
     on_pool(lambda p0, p1: run(p0 * n // parts, p1 * n // parts), parts)
 
@@ -934,22 +902,12 @@ def _join32_part(e, sm, b1, b0, out) -> None:
 
 
 def _join16(e, sm, lo, ebits, out):
-    if out.size < PARALLEL_MIN:
-        _join16_part(e, sm, lo, ebits, out)
-    elif _c_takes(e, sm, lo) and _c_takes(out, dtype=np.uint16):
-        _on_parts(lambda a, b: LC.join16(e[a:b], sm[a:b], lo[a:b] if lo.shape[0] else lo, ebits, out[a:b]),
-                  out.size)
-    else:
-        _join16_par(e, sm, lo, ebits, out, 8)
+    _on_parts(lambda a, b: _join16_part(e[a:b], sm[a:b], lo[a:b] if lo.shape[0] else lo, ebits, out[a:b]),
+              out.size)
 
 
 def _join32(e, sm, b1, b0, out):
-    if out.size < PARALLEL_MIN:
-        _join32_part(e, sm, b1, b0, out)
-    elif _c_takes(e, sm, b1, b0) and _c_takes(out, dtype=np.uint32):
-        _on_parts(lambda a, b: LC.join32(e[a:b], sm[a:b], b1[a:b], b0[a:b], out[a:b]), out.size)
-    else:
-        _join32_par(e, sm, b1, b0, out, 8)
+    _on_parts(lambda a, b: _join32_part(e[a:b], sm[a:b], b1[a:b], b0[a:b], out[a:b]), out.size)
 
 
 # ------------------------------------------------------------------------------------------------
