@@ -38,6 +38,10 @@ from .tables import (
     quantize_counts,
 )
 
+# the parse and small-blob functions: their C twins where the extension is built (a restore then
+# needs no numba), else the numba originals
+_PARSE = LC if LC.available else K
+
 MAGIC = b"NZ"
 VERSION = 1
 EMPTY, CONSTANT, STATIC, INDEXED, CONTEXT = 0, 1, 2, 3, 4
@@ -522,7 +526,7 @@ def parse(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
     _check_range(offset, dtype, nalpha, r)
     tbytes = r.take(r.uvarint(MAX_ALPHABET * 8))
     freqs = np.zeros(nalpha, dtype=np.int64)
-    if (LC if LC.available else K).read_table(np.frombuffer(tbytes, dtype=np.uint8), k, nalpha, 1 << prec, freqs) < 0:
+    if _PARSE.read_table(np.frombuffer(tbytes, dtype=np.uint8), k, nalpha, 1 << prec, freqs) < 0:
         raise r.fail("frequency table is malformed")
     min_bits = prec - math.log2(int(freqs.max()))
     words, woff, states = _parse_streams(r, n, lanes, block, nblocks, min_bits)
@@ -540,7 +544,7 @@ def decode(data: bytes | memoryview, *, max_symbols: int = DEFAULT_MAX_SYMBOLS,
            what: str = "entropy blob") -> np.ndarray:
     """Decode a blob from :func:`encode` to a 1-D array of the original dtype."""
     if len(data) <= SMALL_BLOB:  # a small static blob: parsed and decoded in one call (C, else numba)
-        st, code, offset, nalpha, out = (LC if LC.available else K).decode_small_static(
+        st, code, offset, nalpha, out = _PARSE.decode_small_static(
             np.frombuffer(data, np.uint8), max_symbols, VERSION, STATIC, CONTEXT, len(_DTYPES), MAX_LANES,
             MAX_PRECISION, MAX_BLOCK, MAX_ALPHABET)
         if st == 0:
@@ -811,8 +815,7 @@ def parse_context(data: bytes | memoryview, n_contexts_given: int, *,
     slot_sym = slot_pack = table = used = None
     if prec <= K.PACKED_MAX_PRECISION and nalpha <= 256:
         table, used = _tables.take(nctx << prec), np.zeros(nctx, dtype=np.uint8)
-        st, pos, c, fmax = (LC if LC.available else K).parse_ctx_packed(buf, r.pos, nctx, nalpha, prec, MAX_PRECISION,
-                                                                         table, used, freqs)
+        st, pos, c, fmax = _PARSE.parse_ctx_packed(buf, r.pos, nctx, nalpha, prec, MAX_PRECISION, table, used, freqs)
     else:
         slot_sym = np.zeros(nctx << prec, dtype=np.uint8 if nalpha <= 256 else np.uint16)
         slot_pack = np.zeros(nctx << prec, dtype=np.uint32)
