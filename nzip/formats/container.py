@@ -219,6 +219,7 @@ class Item:
         self._store = store
         self._kind = kind
         self._docs: dict[str, dict | None] = {}  # arrays' parsed zarr.json (local items)
+        self._entry_sizes: dict[str, int] | None = None  # a .nz file's bytes per array (array_summary)
         meta = (dict(group.attrs) if attrs is None else attrs).get("nzip")
         if not isinstance(meta, dict) or "codec" not in meta:
             raise CorruptDataError(f"{path}: not an nzip container (no nzip attributes)")
@@ -328,31 +329,47 @@ class Item:
         """Shape, dtype, chunks, number of chunks, stored and raw bytes of an array (what ``nzip
         info`` lists): from its zarr.json and the sizes of its stored keys for a local item,
         through zarr otherwise or where its metadata is anything but a plain regular grid."""
-        doc = self._array_doc(name)
-        if doc is not None and doc.get("node_type") == "array":
+        local = self._local_summary(name)
+        if local is not None:
+            shape, chunks, dtype, stored = local
+            raw = math.prod(shape) * dtype.itemsize
+        else:
+            a = self.array(name)
             try:
-                shape = tuple(int(v) for v in doc["shape"])
-                chunks = tuple(int(v) for v in doc["chunk_grid"]["configuration"]["chunk_shape"])
-                dtype = np.dtype(doc["data_type"]) if doc["data_type"] in _DIRECT_DTYPES else None
-                regular = doc["chunk_grid"]["name"] == "regular" and len(chunks) == len(shape) and min(chunks, default=1) > 0
-            except (ValueError, KeyError, TypeError, AttributeError):
-                dtype, regular = None, False
-            if dtype is not None and regular:
-                if self._kind == "zip":  # (zarr's ZipStore sizes are the entries' uncompressed sizes)
-                    stored = sum(i.file_size for k, i in self._zip_file().NameToInfo.items() if k.startswith(name + "/"))
-                else:
-                    stored = sum(p.stat().st_size for p in (Path(self.path) / name).rglob("*") if p.is_file())
-                return {"shape": list(shape), "dtype": str(dtype), "chunks": list(chunks),
-                        "n_chunks": math.prod(-(-s // c) for s, c in zip(shape, chunks)) if shape else 1,
-                        "stored_bytes": stored, "raw_bytes": math.prod(shape) * dtype.itemsize}
-        a = self.array(name)
+                stored = int(a.nbytes_stored())
+            except Exception as exc:  # noqa: BLE001 - a damaged store
+                raise CorruptDataError(f"{self.path}: array {name!r} cannot be measured ({_first_line(exc)})") from None
+            shape, chunks, dtype, raw = tuple(a.shape), tuple(a.chunks), a.dtype, int(a.nbytes)
+        return {"shape": list(shape), "dtype": str(dtype), "chunks": list(chunks),
+                "n_chunks": math.prod(-(-s // c) for s, c in zip(shape, chunks)) if shape else 1,
+                "stored_bytes": stored, "raw_bytes": raw}
+
+    def _local_summary(self, name: str):
+        """(shape, chunks, dtype, stored bytes) of a local item's array with a plain regular grid,
+        from its zarr.json and the listing (zarr's ZipStore sizes are the entries' uncompressed
+        sizes); None otherwise, and for an array inside a subgroup."""
+        doc = self._array_doc(name) if "/" not in name else None
+        if doc is None or doc.get("node_type") != "array":
+            return None
         try:
-            stored = int(a.nbytes_stored())
-        except Exception as exc:  # noqa: BLE001 - a damaged store
-            raise CorruptDataError(f"{self.path}: array {name!r} cannot be measured ({_first_line(exc)})") from None
-        return {"shape": list(a.shape), "dtype": str(a.dtype), "chunks": list(a.chunks),
-                "n_chunks": math.prod(-(-s // c) for s, c in zip(a.shape, a.chunks)) if a.shape else 1,
-                "stored_bytes": stored, "raw_bytes": int(a.nbytes)}
+            shape = tuple(int(v) for v in doc["shape"])
+            chunks = tuple(int(v) for v in doc["chunk_grid"]["configuration"]["chunk_shape"])
+            if (doc["data_type"] not in _DIRECT_DTYPES or doc["chunk_grid"]["name"] != "regular"
+                    or len(chunks) != len(shape) or min(chunks, default=1) < 1):
+                return None
+            dtype = np.dtype(doc["data_type"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if self._kind == "dir":
+            return shape, chunks, dtype, _folder_bytes(Path(self.path) / name)
+        if self._entry_sizes is None:  # every array's entries summed in one pass over the directory
+            sizes: dict[str, int] = {}
+            for key, info in self._zip_file().NameToInfo.items():
+                top = key.split("/", 1)[0]
+                if "/" in key:
+                    sizes[top] = sizes.get(top, 0) + info.file_size
+            self._entry_sizes = sizes
+        return shape, chunks, dtype, self._entry_sizes.get(name, 0)
 
     def inline_names(self) -> list[str]:
         return sorted(self.meta.get(_INLINE_KEY, {}))
@@ -545,7 +562,7 @@ class Item:
         if self._kind == "zip":
             return os.path.getsize(self.path)
         if self._kind == "dir":
-            return sum(p.stat().st_size for p in Path(self.path).rglob("*") if p.is_file())
+            return _folder_bytes(Path(self.path))
         return sum(getattr(a, "nbytes_stored", lambda: 0)() for _, a in self.group.arrays())
 
     def close(self) -> None:
@@ -582,6 +599,11 @@ def _strip_crc(data: bytes, where: str) -> memoryview:
     if len(data) < 4 or crc32c.crc32c(data[:-4]) != int.from_bytes(data[-4:], "little"):
         raise CorruptDataError(f"{where} is corrupt (checksum mismatch)")
     return memoryview(data)[:-4]
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of every file under a local folder."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _file_bytes(folder: str, key: str) -> bytes | None:
