@@ -33,6 +33,7 @@ class _Progress:
 
     def __init__(self, total: int, desc: str, enabled: bool) -> None:
         self.bar = None
+        self.enabled = enabled
         if enabled and total >= 1 << 22:
             from tqdm import tqdm
 
@@ -41,6 +42,13 @@ class _Progress:
     def __call__(self, n: int) -> None:
         if self.bar is not None:
             self.bar.update(n)
+
+    def steps(self, total: int, desc: str):
+        """A bar over a codec's own long loop (``update(n)``, ``close()``), whatever the item's size;
+        a silent one when bars are off."""
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, disable=not self.enabled)
 
     def close(self) -> None:
         if self.bar is not None:

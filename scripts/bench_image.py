@@ -17,7 +17,7 @@ each level, and each anchor at its setting nearest 0.035 bpp (in practice its lo
     pip install -e ".[bench]"     # pillow-jxl-plugin, pytorch-msssim, matplotlib
     python scripts/bench_image.py [--levels 4096,1024,512,256,64] [--skip-nzip] [--out out/bench_image]
                                   [--sheet docs/image_contact_sheet.png] [--images data/images/test]
-                                  [--threads 1]
+                                  [--refine 0,10,30] [--refine-levels 256] [--threads 1]
 
 The anchor part takes about 3 minutes on 2 busy cores (MS-SSIM dominates; one torch thread is
 the fastest there).
@@ -109,10 +109,11 @@ def nz_size(p: Path) -> int:
 
 
 def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict,
-                targets: list[float] = ()) -> list[dict]:
+                targets: list[float] = (), refines: list[int] = (0,), refine_levels: list[int] = ()) -> list[dict]:
     """Encode and decode every image with image/vqgan at each level (and at each bpp target, where
-    the codec picks the level per image); bpp from the whole .nz file, payload_bpp from the index
-    streams alone."""
+    the codec picks the level per image); the bpp targets and ``refine_levels`` also with each number
+    of encoder search steps of ``refines`` (``refine``, 0: the nearest codes); bpp from the whole .nz
+    file, payload_bpp from the index streams alone."""
     import nzip
     from tqdm import tqdm
 
@@ -120,18 +121,20 @@ def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict,
     rows = []
     for path in tqdm(images, desc="nzip", unit="img"):
         ref = np.asarray(Image.open(path).convert("RGB"))
-        for k in [*levels, *targets]:
-            tag = f"L{k}" if isinstance(k, int) else f"B{k}"
+        runs = [(k, r) for k in [*levels, *targets] for r in refines
+                if r == 0 or not isinstance(k, int) or k in refine_levels]
+        for k, steps in runs:
+            tag = (f"L{k}" if isinstance(k, int) else f"B{k}") + (f"R{steps}" if steps else "")
             nz, out = work / f"{path.stem}.{tag}.nz", work / f"{path.stem}.{tag}.png"
             t0 = time.perf_counter()
             opt = {"level": k} if isinstance(k, int) else {"bpp": k}
-            nzip.encode(path, nz, codec=NZIP_CODEC, overwrite=True, **opt)
+            nzip.encode(path, nz, codec=NZIP_CODEC, overwrite=True, **opt, **({"refine": steps} if steps else {}))
             te = time.perf_counter() - t0
             t0 = time.perf_counter()
             nzip.decode(nz, out, overwrite=True)
             td = time.perf_counter() - t0
             back = np.asarray(Image.open(out).convert("RGB"))
-            setting = f"level={k}" if isinstance(k, int) else f"bpp={k}"
+            setting = (f"level={k}" if isinstance(k, int) else f"bpp={k}") + (f" refine={steps}" if steps else "")
             with nzip.open(nz) as it:
                 payload = len(it.read_blob("codes")) * 8 / (ref.shape[0] * ref.shape[1])
                 level = it.params["level"]
@@ -211,11 +214,14 @@ def plot_rd(mean: dict, dst: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def curve(c: str, s: str) -> str:  # nzip's rows with encoder search get a line of their own
+        return f"{c} {s[s.index('refine='):]}" if "refine=" in s else c
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for codec in dict.fromkeys(c for c, _ in mean):
-        pts = sorted((v["bpp"], v["ms_ssim"], v["psnr"]) for (c, _), v in mean.items() if c == codec)
+    for codec in dict.fromkeys(curve(c, s) for c, s in mean):
+        pts = sorted((v["bpp"], v["ms_ssim"], v["psnr"]) for (c, s), v in mean.items() if curve(c, s) == codec)
         x = [p[0] for p in pts]
-        style = dict(marker="o", lw=2.2 if codec == "nzip" else 1.4, ms=4, label=codec)
+        style = dict(marker="o", lw=2.2 if codec.startswith("nzip") else 1.4, ms=4, label=codec)
         axes[0].plot(x, [p[1] for p in pts], **style)
         axes[1].plot(x, [p[2] for p in pts], **style)
     for ax, name in zip(axes, ("mean MS-SSIM", "mean PSNR (dB)")):
@@ -253,7 +259,7 @@ def contact_sheet(rows: list[dict], thumbs: dict, originals: dict, dst: Path) ->
             rs = [r for r in by_img[stem] if r["codec"] == c]
             picks = rs if c == "nzip" else [min(rs, key=lambda r: abs(r["bpp"] - TARGET_BPP))]
             for r in picks:
-                name = f"nzip {r['setting'].split('=')[1]}" if c == "nzip" else f"{c} {r['setting']}"
+                name = f"nzip {r['setting'].replace('level=', '')}" if c == "nzip" else f"{c} {r['setting']}"
                 tiles.append((thumbs[stem][(c, r["setting"])], f"{name}  {r['bpp']:.3f} bpp  MS-SSIM {r['ms_ssim']:.3f}"))
         grid.append(tiles)
     ncol = max(len(t) for t in grid)
@@ -273,6 +279,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--images", type=Path, default=ROOT / "data/images/test")
     ap.add_argument("--levels", default="4096,1024,512,256,64", help="image/vqgan levels, comma separated")
     ap.add_argument("--bpp", default="0.035", help="image/vqgan bpp targets (codec picks the level per image)")
+    ap.add_argument("--refine", default="0", help="image/vqgan encoder search steps, comma separated "
+                    "(0: nearest codes; each other value adds rows, ~2 s a step per image on 2 cores)")
+    ap.add_argument("--refine-levels", default="256", help="levels that also get the --refine rows "
+                    "(the bpp targets always do)")
     ap.add_argument("--skip-nzip", action="store_true", help="anchors only")
     ap.add_argument("--out", type=Path, default=ROOT / "out/bench_image")
     ap.add_argument("--threads", type=int, default=1,
@@ -323,7 +333,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             t0 = time.perf_counter()
             targets = [float(b) for b in args.bpp.split(",") if b.strip()]
-            rows += nzip_points(levels, images, args.out / "nzip", thumbs, targets)
+            refines = [int(r) for r in args.refine.split(",") if r.strip()]
+            refine_levels = [int(k) for k in args.refine_levels.split(",") if k.strip()]
+            rows += nzip_points(levels, images, args.out / "nzip", thumbs, targets, refines, refine_levels)
             print(f"# nzip: {time.perf_counter() - t0:.0f} s")
 
     mean = means(rows)

@@ -10,7 +10,7 @@ import nzip
 from nzip.codecs import image_vqgan as iv
 from nzip.errors import CorruptDataError, InvalidInputError, OutputExistsError
 from nzip.formats.image import read_image, write_image
-from nzip.metrics import psnr
+from nzip.metrics import ms_ssim, ms_ssim_torch, psnr
 
 
 def _photo(h=160, w=224, seed=0):
@@ -143,6 +143,41 @@ def test_corrupt_streams_and_foreign_models(tmp_path, model):
     rewrite("sha.nz", {"zarr.json": meta})
     with pytest.raises(CorruptDataError, match="model"):
         nzip.decode(tmp_path / "sha.nz")
+
+
+def test_refine_decodes_closer_and_keeps_the_bpp_budget(tmp_path, model):
+    img = _photo(96, 144, seed=5)
+    level = model.levels[-2]
+    plain = nzip.encode(img, tmp_path / "p.nz", codec="image/vqgan", level=level).stored_bytes
+    nzip.encode(img, tmp_path / "r.nz", codec="image/vqgan", level=level, refine=6)
+    a, b = nzip.decode(tmp_path / "p.nz"), nzip.decode(tmp_path / "r.nz")
+    with nzip.open(tmp_path / "p.nz") as x, nzip.open(tmp_path / "r.nz") as y:
+        assert x.read_blob("codes").tobytes() != y.read_blob("codes").tobytes()  # other indices
+    assert ms_ssim(img, b) > ms_ssim(img, a) + 0.002
+    # under --bpp the refined file still fits: the budget is the plain file's own size
+    pixels = img.shape[0] * img.shape[1]
+    rep = nzip.encode(img, tmp_path / "q.nz", codec="image/vqgan", bpp=plain * 8 / pixels, refine=6)
+    assert rep.stored_bytes <= plain
+    assert ms_ssim(img, nzip.decode(tmp_path / "q.nz")) >= ms_ssim(img, a) - 1e-4
+    with pytest.raises(InvalidInputError, match="refine"):
+        nzip.encode(img, tmp_path / "x.nz", codec="image/vqgan", refine=-1)
+
+
+def test_ms_ssim_torch_is_the_metric_and_differentiable():
+    import pytorch_msssim
+    import torch
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (176, 200, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 41, a.shape), 0, 255).astype(np.uint8)
+    x, y = (torch.from_numpy(v).permute(2, 0, 1)[None].float() for v in (a, b))
+    assert ms_ssim(a, b) == pytest.approx(float(pytorch_msssim.ms_ssim(x, y, data_range=255)), abs=1e-6)
+    u = (y / 255).requires_grad_(True)
+    val = ms_ssim_torch(u, x / 255)
+    val.backward()
+    assert val.item() == pytest.approx(ms_ssim(a, b), abs=1e-5) and u.grad.abs().sum() > 0
+    small = (x[..., :64, :80] / 255, y[..., :64, :80] / 255)  # fewer scales
+    assert ms_ssim_torch(*small).item() == pytest.approx(ms_ssim(a[:64, :80], b[:64, :80]), abs=1e-5)
 
 
 def test_cli_bpp(tmp_path, model):
