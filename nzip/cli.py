@@ -147,8 +147,15 @@ def _cmd_demo(a: argparse.Namespace) -> None:
     run(keep=a.keep)
 
 
+def _warning(message, category, filename, lineno, line=None) -> str:
+    return f"nzip: warning: {message}\n"  # a user of the command needs the message, not our source line
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = _parser().parse_args(argv)
+    warnings.formatwarning = _warning
     try:
         {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "codecs": _cmd_codecs,
          "demo": _cmd_demo}[args.cmd](args)

@@ -191,6 +191,11 @@ def test_cli_bpp(tmp_path, model):
     assert r.returncode == 0, r.stderr
     assert read_image(tmp_path / "q.png").shape == img.shape
     assert (tmp_path / "p.nz").stat().st_size * 8 / (128 * 192) <= 0.5
+    # a budget below every level: the smallest level, and a one-line warning (no source line)
+    r = subprocess.run([sys.executable, "-m", "nzip.cli", "encode", str(tmp_path / "p.png"), str(tmp_path / "s.nz"),
+                        "--codec", "image/vqgan", "--bpp", "0.0001"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("nzip: warning: image/vqgan: 0.0001 bpp is below") and r.stderr.count("\n") == 1
 
 
 def test_image_io(tmp_path):
