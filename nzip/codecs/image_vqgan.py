@@ -187,7 +187,7 @@ def refine_indices(model: _Model, img: np.ndarray, grid: np.ndarray, level: int,
                 q = book[idx].permute(0, 3, 1, 2)
                 y = net.decode_codes(un + (q - un).detach()).clamp(0, 1)
                 loss = 1 - ms_ssim_torch(y, part)
-                if loss.item() < best:  # step 0: the nearest codes themselves
+                if step == 0 or loss.item() < best:  # step 0: the nearest codes themselves
                     best = loss.item()
                     grids.append(idx[0].numpy().astype(np.int32))
                 if step == steps:
