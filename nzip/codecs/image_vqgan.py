@@ -273,7 +273,7 @@ class ImageVQGAN(Codec):
             budget = p["bpp"] * H * W / 8  # bytes of the whole .nz file
             for level in model.levels:  # the largest level whose whole .nz file fits
                 grid = image_indices(model, rgb, level, tile)
-                enc = self._encoded(model, grid, level, tile, tiles, src)
+                enc = self._encoded(model, self._streams(model, grid, level, tiles), level, tile, src)
                 if self._size(enc, src) <= budget:
                     break
             else:
@@ -285,7 +285,7 @@ class ImageVQGAN(Codec):
             if level not in model.books:
                 raise InvalidInputError(f"level must be one of {', '.join(map(str, model.levels))}, got {level}")
             grid = image_indices(model, rgb, level, tile)
-            enc = self._encoded(model, grid, level, tile, tiles, src)
+            enc = None if refine else self._encoded(model, self._streams(model, grid, level, tiles), level, tile, src)
         if refine:
             bar = progress.steps(refine * len(tiles), "refine indices") if hasattr(progress, "steps") else None
             try:
@@ -293,40 +293,38 @@ class ImageVQGAN(Codec):
             finally:
                 if bar is not None:
                     bar.close()
-            enc = self._refined(model, grid, found, level, tile, tiles, src, budget)
+            enc = self._refined(model, found, level, tile, src, budget)
         if progress is not None:
             progress(img.size)
         return enc
 
-    def _refined(self, model: _Model, grid: np.ndarray, found, level: int, tile: int, tiles, src,
-                 budget: float | None) -> Encoded:
+    def _refined(self, model: _Model, found, level: int, tile: int, src, budget: float | None) -> Encoded:
         """The best grid of each tile; under a byte budget, the tile whose stream grew most steps back
         to its previous grid until the file fits (the start fits, so this ends)."""
         pick = [len(c) - 1 for c in found]
-        prior = model.priors[level]
-        size = [[None] * len(c) for c in found]
+        coded: dict[tuple[int, int], bytes] = {}
 
-        def nbytes(t: int, k: int) -> int:
-            if size[t][k] is None:
-                size[t][k] = len(prior.encode(found[t][k]))
-            return size[t][k]
+        def stream(t: int, k: int) -> bytes:
+            if (t, k) not in coded:
+                coded[t, k] = model.priors[level].encode(found[t][k])
+            return coded[t, k]
 
         while True:
-            grid = grid.copy()
-            for (y0, y1, x0, x1), c, k in zip(tiles, found, pick):
-                grid[y0:y1, x0:x1] = c[k]
-            enc = self._encoded(model, grid, level, tile, tiles, src)
+            enc = self._encoded(model, [stream(t, k) for t, k in enumerate(pick)], level, tile, src)
             if budget is None or self._size(enc, src) <= budget or not any(pick):
                 return enc
-            t = max((t for t in range(len(pick)) if pick[t]), key=lambda t: nbytes(t, pick[t]) - nbytes(t, 0))
+            t = max((t for t in range(len(pick)) if pick[t]),
+                    key=lambda t: len(stream(t, pick[t])) - len(stream(t, 0)))
             pick[t] -= 1
 
     def _size(self, enc: Encoded, src) -> int:
         attrs = {"codec": self.name, "codec_version": self.version, "params": enc.params, "source": src}
         return nz_size(attrs, enc.arrays)
 
-    def _encoded(self, model: _Model, grid: np.ndarray, level: int, tile: int, tiles, src) -> Encoded:
-        streams = [model.priors[level].encode(grid[y0:y1, x0:x1]) for y0, y1, x0, x1 in tiles]
+    def _streams(self, model: _Model, grid: np.ndarray, level: int, tiles) -> list[bytes]:
+        return [model.priors[level].encode(grid[y0:y1, x0:x1]) for y0, y1, x0, x1 in tiles]
+
+    def _encoded(self, model: _Model, streams: list[bytes], level: int, tile: int, src) -> Encoded:
         blob = np.frombuffer(b"".join(streams), np.uint8)
         return Encoded(
             arrays={"codes": ArraySpec(blob, symbols=False, inline=True)},
