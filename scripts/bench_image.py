@@ -109,11 +109,13 @@ def nz_size(p: Path) -> int:
 
 
 def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict,
-                targets: list[float] = (), refines: list[int] = (0,), refine_levels: list[int] = ()) -> list[dict]:
+                targets: list[float] = (), refines: list[int] = (0,), refine_levels: list[int] = (),
+                nearest_levels: list[int] = ()) -> list[dict]:
     """Encode and decode every image with image/vqgan at each level (and at each bpp target, where
     the codec picks the level per image); the bpp targets and ``refine_levels`` also with each number
-    of encoder search steps of ``refines`` (``refine``, 0: the nearest codes); bpp from the whole .nz
-    file, payload_bpp from the index streams alone."""
+    of encoder search steps of ``refines`` (``refine``, 0: no search); ``nearest_levels`` also with
+    the nearest codes (``rdo=0``, no rate weight); bpp from the whole .nz file, payload_bpp from the
+    index streams alone."""
     import nzip
     from tqdm import tqdm
 
@@ -121,20 +123,23 @@ def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict,
     rows = []
     for path in tqdm(images, desc="nzip", unit="img"):
         ref = np.asarray(Image.open(path).convert("RGB"))
-        runs = [(k, r) for k in [*levels, *targets] for r in refines
+        runs = [(k, r, None) for k in [*levels, *targets] for r in refines
                 if r == 0 or not isinstance(k, int) or k in refine_levels]
-        for k, steps in runs:
-            tag = (f"L{k}" if isinstance(k, int) else f"B{k}") + (f"R{steps}" if steps else "")
+        runs += [(k, 0, 0.0) for k in nearest_levels]
+        for k, steps, rdo in runs:
+            tag = (f"L{k}" if isinstance(k, int) else f"B{k}") + (f"R{steps}" if steps else "") + \
+                ("N" if rdo is not None else "")
             nz, out = work / f"{path.stem}.{tag}.nz", work / f"{path.stem}.{tag}.png"
             t0 = time.perf_counter()
-            opt = {"level": k} if isinstance(k, int) else {"bpp": k}
+            opt = ({"level": k} if isinstance(k, int) else {"bpp": k}) | ({} if rdo is None else {"rdo": rdo})
             nzip.encode(path, nz, codec=NZIP_CODEC, overwrite=True, **opt, **({"refine": steps} if steps else {}))
             te = time.perf_counter() - t0
             t0 = time.perf_counter()
             nzip.decode(nz, out, overwrite=True)
             td = time.perf_counter() - t0
             back = np.asarray(Image.open(out).convert("RGB"))
-            setting = (f"level={k}" if isinstance(k, int) else f"bpp={k}") + (f" refine={steps}" if steps else "")
+            setting = ((f"level={k}" if isinstance(k, int) else f"bpp={k}") + (f" refine={steps}" if steps else "")
+                       + (f" rdo={rdo:g}" if rdo is not None else ""))
             with nzip.open(nz) as it:
                 payload = len(it.read_blob("codes")) * 8 / (ref.shape[0] * ref.shape[1])
                 level = it.params["level"]
@@ -214,8 +219,11 @@ def plot_rd(mean: dict, dst: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def curve(c: str, s: str) -> str:  # nzip's rows with encoder search get a line of their own
-        return f"{c} {s[s.index('refine='):]}" if "refine=" in s else c
+    def curve(c: str, s: str) -> str:  # nzip's rows with encoder search or nearest codes get lines of their own
+        for k in ("refine=", "rdo="):
+            if k in s:
+                return f"{c} {s[s.index(k):]}"
+        return c
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for codec in dict.fromkeys(curve(c, s) for c, s in mean):
@@ -283,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(0: nearest codes; each other value adds rows, ~2 s a step per image on 2 cores)")
     ap.add_argument("--refine-levels", default="256", help="levels that also get the --refine rows "
                     "(the bpp targets always do)")
+    ap.add_argument("--nearest-levels", default="256", help="levels that also get a row with the nearest "
+                    "codes (rdo=0: no rate weight in the index choice)")
     ap.add_argument("--skip-nzip", action="store_true", help="anchors only")
     ap.add_argument("--out", type=Path, default=ROOT / "out/bench_image")
     ap.add_argument("--threads", type=int, default=1,
@@ -335,7 +345,8 @@ def main(argv: list[str] | None = None) -> None:
             targets = [float(b) for b in args.bpp.split(",") if b.strip()]
             refines = [int(r) for r in args.refine.split(",") if r.strip()]
             refine_levels = [int(k) for k in args.refine_levels.split(",") if k.strip()]
-            rows += nzip_points(levels, images, args.out / "nzip", thumbs, targets, refines, refine_levels)
+            nearest = [int(k) for k in args.nearest_levels.split(",") if k.strip()]
+            rows += nzip_points(levels, images, args.out / "nzip", thumbs, targets, refines, refine_levels, nearest)
             print(f"# nzip: {time.perf_counter() - t0:.0f} s")
 
     mean = means(rows)

@@ -57,20 +57,75 @@ def test_prior_beats_fixed_length_indices(model):
         assert coded < grid.size * np.log2(level) + 32
 
 
-def test_bpp_picks_the_largest_level_that_fits(tmp_path, model):
+def test_bpp_picks_the_first_setting_that_fits(tmp_path, model):
     img = _photo(256, 384, seed=2)
+    pixels = img.shape[0] * img.shape[1]
     sizes = {}
     for level in model.levels:
         sizes[level] = nzip.encode(img, tmp_path / f"l{level}.nz", codec="image/vqgan", level=level).stored_bytes
-    pixels = img.shape[0] * img.shape[1]
-    mid = model.levels[1]
-    target = sizes[mid] * 8 / pixels + 1e-4
+    target = sizes[model.levels[1]] * 8 / pixels + 1e-4
     rep = nzip.encode(img, tmp_path / "b.nz", codec="image/vqgan", bpp=target)
     assert rep.stored_bytes * 8 / pixels <= target
-    with nzip.open(tmp_path / "b.nz") as it:
-        assert it.params["level"] == mid
+    # the file is the first (level, rdo) of the ladder whose file fits: larger levels, then rate weights
+    ladder = list(iv._budget_ladder(model.levels, iv.DEFAULT_RDO))
+    assert ladder[:2] == [(model.levels[0], iv.DEFAULT_RDO), (model.levels[0], iv.BUDGET_RDO)]
+    for level, rdo in ladder:
+        rep = nzip.encode(img, tmp_path / "s.nz", codec="image/vqgan", level=level, rdo=rdo, overwrite=True)
+        if rep.stored_bytes * 8 / pixels <= target:
+            break
+    assert (tmp_path / "s.nz").read_bytes() == (tmp_path / "b.nz").read_bytes()
+    # a budget below the smallest level's plain file: larger rate weights there, before giving up
+    small = sizes[model.levels[-1]] * 8 / pixels - 1e-4
+    rep = nzip.encode(img, tmp_path / "c.nz", codec="image/vqgan", bpp=small)
+    assert rep.stored_bytes * 8 / pixels <= small
+    with nzip.open(tmp_path / "c.nz") as it:
+        assert it.params["level"] == model.levels[-1]
     with pytest.warns(UserWarning):
-        nzip.encode(img, tmp_path / "c.nz", codec="image/vqgan", bpp=1e-4)
+        nzip.encode(img, tmp_path / "d.nz", codec="image/vqgan", bpp=1e-4)
+
+
+def test_rdo_trades_distance_for_rate(tmp_path, model):
+    img = _photo(160, 224, seed=6)
+    level = model.levels[0]
+    sizes, quality = [], []
+    for rdo in (0.0, 0.01, 0.04):
+        rep = nzip.encode(img, tmp_path / f"r{rdo}.nz", codec="image/vqgan", level=level, rdo=rdo)
+        sizes.append(rep.stored_bytes)
+        quality.append(ms_ssim(img, nzip.decode(tmp_path / f"r{rdo}.nz")))
+    assert sizes[0] > sizes[1] > sizes[2]
+    assert quality[0] > quality[2] and quality[2] > 0.5  # fewer bits cost some fidelity, not the picture
+    # rdo=0 is the nearest codes
+    grid = iv.image_indices(model, img, level, rdo=0.0)
+    with nzip.open(tmp_path / "r0.0.nz") as it:
+        assert np.array_equal(iv.read_indices(it)[0], grid)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(InvalidInputError, match="rdo"):
+            nzip.encode(img, tmp_path / "x.nz", codec="image/vqgan", rdo=bad)
+
+
+def test_version_1_files_with_fixed_tables_still_decode(tmp_path, model):
+    """Files written before the adaptive prior (codec version 1: no "mix", fixed context tables)."""
+    import base64
+    import json
+
+    img = _photo(96, 160, seed=7)
+    nzip.encode(img, tmp_path / "new.nz", codec="image/vqgan", level=model.levels[1], tile=64)
+    with nzip.open(tmp_path / "new.nz") as it:
+        grid, level, tile = iv.read_indices(it)
+        assert it.params["mix"] == list(iv.MIX) and it.meta["codec_version"] == 2
+    tiles = list(iv._tiles(*grid.shape, tile))
+    streams = [model.priors[level].encode(grid[y0:y1, x0:x1]) for y0, y1, x0, x1 in tiles]
+    with zipfile.ZipFile(tmp_path / "new.nz") as z:
+        meta = json.loads(z.read("zarr.json"))
+    nz = meta["attributes"]["nzip"]
+    del nz["params"]["mix"]
+    nz["codec_version"] = 1
+    nz["params"]["streams"] = [len(b) for b in streams]
+    nz["inline"]["codes"] = base64.b64encode(b"".join(streams)).decode()
+    with zipfile.ZipFile(tmp_path / "old.nz", "w") as z:
+        z.writestr("zarr.json", json.dumps(meta))
+    assert np.array_equal(nzip.decode(tmp_path / "old.nz"), nzip.decode(tmp_path / "new.nz"))
+    assert (tmp_path / "old.nz").read_bytes() != (tmp_path / "new.nz").read_bytes()
 
 
 def test_odd_sizes_grey_and_tiles(tmp_path, model):

@@ -5,16 +5,24 @@ An image becomes one index per 16x16 pixels. The rate is chosen by the codebook 
 4096-code codebook of nzip's autoencoder and its k-means clusterings into 1024, 512, 256 and 64 codes
 (the decoder is fine-tuned to serve all of them). Where the paper codes indices with a fixed length
 (log2(K) bits), nzip codes them with a learned prior: integer context tables (the classes of the
-left and upper neighbours pick the table) through ``nzip.entropy.grid``, so decoding the indices is
-exact on every machine; only the pixels come out of a float network.
+left and upper neighbours pick the table) mixed adaptively with the codes of the four decoded
+neighbours and the codes seen so far in the tile (``MIX``; codec version 2, version-1 files with the
+fixed tables alone still decode), through ``nzip.entropy.grid``, so decoding the indices is exact on
+every machine; only the pixels come out of a float network.
+
+The encoder need not send each latent's nearest code: ``--param rdo=X`` (default ``DEFAULT_RDO``)
+picks, in the prior's raster order, the code maximising cosine - X * (its bits under the adaptive
+table the decoder will use there), a cheaper code wherever one is nearly as close.
 
 Any image size: the image is padded to a multiple of 16 (edge replicated) and cut into tiles of
 ``tile`` pixels (default 1024); each tile's indices are an independent stream, so a region decodes
 from its own tiles (:func:`decode_region`). The network runs tile by tile with a margin, so large
 images need little memory and show no seams.
 
-``--param level=K`` picks a level; ``--bpp X`` (or ``--param bpp=X``) picks the largest level whose
-whole .nz file fits X bits per pixel. The network and tables are trained by scripts/train_vqgan.py
+``--param level=K`` picks a level; ``--bpp X`` (or ``--param bpp=X``) picks the first setting of
+``_budget_ladder`` whose whole .nz file fits X bits per pixel: the largest level with the default
+rate weight, then with ``BUDGET_RDO``, then the next level down, and at the smallest level ever
+larger rate weights. The network and tables are trained by scripts/train_vqgan.py
 and shipped in nzip/pretrained/ (see its manifest.json); containers name them by hash.
 """
 from __future__ import annotations
@@ -44,6 +52,26 @@ DEFAULT_TILE = 1024
 MARGIN = 4  # indices of context around a tile when the network runs tile by tile
 DEFAULT_REFINE = 0  # encoder search steps per tile (--param refine=N)
 REFINE_LR = 0.002  # Adam's step on the l2-normalised latents (dev photos: 0.05 overshoots, 0.002-0.003 climbs)
+# Adaptive mixing of the index prior (nzip.entropy.grid): 6000/65536 of each table spread over the
+# four decoded neighbours' codes (weights 4:3:1:1 for left, up, up-left, up-right) and 14000/65536
+# over the codes seen so far in the tile. Tuned on held-out training-pool maps
+# (scripts/research/vqgan_mix.py); written into each file's params, so retuning never breaks old files.
+MIX = (6000, 14000, 4, 3, 1, 1)
+DEFAULT_RDO = 0.005  # rate weight of the index choice (--param rdo=X): cosine - rdo * bits
+BUDGET_RDO = 0.01  # under --bpp each level also tries this rate weight before the next level down
+BUDGET_RDO_LAST = (0.02, 0.04, 0.08, 0.16, 0.32)  # ... and the smallest level these, before giving up
+
+
+def _budget_ladder(levels: list[int], rdo: float):
+    """(level, rdo) settings --bpp tries, best first: each level (largest first) with the user's
+    rate weight, then with BUDGET_RDO; the smallest level then with ever larger weights."""
+    for level in levels:
+        yield level, rdo
+        if BUDGET_RDO > rdo:
+            yield level, BUDGET_RDO
+    for r in BUDGET_RDO_LAST:
+        if r > max(rdo, BUDGET_RDO):
+            yield levels[-1], r
 
 
 class ModelMissingError(NzipError):
@@ -136,31 +164,52 @@ def _run_tiled(fn, grid_h: int, grid_w: int, tile: int, margin: int):
         yield (y0, y1, x0, x1), fn(a0, a1, b0, b1), (y0 - a0, x0 - b0)
 
 
-def image_indices(model: _Model, img: np.ndarray, level: int, tile: int = DEFAULT_TILE) -> np.ndarray:
-    """The index grid (H/16, W/16) of a uint8 RGB image at a codebook level."""
+def tile_latents(model: _Model, img: np.ndarray, tile: int = DEFAULT_TILE) -> list:
+    """The encoder's latents (dim, h, w) of each tile's own indices (computed with the margin the
+    decoder sees, then cropped), in tile order: one pass of the network serves every level."""
     import torch
 
     img = _pad(img)
     gh, gw = img.shape[0] // F, img.shape[1] // F
-    out = np.empty((gh, gw), np.int32)
     x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None]
     with torch.no_grad():
         def enc(a0, a1, b0, b1):
-            part = x[:, :, a0 * F:a1 * F, b0 * F:b1 * F].float() / 255
-            return model.net.nearest(model.net.latents(part), model.books[level])[0].numpy()
+            return model.net.latents(x[:, :, a0 * F:a1 * F, b0 * F:b1 * F].float() / 255)[0]
 
-        for (y0, y1, x0, x1), idx, (dy, dx) in _run_tiled(enc, gh, gw, tile, MARGIN):
-            out[y0:y1, x0:x1] = idx[dy:dy + y1 - y0, dx:dx + x1 - x0]
+        return [z[:, dy:dy + y1 - y0, dx:dx + x1 - x0]
+                for (y0, y1, x0, x1), z, (dy, dx) in _run_tiled(enc, gh, gw, tile, MARGIN)]
+
+
+def choose_codes(model: _Model, z, level: int, rdo: float) -> np.ndarray:
+    """Index grid (h, w) of latents z (dim, h, w): the nearest codes (``rdo = 0``) or, with a rate
+    weight, each position's code maximising cosine - rdo * (its bits under the adaptive prior)."""
+    book = model.books[level]
+    if rdo == 0:
+        return model.net.nearest(z[None], book)[0].numpy().astype(np.int32)
+    sim = (z.permute(1, 2, 0) @ book.T).numpy()
+    return model.priors[level].choose(sim, rdo, MIX)
+
+
+def image_indices(model: _Model, img: np.ndarray, level: int, tile: int = DEFAULT_TILE, rdo: float = 0.0,
+                  latents: list | None = None) -> np.ndarray:
+    """The index grid (H/16, W/16) of a uint8 RGB image at a codebook level (``rdo``: the rate weight
+    of :func:`choose_codes`; ``latents``: :func:`tile_latents` of the image, if already computed)."""
+    gh, gw = -(-img.shape[0] // F), -(-img.shape[1] // F)
+    lat = tile_latents(model, img, tile) if latents is None else latents
+    out = np.empty((gh, gw), np.int32)
+    for (y0, y1, x0, x1), z in zip(_tiles(gh, gw, tile), lat):
+        out[y0:y1, x0:x1] = choose_codes(model, z, level, rdo)
     return out
 
 
 def refine_indices(model: _Model, img: np.ndarray, grid: np.ndarray, level: int, tile: int, steps: int,
-                   bar=None) -> list[list[np.ndarray]]:
+                   bar=None, rdo: float = 0.0) -> list[list[np.ndarray]]:
     """Encoder-side search for indices that decode closer to the image than the nearest codes do.
 
     The decoder is fixed, so the encoder may pick any grid: per tile (grown by the network's margin,
     as decoding sees it) the continuous latents are moved by Adam on 1 - MS-SSIM of the decoded
-    tile, each step snapping them to their nearest codes and passing the gradient straight through.
+    tile, each step snapping them to their codes (nearest, or rate-weighted with ``rdo``) and passing
+    the gradient straight through.
     Returns, per tile, the grids that improved on all before them (the first is ``grid``'s own,
     the last the best), so a rate budget can step back to a cheaper one."""
     import torch
@@ -183,7 +232,8 @@ def refine_indices(model: _Model, img: np.ndarray, grid: np.ndarray, level: int,
         for step in range(steps + 1):
             with torch.enable_grad():
                 un = torch.nn.functional.normalize(u, dim=1)
-                idx = net.nearest(un.detach(), book)
+                idx = (net.nearest(un.detach(), book) if rdo == 0 else
+                       torch.from_numpy(choose_codes(model, un.detach()[0], level, rdo)).long()[None])
                 q = book[idx].permute(0, 3, 1, 2)
                 y = net.decode_codes(un + (q - un).detach()).clamp(0, 1)
                 loss = 1 - ms_ssim_torch(y, part)
@@ -232,7 +282,7 @@ def indices_image(model: _Model, grid: np.ndarray, level: int, tile: int = DEFAU
 class ImageVQGAN(Codec):
     name = "image/vqgan"
     modality = "image"
-    version = 1
+    version = 2  # 2: adaptive mixing of the index prior (params "mix"); version 1 files decode too
     suffixes = ()  # images have no default codec yet: pass --codec image/vqgan
     description = "extreme-rate images: VQ index grid (16x), k-means codebook levels, learned index prior"
     restores = True
@@ -244,7 +294,7 @@ class ImageVQGAN(Codec):
         write_image(item, path, overwrite)
 
     def encode(self, item: Any, progress=None, **params: Any) -> Encoded:
-        p = self.check_params(params, {"level": int, "bpp": float, "tile": int, "refine": int})
+        p = self.check_params(params, {"level": int, "bpp": float, "tile": int, "refine": int, "rdo": float})
         img = np.asarray(item)
         if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
             raise InvalidInputError(f"image/vqgan codes uint8 (H, W) or (H, W, 3) images, not {img.dtype} "
@@ -261,35 +311,40 @@ class ImageVQGAN(Codec):
         refine = p.get("refine", DEFAULT_REFINE)
         if refine < 0:
             raise InvalidInputError(f"refine must be 0 (off) or a number of search steps, got {refine}")
+        rdo = p.get("rdo", DEFAULT_RDO)
+        if not 0 <= rdo < math.inf:
+            raise InvalidInputError(f"rdo must be a rate weight >= 0 (0: nearest codes), got {rdo}")
         model = load_model()
         H, W = img.shape[:2]
         gh, gw = -(-H // F), -(-W // F)
         tiles = list(_tiles(gh, gw, tile))
         src = {"modality": "image", "shape": list(img.shape), "dtype": "uint8"}
+        lat = tile_latents(model, rgb, tile)
         budget = None
         if "bpp" in p:
             if not p["bpp"] > 0:
                 raise InvalidInputError(f"bpp must be positive, got {p['bpp']}")
             budget = p["bpp"] * H * W / 8  # bytes of the whole .nz file
-            for level in model.levels:  # the largest level whose whole .nz file fits
-                grid = image_indices(model, rgb, level, tile)
+            for level, weight in _budget_ladder(model.levels, rdo):  # the first setting whose file fits
+                grid = image_indices(model, rgb, level, tile, weight, lat)
                 enc = self._encoded(model, self._streams(model, grid, level, tiles), level, tile, src)
                 if self._size(enc, src) <= budget:
                     break
             else:
                 warnings.warn(f"image/vqgan: {p['bpp']} bpp is below the smallest level ({level} codes) for "
-                              "this image; using that level", stacklevel=3)
+                              f"this image, even with rdo={weight:g}; using that", stacklevel=3)
                 budget = None
+            rdo = weight  # refine snaps its codes with the same rate weight
         else:
             level = p.get("level", DEFAULT_LEVEL)
             if level not in model.books:
                 raise InvalidInputError(f"level must be one of {', '.join(map(str, model.levels))}, got {level}")
-            grid = image_indices(model, rgb, level, tile)
+            grid = image_indices(model, rgb, level, tile, rdo, lat)
             enc = None if refine else self._encoded(model, self._streams(model, grid, level, tiles), level, tile, src)
         if refine:
             bar = progress.steps(refine * len(tiles), "refine indices") if hasattr(progress, "steps") else None
             try:
-                found = refine_indices(model, rgb, grid, level, tile, refine, bar)
+                found = refine_indices(model, rgb, grid, level, tile, refine, bar, rdo)
             finally:
                 if bar is not None:
                     bar.close()
@@ -306,7 +361,7 @@ class ImageVQGAN(Codec):
 
         def stream(t: int, k: int) -> bytes:
             if (t, k) not in coded:
-                coded[t, k] = model.priors[level].encode(found[t][k])
+                coded[t, k] = model.priors[level].encode(found[t][k], MIX)
             return coded[t, k]
 
         while True:
@@ -322,14 +377,14 @@ class ImageVQGAN(Codec):
         return nz_size(attrs, enc.arrays)
 
     def _streams(self, model: _Model, grid: np.ndarray, level: int, tiles) -> list[bytes]:
-        return [model.priors[level].encode(grid[y0:y1, x0:x1]) for y0, y1, x0, x1 in tiles]
+        return [model.priors[level].encode(grid[y0:y1, x0:x1], MIX) for y0, y1, x0, x1 in tiles]
 
     def _encoded(self, model: _Model, streams: list[bytes], level: int, tile: int, src) -> Encoded:
         blob = np.frombuffer(b"".join(streams), np.uint8)
         return Encoded(
             arrays={"codes": ArraySpec(blob, symbols=False, inline=True)},
             params={"level": level, "tile": tile, "model": MODEL_NAME, "model_sha256": model.sha,
-                    "streams": [len(s) for s in streams]},
+                    "streams": [len(s) for s in streams], "mix": list(MIX)},
             source=src,
         )
 
@@ -370,6 +425,7 @@ def read_indices(container: Item, tiles_wanted: set[int] | None = None,
     gh, gw = -(-H // F), -(-W // F)
     tiles = list(_tiles(gh, gw, tile))
     lengths = [int(v) for v in prm["streams"]]
+    mix = model.priors[level].check_mix(prm.get("mix"), str(container.path))  # absent: version 1, fixed tables
     if len(lengths) != len(tiles):
         raise CorruptDataError(f"{container.path}: {len(lengths)} index streams for {len(tiles)} tiles")
     blob = container.read_blob("codes")
@@ -383,7 +439,7 @@ def read_indices(container: Item, tiles_wanted: set[int] | None = None,
         if tiles_wanted is None or t in tiles_wanted:
             try:
                 grid[y0:y1, x0:x1] = model.priors[level].decode(blob[pos:pos + n], (y1 - y0, x1 - x0),
-                                                                what=f"{container.path}: tile {t}")
+                                                                what=f"{container.path}: tile {t}", mix=mix)
             except CorruptDataError:
                 if not restore:
                     raise

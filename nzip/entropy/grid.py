@@ -9,6 +9,19 @@ One rANS lane in the same arithmetic as the lane coder (32-bit state in [2**16, 
 words, precision <= 16); symbols in raster order; the encoder runs backwards. The final state must
 come back to 2**16, which catches corrupt or truncated streams. Grids of VQ indices are small
 (1,536 symbols for a 768x512 image at 16x downsampling), so one sequential lane is plenty.
+
+Adaptive mixing (``mix``): a fixed table knows the classes of the neighbours but not the grid in
+hand, whose codes repeat (a fifth to a quarter of VQ indices equal a neighbour's; two thirds were
+already seen earlier in the grid). With ``mix = (mn, mh, a_left, a_up, a_upleft, a_upright)`` each
+symbol's table is rebuilt from three parts, in integers only, summing to exactly ``2**precision``:
+
+- every symbol gets 1, and the context's fixed table, scaled to what ``mn`` and ``mh`` leave;
+- ``mn`` split among the codes of the four decoded neighbours by the weights ``a`` (neighbours
+  outside the grid drop out and the others share their weight);
+- ``mh`` split among the codes decoded so far in proportion to how often each came;
+
+and the rounding remainder goes to the fixed table's most probable symbol. The encoder and the
+decoder build the same table from the same decoded symbols, so coding stays exact on every machine.
 """
 from __future__ import annotations
 
@@ -87,6 +100,154 @@ def _decode(words, h, w, cls, freq, cum, prec, C):
     return sym, 0
 
 
+MIX_FIELDS = 6  # mn, mh, a_left, a_up, a_upleft, a_upright
+
+
+@numba.njit(cache=True, nogil=True)
+def _mix_table(sym, i, j, cls, freqs, amax, prec, C, mix, hist, cnt, freq):
+    """Fill ``freq`` (K,) with the adaptive table of position (i, j): see the module's docstring."""
+    w = sym.shape[1]
+    K = freqs.shape[1]
+    P = np.int64(1) << prec
+    ctx = _ctx(sym, cls, i, j, C)
+    nbs = np.empty(4, np.int64)
+    nbs[0] = sym[i, j - 1] if j > 0 else -1
+    nbs[1] = sym[i - 1, j] if i > 0 else -1
+    nbs[2] = sym[i - 1, j - 1] if i > 0 and j > 0 else -1
+    nbs[3] = sym[i - 1, j + 1] if i > 0 and j < w - 1 else -1
+    A = np.int64(0)
+    for t in range(4):
+        if nbs[t] >= 0:
+            A += mix[2 + t]
+    mn = mix[0] if A > 0 else np.int64(0)
+    mh = mix[1] if cnt > 0 else np.int64(0)
+    S = P - K - mn - mh
+    total = np.int64(0)
+    for k in range(K):
+        f = 1 + ((freqs[ctx, k] * S) >> prec)
+        if mh > 0 and hist[k] > 0:
+            f += mh * hist[k] // cnt
+        freq[k] = f
+        total += f
+    if A > 0:
+        for t in range(4):
+            if nbs[t] >= 0:
+                d = mix[2 + t] * mn // A
+                freq[nbs[t]] += d
+                total += d
+    freq[amax[ctx]] += P - total
+
+
+@numba.njit(cache=True, nogil=True)
+def _encode_mix(sym, cls, freqs, amax, prec, C, mix):
+    h, w = sym.shape
+    K = freqs.shape[1]
+    n_sym = h * w
+    fs = np.empty(n_sym, np.uint64)
+    cs = np.empty(n_sym, np.uint64)
+    hist = np.zeros(K, np.int64)
+    freq = np.empty(K, np.int64)
+    for k in range(n_sym):  # forward: each symbol's table depends on those before it
+        i, j = k // w, k % w
+        _mix_table(sym, i, j, cls, freqs, amax, prec, C, mix, hist, k, freq)
+        s = sym[i, j]
+        c = np.int64(0)
+        for t in range(s):
+            c += freq[t]
+        fs[k] = freq[s]
+        cs[k] = c
+        hist[s] += 1
+    out = np.empty(2 * n_sym + 2, np.uint16)
+    n = 0
+    x = np.uint64(_L)
+    for k in range(n_sym - 1, -1, -1):
+        f = fs[k]
+        if x >= (f << np.uint64(32 - prec)):
+            out[n] = np.uint16(x & np.uint64(0xFFFF))
+            n += 1
+            x >>= np.uint64(16)
+        x = ((x // f) << np.uint64(prec)) + (x % f) + cs[k]
+    out[n] = np.uint16(x & np.uint64(0xFFFF))
+    out[n + 1] = np.uint16(x >> np.uint64(16))
+    n += 2
+    return out[:n][::-1].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode_mix(words, h, w, cls, freqs, amax, prec, C, mix):
+    K = freqs.shape[1]
+    sym = np.zeros((h, w), np.int32)
+    if len(words) < 2:
+        return sym, 1
+    x = (np.uint64(words[0]) << np.uint64(16)) | np.uint64(words[1])
+    pos = 2
+    mask = np.uint64((1 << prec) - 1)
+    hist = np.zeros(K, np.int64)
+    freq = np.empty(K, np.int64)
+    for k in range(h * w):
+        i, j = k // w, k % w
+        _mix_table(sym, i, j, cls, freqs, amax, prec, C, mix, hist, k, freq)
+        slot = np.int64(x & mask)
+        s = 0
+        c = np.int64(0)
+        while c + freq[s] <= slot:  # the tables sum to 2**prec > slot: this stops at s < K
+            c += freq[s]
+            s += 1
+        sym[i, j] = s
+        hist[s] += 1
+        x = np.uint64(freq[s]) * (x >> np.uint64(prec)) + np.uint64(slot - c)
+        if x < np.uint64(_L):
+            if pos >= len(words):
+                return sym, 1
+            x = (x << np.uint64(16)) | np.uint64(words[pos])
+            pos += 1
+    if x != np.uint64(_L) or pos != len(words):
+        return sym, 3
+    return sym, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _mix_bits(sym, cls, freqs, amax, prec, C, mix):
+    h, w = sym.shape
+    K = freqs.shape[1]
+    hist = np.zeros(K, np.int64)
+    freq = np.empty(K, np.int64)
+    total = 0.0
+    for k in range(h * w):
+        i, j = k // w, k % w
+        _mix_table(sym, i, j, cls, freqs, amax, prec, C, mix, hist, k, freq)
+        total += prec - np.log2(freq[sym[i, j]])
+        hist[sym[i, j]] += 1
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def _choose(score, h, w, cls, freqs, amax, prec, C, mix, adaptive, lam):
+    """Raster-order greedy: at each position the symbol maximising score - lam * bits, where bits is
+    its code length in the table the decoder will use there (given the choices before it)."""
+    K = freqs.shape[1]
+    sym = np.zeros((h, w), np.int32)
+    hist = np.zeros(K, np.int64)
+    freq = np.empty(K, np.int64)
+    for k in range(h * w):
+        i, j = k // w, k % w
+        if adaptive:
+            _mix_table(sym, i, j, cls, freqs, amax, prec, C, mix, hist, k, freq)
+        else:
+            c = _ctx(sym, cls, i, j, C)
+            for t in range(K):
+                freq[t] = freqs[c, t]
+        best, arg = -np.inf, 0
+        for t in range(K):
+            if freq[t] > 0:
+                v = score[k, t] - lam * (prec - np.log2(freq[t]))
+                if v > best:
+                    best, arg = v, t
+        sym[i, j] = arg
+        hist[arg] += 1
+    return sym
+
+
 class GridModel:
     """Fixed context tables: ``freqs`` ((C+1)**2, K) integers summing to 2**precision per row,
     ``classes`` (K,) the class in [0, C) of each symbol."""
@@ -126,10 +287,32 @@ class GridModel:
             freqs[c] = quantize_counts(pseudo, precision)
         return cls(freqs, classes, precision)
 
-    def bits(self, grid: np.ndarray) -> float:
+    def check_mix(self, mix, what: str = "grid model") -> np.ndarray | None:
+        """``mix`` as the coders take it (int64 array), or None for the fixed tables; a mix that
+        could not make a valid table is refused (``CorruptDataError``: it comes from a file)."""
+        if mix is None:
+            return None
+        try:
+            m = np.array([int(v) for v in mix], np.int64)
+        except (TypeError, ValueError):
+            raise CorruptDataError(f"{what}: mixing parameters must be {MIX_FIELDS} integers, got {mix!r}") from None
+        if (m.shape != (MIX_FIELDS,) or m.min() < 0 or m[2:].max() > 1 << 16
+                or self.alphabet + m[0] + m[1] >= 1 << self.precision):
+            raise CorruptDataError(f"{what}: invalid mixing parameters {mix!r} for {self.alphabet} symbols "
+                                   f"at precision {self.precision}")
+        return m
+
+    def _args(self):
+        if not hasattr(self, "_amax"):
+            self._amax = self.freqs.argmax(1).astype(np.int64)
+        return self.classes, self.freqs, self._amax, self.precision, self.C
+
+    def bits(self, grid: np.ndarray, mix=None) -> float:
         """Ideal code length of a grid under the model (for reporting and tests)."""
         g = np.asarray(grid, np.int64)
-        h, w = g.shape
+        m = self.check_mix(mix)
+        if m is not None:
+            return float(_mix_bits(np.ascontiguousarray(g, np.int32), *self._args(), m))
         left = np.full_like(g, self.C)
         left[:, 1:] = self.classes[g[:, :-1]]
         up = np.full_like(g, self.C)
@@ -137,24 +320,49 @@ class GridModel:
         f = self.freqs[left * (self.C + 1) + up, g]
         return float(np.sum(self.precision - np.log2(f)))
 
-    def encode(self, grid: np.ndarray) -> bytes:
+    def encode(self, grid: np.ndarray, mix=None) -> bytes:
+        """The rANS words of a grid; ``mix`` turns on adaptive mixing (module docstring)."""
         g = np.ascontiguousarray(grid, dtype=np.int32)
         if g.ndim != 2 or g.size == 0:
             raise InvalidInputError("grid coder: expected a non-empty 2-D grid of symbols")
         if g.min() < 0 or g.max() >= self.alphabet:
             raise InvalidInputError(f"grid coder: symbols must lie in [0, {self.alphabet})")
+        m = self.check_mix(mix)
+        if m is not None:
+            return _encode_mix(g, *self._args(), m).astype("<u2").tobytes()
         words, status = _encode(g, self.classes, self.freqs, self.cum, self.precision, self.C)
         if status:
             raise InvalidInputError("grid coder: a symbol has zero probability in its context")
         return words.astype("<u2").tobytes()
 
-    def decode(self, data: bytes | memoryview, shape: tuple[int, int], what: str = "index grid") -> np.ndarray:
+    def decode(self, data: bytes | memoryview, shape: tuple[int, int], what: str = "index grid",
+               mix=None) -> np.ndarray:
         h, w = (int(v) for v in shape)
         if h <= 0 or w <= 0 or len(data) % 2:
             raise CorruptDataError(f"{what}: stream of {len(data)} bytes cannot hold a {h}x{w} grid")
+        m = self.check_mix(mix, what)
         words = np.frombuffer(data, dtype="<u2").astype(np.uint16)
-        sym, status = _decode(words, h, w, self.classes, self.freqs, self.cum, self.precision, self.C)
+        if m is not None:
+            sym, status = _decode_mix(words, h, w, *self._args(), m)
+        else:
+            sym, status = _decode(words, h, w, self.classes, self.freqs, self.cum, self.precision, self.C)
         if status:
             why = {1: "truncated", 2: "invalid slot", 3: "final state check failed"}[int(status)]
             raise CorruptDataError(f"{what}: corrupt entropy stream ({why})")
         return sym
+
+    def choose(self, score: np.ndarray, lam: float, mix=None) -> np.ndarray:
+        """Rate-aware choice of a grid: ``score`` (h, w, K) says how good each symbol is at each
+        position (higher is better, e.g. the cosine to each code); in raster order each position
+        takes the symbol maximising ``score - lam * bits`` under the table the decoder will use
+        there. ``lam = 0`` is the plain argmax."""
+        sc = np.asarray(score)
+        if sc.ndim != 3 or sc.shape[2] != self.alphabet or sc.shape[0] * sc.shape[1] == 0:
+            raise InvalidInputError(f"grid chooser: scores must be (h, w, {self.alphabet})")
+        if not lam >= 0:
+            raise InvalidInputError(f"grid chooser: the rate weight must be >= 0, got {lam}")
+        h, w = sc.shape[:2]
+        m = self.check_mix(mix)
+        flat = np.ascontiguousarray(sc.reshape(h * w, -1), np.float32)
+        return _choose(flat, h, w, *self._args(), np.zeros(MIX_FIELDS, np.int64) if m is None else m,
+                       m is not None, float(lam))
