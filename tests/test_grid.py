@@ -155,7 +155,8 @@ def test_adaptive_mixing_catches_corruption_and_refuses_bad_parameters():
         except CorruptDataError:
             caught += 1
     assert caught >= 1
-    for mix in ((1, 2, 3), (-1, 0, 1, 1, 1, 1), (40000, 30000, 1, 1, 1, 1), ("a", 0, 1, 1, 1, 1), 7):
+    for mix in ((1, 2, 3), (-1, 0, 1, 1, 1, 1), (40000, 30000, 1, 1, 1, 1), ("a", 0, 1, 1, 1, 1), 7,
+                (6000.5, 14000, 4, 3, 1, 1), (True, 14000, 4, 3, 1, 1), (6000, 14000, 4, 3, 1, 1 << 17)):
         with pytest.raises(CorruptDataError, match="mixing"):
             m.decode(blob, g.shape, mix=mix)
 

@@ -292,10 +292,11 @@ class GridModel:
         could not make a valid table is refused (``CorruptDataError``: it comes from a file)."""
         if mix is None:
             return None
-        try:
-            m = np.array([int(v) for v in mix], np.int64)
-        except (TypeError, ValueError):
-            raise CorruptDataError(f"{what}: mixing parameters must be {MIX_FIELDS} integers, got {mix!r}") from None
+        ok = isinstance(mix, (list, tuple, np.ndarray)) and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in mix)
+        if not ok:
+            raise CorruptDataError(f"{what}: mixing parameters must be {MIX_FIELDS} integers, got {mix!r}")
+        m = np.array(mix, np.int64)
         if (m.shape != (MIX_FIELDS,) or m.min() < 0 or m[2:].max() > 1 << 16
                 or self.alphabet + m[0] + m[1] >= 1 << self.precision):
             raise CorruptDataError(f"{what}: invalid mixing parameters {mix!r} for {self.alphabet} symbols "

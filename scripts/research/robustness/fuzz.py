@@ -1,9 +1,10 @@
 """Research (bad input): damaged inputs must decode or raise an NzipError, never crash or escape
 as another exception. Two campaigns, each for --seconds:
 
-  blobs: entropy blobs (static, context) and weights/lossless tensor streams with random byte
-         flips, cuts and insertions, through the decoders (the C parse and decode paths first);
-  files: weights and array .nz files with a flipped byte or a cut, through nzip.info,
+  blobs: entropy blobs (static, context), image/vqgan index grids (fixed and adaptive prior) and
+         weights/lossless tensor streams with random byte flips, cuts and insertions, through the
+         decoders (the C parse and decode paths first);
+  files: weights, array and image/vqgan .nz files with a flipped byte or a cut, through nzip.info,
          nzip.weights.tensors and nzip.decode.
 
 Prints how many decoded, how many were refused with an NzipError, and every other exception by
@@ -65,6 +66,12 @@ def blobs(rng, seconds: float) -> None:
         ctx = rng.integers(0, nctx, n).astype(np.uint8)
         sym = np.clip(rng.normal(100 + ctx * 3, 4 + ctx), 0, 255).astype(np.uint8)
         cases.append((lambda b, c=ctx, m=n: coder.parse_context(b, m).decode(c), E.encode_context(sym, ctx, nctx)))
+    from nzip.codecs import image_vqgan as V
+
+    prior = V.load_model().priors[256]
+    grid = np.repeat(rng.integers(0, 256, (20, 10)), 3, axis=1)  # runs, as in real index maps
+    for mix in (None, V.MIX):
+        cases.append((lambda b, m=mix: prior.decode(b, grid.shape, mix=m), prior.encode(grid, mix)))
     w = torch.randn(300, 257) * 0.03
     for dt, td in (("BF16", torch.bfloat16), ("F32", torch.float32), ("F16", torch.float16)):
         raw = w.to(td).contiguous().view(torch.uint8).numpy().reshape(-1).copy()
@@ -101,11 +108,13 @@ def files(rng, seconds: float) -> None:
     nzip.encode(d / "m.safetensors", d / "m.nz")
     np.save(d / "a.npy", rng.integers(-50, 50, (300, 40)).astype(np.int16))
     nzip.encode(d / "a.npy", d / "a.nz", chunk=3000)
+    img = np.clip(rng.normal(128, 40, (96, 128, 3)), 0, 255).astype(np.uint8)
+    nzip.encode(img, d / "i.nz", codec="image/vqgan", tile=64)
 
     def check(data: bytes, weights: bool) -> None:
         p = d / "x.nz"
         p.write_bytes(data)
-        out = d / ("out.safetensors" if weights else "out.npy")
+        out = d / {True: "out.safetensors", False: "out.npy", None: "out.png"}[weights]
         out.unlink(missing_ok=True)
         nzip.info(p)
         if weights:
@@ -113,7 +122,8 @@ def files(rng, seconds: float) -> None:
         nzip.decode(p, out)
 
     cases = [(lambda b: check(b, True), (d / "m.nz").read_bytes()),
-             (lambda b: check(b, False), (d / "a.nz").read_bytes())]
+             (lambda b: check(b, False), (d / "a.nz").read_bytes()),
+             (lambda b: check(b, None), (d / "i.nz").read_bytes())]
 
     def mutate(b: bytearray) -> bytes:
         if rng.random() < 0.85:
