@@ -1,10 +1,10 @@
 """image/vqgan lost-index restoration on the dev set (issue 4's stretch goal).
 
-    python scripts/bench_restore.py [--levels 256,1024] [--rates 0.1,0.2] [--manifest]
+    python scripts/bench_restore.py [--levels 256,1024] [--rates 0.1,0.2] [--rdo X] [--manifest]
 
 Dev set: the 14 photographs of data/images/test/ (768x512, from scripts/prepare_images.py; the
 restorer is trained on the training pool only). For each photo and level, the index grid is
-encoded once; then a share of its indices is lost, at random positions (seeded), or as one lost
+encoded once (with the codec's default rate weight unless ``--rdo`` says otherwise); then a share of its indices is lost, at random positions (seeded), or as one lost
 16x16-index tile (a damaged stream of ``--param tile=256``), and the grid is rebuilt three ways:
 
 * ``nzip restore``: the restoration transformer (nzip.codecs.vqgan_restore, 4 rounds);
@@ -32,7 +32,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nzip.codecs.image_vqgan import image_indices, indices_image, load_model  # noqa: E402
+from nzip.codecs.image_vqgan import DEFAULT_RDO, image_indices, indices_image, load_model  # noqa: E402
 from nzip.codecs.vqgan_restore import load_restorer, nearest_fill, restore  # noqa: E402
 from nzip.metrics import ms_ssim, psnr  # noqa: E402
 
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rates", default="0.1,0.2")
     ap.add_argument("--limit", type=int, default=0, help="use the first N photos (0: all)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rdo", type=float, default=DEFAULT_RDO,
+                    help="the grids' rate weight (default: the codec's; 0: nearest codes, as before session 16)")
     ap.add_argument("--restorer", type=Path, help="a folder holding another vqgan-f16-restore.safetensors")
     ap.add_argument("--manifest", action="store_true", help="write the means into nzip/pretrained/manifest.json")
     a = ap.parse_args(argv)
@@ -66,13 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     rates = [float(v) for v in a.rates.split(",")]
     model, net = load_model(), load_restorer(a.restorer)
     print(f"date {date.today()}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{len(files)} photos, levels {levels}")
+          f"{len(files)} photos, levels {levels}, rdo {a.rdo:g}")
     rows: dict[tuple, list] = {}
     t0 = time.perf_counter()
     for k, f in enumerate(files):
         img = np.asarray(Image.open(f).convert("RGB"))
         for level in levels:
-            grid = image_indices(model, img, level)
+            grid = image_indices(model, img, level, rdo=a.rdo)
             book = model.books[level]
             px = indices_image(model, grid, level)
             rows.setdefault((level, "nothing lost", "intact"), []).append((1.0, psnr(img, px), ms_ssim(img, px)))
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
         entries = json.loads(path.read_text())
         entries["vqgan-f16-restore.safetensors"]["quality"] = {
             "measured": f"scripts/bench_restore.py, {date.today()}",
-            "data": f"dev set: {len(files)} lomiri wallpaper photos, 768x512 (never trained on)", **means}
+            "data": f"dev set: {len(files)} lomiri wallpaper photos, 768x512 (never trained on)",
+            "grids": f"rdo={a.rdo:g}", **means}
         path.write_text(json.dumps(entries, indent=1) + "\n")
 
 
