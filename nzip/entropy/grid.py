@@ -11,8 +11,8 @@ come back to 2**16, which catches corrupt or truncated streams. Grids of VQ indi
 (1,536 symbols for a 768x512 image at 16x downsampling), so one sequential lane is plenty.
 
 Adaptive mixing (``mix``): a fixed table knows the classes of the neighbours but not the grid in
-hand, whose codes repeat (a fifth to a quarter of VQ indices equal a neighbour's; two thirds were
-already seen earlier in the grid). With ``mix = (mn, mh, a_left, a_up, a_upleft, a_upright)`` each
+hand, whose codes repeat (on image/vqgan's dev photos 21-45 % of the indices equal one of their
+four decoded neighbours' and 51-96 % were already used earlier in the grid, 4096 down to 64 codes). With ``mix = (mn, mh, a_left, a_up, a_upleft, a_upright)`` each
 symbol's table is rebuilt from three parts, in integers only, summing to exactly ``2**precision``:
 
 - every symbol gets 1, and the context's fixed table, scaled to what ``mn`` and ``mh`` leave;
