@@ -178,6 +178,9 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
             n = max(1, int(it.source["shape"][0]))
             codes = sum(a["stored_bytes"] for a in arrays if a["name"] in ("codes", "codes_by_stage"))
             extra = {"bytes_per_vector": stored / n, "code_bytes_per_vector": codes / n}
+        elif it.source.get("modality") == "image" and len(it.source.get("shape", [])) >= 2:
+            pixels = max(1, int(it.source["shape"][0]) * int(it.source["shape"][1]))
+            extra = {"bits_per_pixel": stored * 8 / pixels}  # the whole file, as --bpp counts it
         return {**extra, "path": path, "format": it.meta.get("format"), "codec": it.codec,
                 "codec_version": it.meta.get("codec_version"), "params": it.params,
                 "source": it.source, "stored_bytes": stored, "raw_bytes": raw,

@@ -114,6 +114,9 @@ def _cmd_info(a: argparse.Namespace) -> None:
     print(f"  params  {json.dumps(info['params'])}")
     ratio = f"{info['ratio']:.3f}" if info["ratio"] else "-"
     print(f"  size    {_human(info['raw_bytes'])} -> {_human(info['stored_bytes'])}  ratio {ratio}")
+    if "bits_per_pixel" in info:
+        h, w = info["source"]["shape"][:2]
+        print(f"  pixels  {w} x {h}: {info['bits_per_pixel']:.4f} bits per pixel (the whole file)")
     if "bytes_per_vector" in info:
         n, d = info["source"]["shape"]
         print(f"  vectors {n:,} x {d}: {info['bytes_per_vector']:.2f} bytes per vector in all, "

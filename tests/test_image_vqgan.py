@@ -246,6 +246,10 @@ def test_cli_bpp(tmp_path, model):
     assert r.returncode == 0, r.stderr
     assert read_image(tmp_path / "q.png").shape == img.shape
     assert (tmp_path / "p.nz").stat().st_size * 8 / (128 * 192) <= 0.5
+    # info states the rate the budget counts: the whole file's bits per pixel
+    assert nzip.info(tmp_path / "p.nz")["bits_per_pixel"] == (tmp_path / "p.nz").stat().st_size * 8 / (128 * 192)
+    r = subprocess.run([sys.executable, "-m", "nzip.cli", "info", str(tmp_path / "p.nz")], capture_output=True, text=True)
+    assert r.returncode == 0 and "192 x 128: " in r.stdout and "bits per pixel" in r.stdout, r.stderr
     # a budget below every level: the smallest level, and a one-line warning (no source line)
     r = subprocess.run([sys.executable, "-m", "nzip.cli", "encode", str(tmp_path / "p.png"), str(tmp_path / "s.nz"),
                         "--codec", "image/vqgan", "--bpp", "0.0001"], capture_output=True, text=True)
