@@ -41,27 +41,52 @@ def _ctx(sym, cls, i, j, C):
 
 
 @numba.njit(cache=True, nogil=True)
-def _encode(sym, cls, freq, cum, prec, C):
-    h, w = sym.shape
-    out = np.empty(2 * h * w + 2, np.uint16)
+def _rans_encode(fs, cs, prec):
+    """rANS words of symbols given, in raster order, their frequencies and cumulative starts."""
+    n_sym = len(fs)
+    out = np.empty(2 * n_sym + 2, np.uint16)
     n = 0
     x = np.uint64(_L)
-    for k in range(h * w - 1, -1, -1):
-        i, j = k // w, k % w
-        c = _ctx(sym, cls, i, j, C)
-        s = sym[i, j]
-        f = np.uint64(freq[c, s])
-        if f == 0:
-            return out[:0], -1 - k
+    for k in range(n_sym - 1, -1, -1):  # the encoder runs backwards
+        f = np.uint64(fs[k])
         if x >= (f << np.uint64(32 - prec)):
             out[n] = np.uint16(x & np.uint64(0xFFFF))
             n += 1
             x >>= np.uint64(16)
-        x = ((x // f) << np.uint64(prec)) + (x % f) + np.uint64(cum[c, s])
+        x = ((x // f) << np.uint64(prec)) + (x % f) + np.uint64(cs[k])
     out[n] = np.uint16(x & np.uint64(0xFFFF))
     out[n + 1] = np.uint16(x >> np.uint64(16))
     n += 2
-    return out[:n][::-1].copy(), 0
+    return out[:n][::-1].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _rans_step(x, f, offset, prec, words, pos):
+    """The decoder's state after a symbol of frequency f found ``offset`` into its slot range, and
+    the next word's position; pos -1 when the stream ran out."""
+    x = np.uint64(f) * (x >> np.uint64(prec)) + np.uint64(offset)
+    if x < np.uint64(_L):
+        if pos >= len(words):
+            return x, -1
+        x = (x << np.uint64(16)) | np.uint64(words[pos])
+        pos += 1
+    return x, pos
+
+
+@numba.njit(cache=True, nogil=True)
+def _encode(sym, cls, freq, cum, prec, C):
+    h, w = sym.shape
+    fs = np.empty(h * w, np.int64)
+    cs = np.empty(h * w, np.int64)
+    for k in range(h * w):
+        i, j = k // w, k % w
+        c = _ctx(sym, cls, i, j, C)
+        s = sym[i, j]
+        if freq[c, s] == 0:
+            return np.empty(0, np.uint16), -1 - k
+        fs[k] = freq[c, s]
+        cs[k] = cum[c, s]
+    return _rans_encode(fs, cs, prec), 0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -85,16 +110,12 @@ def _decode(words, h, w, cls, freq, cum, prec, C):
             else:
                 hi = mid
         s = lo
-        f = np.uint64(freq[c, s])
-        if f == 0:
+        if freq[c, s] == 0:
             return sym, 2
         sym[i, j] = s
-        x = f * (x >> np.uint64(prec)) + np.uint64(slot - cum[c, s])
-        if x < np.uint64(_L):
-            if pos >= len(words):
-                return sym, 1
-            x = (x << np.uint64(16)) | np.uint64(words[pos])
-            pos += 1
+        x, pos = _rans_step(x, freq[c, s], slot - cum[c, s], prec, words, pos)
+        if pos < 0:
+            return sym, 1
     if x != np.uint64(_L) or pos != len(words):
         return sym, 3
     return sym, 0
@@ -139,15 +160,16 @@ def _mix_table(sym, i, j, cls, freqs, amax, prec, C, mix, hist, cnt, freq):
 
 
 @numba.njit(cache=True, nogil=True)
-def _encode_mix(sym, cls, freqs, amax, prec, C, mix):
+def _mix_fc(sym, cls, freqs, amax, prec, C, mix):
+    """Each symbol's frequency and cumulative start in its adaptive table, in raster order (each
+    table depends on the symbols before it)."""
     h, w = sym.shape
     K = freqs.shape[1]
-    n_sym = h * w
-    fs = np.empty(n_sym, np.uint64)
-    cs = np.empty(n_sym, np.uint64)
+    fs = np.empty(h * w, np.int64)
+    cs = np.empty(h * w, np.int64)
     hist = np.zeros(K, np.int64)
     freq = np.empty(K, np.int64)
-    for k in range(n_sym):  # forward: each symbol's table depends on those before it
+    for k in range(h * w):
         i, j = k // w, k % w
         _mix_table(sym, i, j, cls, freqs, amax, prec, C, mix, hist, k, freq)
         s = sym[i, j]
@@ -157,20 +179,7 @@ def _encode_mix(sym, cls, freqs, amax, prec, C, mix):
         fs[k] = freq[s]
         cs[k] = c
         hist[s] += 1
-    out = np.empty(2 * n_sym + 2, np.uint16)
-    n = 0
-    x = np.uint64(_L)
-    for k in range(n_sym - 1, -1, -1):
-        f = fs[k]
-        if x >= (f << np.uint64(32 - prec)):
-            out[n] = np.uint16(x & np.uint64(0xFFFF))
-            n += 1
-            x >>= np.uint64(16)
-        x = ((x // f) << np.uint64(prec)) + (x % f) + cs[k]
-    out[n] = np.uint16(x & np.uint64(0xFFFF))
-    out[n + 1] = np.uint16(x >> np.uint64(16))
-    n += 2
-    return out[:n][::-1].copy()
+    return fs, cs
 
 
 @numba.njit(cache=True, nogil=True)
@@ -195,30 +204,12 @@ def _decode_mix(words, h, w, cls, freqs, amax, prec, C, mix):
             s += 1
         sym[i, j] = s
         hist[s] += 1
-        x = np.uint64(freq[s]) * (x >> np.uint64(prec)) + np.uint64(slot - c)
-        if x < np.uint64(_L):
-            if pos >= len(words):
-                return sym, 1
-            x = (x << np.uint64(16)) | np.uint64(words[pos])
-            pos += 1
+        x, pos = _rans_step(x, freq[s], slot - c, prec, words, pos)
+        if pos < 0:
+            return sym, 1
     if x != np.uint64(_L) or pos != len(words):
         return sym, 3
     return sym, 0
-
-
-@numba.njit(cache=True, nogil=True)
-def _mix_bits(sym, cls, freqs, amax, prec, C, mix):
-    h, w = sym.shape
-    K = freqs.shape[1]
-    hist = np.zeros(K, np.int64)
-    freq = np.empty(K, np.int64)
-    total = 0.0
-    for k in range(h * w):
-        i, j = k // w, k % w
-        _mix_table(sym, i, j, cls, freqs, amax, prec, C, mix, hist, k, freq)
-        total += prec - np.log2(freq[sym[i, j]])
-        hist[sym[i, j]] += 1
-    return total
 
 
 @numba.njit(cache=True, nogil=True)
@@ -263,6 +254,7 @@ class GridModel:
         if classes.min() < 0 or classes.max() >= C:
             raise InvalidInputError(f"grid model: classes must lie in [0, {C})")
         self.freqs, self.classes, self.precision, self.C = freqs, classes, precision, C
+        self.amax = freqs.argmax(1).astype(np.int64)  # where the adaptive tables put their remainder
         self.cum = np.zeros((freqs.shape[0], freqs.shape[1] + 1), np.int64)
         np.cumsum(freqs, axis=1, out=self.cum[:, 1:])
 
@@ -304,16 +296,15 @@ class GridModel:
         return m
 
     def _args(self):
-        if not hasattr(self, "_amax"):
-            self._amax = self.freqs.argmax(1).astype(np.int64)
-        return self.classes, self.freqs, self._amax, self.precision, self.C
+        return self.classes, self.freqs, self.amax, self.precision, self.C
 
     def bits(self, grid: np.ndarray, mix=None) -> float:
         """Ideal code length of a grid under the model (for reporting and tests)."""
         g = np.asarray(grid, np.int64)
         m = self.check_mix(mix)
         if m is not None:
-            return float(_mix_bits(np.ascontiguousarray(g, np.int32), *self._args(), m))
+            fs, _ = _mix_fc(np.ascontiguousarray(g, np.int32), *self._args(), m)
+            return float(np.sum(self.precision - np.log2(fs)))
         left = np.full_like(g, self.C)
         left[:, 1:] = self.classes[g[:, :-1]]
         up = np.full_like(g, self.C)
@@ -330,7 +321,7 @@ class GridModel:
             raise InvalidInputError(f"grid coder: symbols must lie in [0, {self.alphabet})")
         m = self.check_mix(mix)
         if m is not None:
-            return _encode_mix(g, *self._args(), m).astype("<u2").tobytes()
+            return _rans_encode(*_mix_fc(g, *self._args(), m), self.precision).astype("<u2").tobytes()
         words, status = _encode(g, self.classes, self.freqs, self.cum, self.precision, self.C)
         if status:
             raise InvalidInputError("grid coder: a symbol has zero probability in its context")
