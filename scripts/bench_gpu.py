@@ -51,12 +51,13 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CI / the interpreter)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--scale", type=float, default=1.0, help="problem sizes times this (e.g. 0.25 on a short lease)")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
     dev = "cuda" if cuda else "cpu"
     if not cuda and not args.smoke:
         sys.exit("bench_gpu.py: no CUDA device here; use --smoke to check the script under the interpreter")
-    s = 1 / 16384 if args.smoke else 1.0
+    s = 1 / 16384 if args.smoke else args.scale
     rep = 1 if args.smoke else args.repeat
     name = torch.cuda.get_device_name() if cuda else "CPU (Triton interpreter)"
     print(f"date {date.today()}, {name}, torch {torch.__version__}, {platform.machine()}")

@@ -19,6 +19,12 @@ Phases (each resumable; the state lives in --work, default out/vqgan):
 Training runs in bfloat16 autocast (CPUs with AMX run it ~8x faster than float32); the exported
 weights are float16. `main` and `finetune` save every --save-every steps and on Ctrl-C, and resume
 where they stopped. `--init PATH` starts a phase from an exported model (when out/ was lost).
+
+On a GPU (`--device cuda`, the default where one is) the training pool lives on the device and
+crops are cut and resized there (bicubic, antialiased). `--minutes M` ends main / finetune /
+restore after M minutes (or --steps, whichever comes first), with the learning rate on a cosine
+over that time; scripts/device_vqgan.sh runs every phase that way on a lent GPU. The pool may be
+PNG or JPEG files (the device run carries it as JPEG q95 4:4:4 to fit its transfer limit).
 """
 
 from __future__ import annotations
@@ -47,29 +53,52 @@ CTX_CLASSES = 16  # the coarse clustering whose classes of the left and upper ne
 
 
 # ---------------------------------------------------------------- data
+def pool_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.png")) + sorted(folder.glob("*.jpg"))
+    if not files:
+        sys.exit(f"no training images in {folder}: run scripts/prepare_images.py first")
+    if any("lomiri" in f.name or "_by_" in f.name for f in files):
+        sys.exit("the training folder holds a lomiri test photo; refusing to train on it")
+    return files
+
+
 class Crops:
-    def __init__(self, folder: Path, size: int, seed: int) -> None:
-        files = sorted(folder.glob("*.png"))
-        if not files:
-            sys.exit(f"no training images in {folder}: run scripts/prepare_images.py first")
-        if any("lomiri" in f.name or "_by_" in f.name for f in files):
-            sys.exit("the training folder holds a lomiri test photo; refusing to train on it")
-        self.images = [Image.open(f).convert("RGB") for f in files]
+    """Random square windows (crop..4*crop pixels, at most the image's short side) resized to the
+    crop size, random horizontal flips. On a GPU the images live on the device."""
+
+    def __init__(self, folder: Path, size: int, seed: int, device: torch.device = torch.device("cpu")) -> None:
+        self.images = [Image.open(f).convert("RGB") for f in pool_files(folder)]
         for im in self.images:
             im.load()
+        self.device = device
+        if device.type != "cpu":
+            self.images = [torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).to(device) for im in self.images]
         self.size = size
         self.rng = np.random.default_rng(seed)
 
+    def _window(self, w: int, h: int) -> tuple[int, int, int]:
+        side = min(w, h)
+        lo = min(self.size, side)
+        win = int(self.rng.uniform(lo, min(side, 4 * self.size)))
+        return int(self.rng.integers(0, w - win + 1)), int(self.rng.integers(0, h - win + 1)), win
+
     def batch(self, n: int) -> torch.Tensor:
-        out = np.empty((n, self.size, self.size, 3), np.uint8)
+        s = self.size
+        if self.device.type != "cpu":
+            out = torch.empty((n, 3, s, s), device=self.device)
+            for i in range(n):
+                im = self.images[self.rng.integers(len(self.images))]
+                x, y, win = self._window(im.shape[2], im.shape[1])
+                crop = im[None, :, y:y + win, x:x + win].float().div_(255)
+                if win != s:
+                    crop = F.interpolate(crop, size=(s, s), mode="bicubic", antialias=True, align_corners=False)
+                out[i] = crop[0].flip(2) if self.rng.random() < 0.5 else crop[0]
+            return out.clamp_(0, 1).contiguous(memory_format=torch.channels_last)
+        out = np.empty((n, s, s, 3), np.uint8)
         for i in range(n):
             im = self.images[self.rng.integers(len(self.images))]
-            side = min(im.width, im.height)
-            lo = min(self.size, side)
-            win = int(self.rng.uniform(lo, min(side, 4 * self.size)))
-            x = self.rng.integers(0, im.width - win + 1)
-            y = self.rng.integers(0, im.height - win + 1)
-            crop = im.resize((self.size, self.size), Image.BICUBIC, box=(x, y, x + win, y + win))
+            x, y, win = self._window(im.width, im.height)
+            crop = im.resize((s, s), Image.BICUBIC, box=(x, y, x + win, y + win))
             a = np.asarray(crop)
             if self.rng.random() < 0.5:
                 a = a[:, ::-1]
@@ -78,13 +107,42 @@ class Crops:
             memory_format=torch.channels_last)
 
 
+class Budget:
+    """Ends a phase at --steps or after --minutes (whichever first); progress in [0, 1] for the
+    learning-rate schedule (by time when --minutes is given, else by steps)."""
+
+    def __init__(self, args, start_step: int) -> None:
+        self.steps, self.start = args.steps, start_step
+        self.seconds = args.minutes * 60 if args.minutes else None
+        self.t0 = time.time()
+
+    def progress(self, step: int) -> float:
+        if self.seconds:
+            return min(1.0, max((time.time() - self.t0) / self.seconds,
+                                (step - self.start) / max(1, self.steps - self.start)))
+        return min(1.0, step / max(1, self.steps))
+
+    def done(self, step: int) -> bool:
+        return step >= self.steps or (self.seconds is not None and time.time() - self.t0 >= self.seconds)
+
+    @staticmethod
+    def cosine(p: float, floor: float = 0.05) -> float:
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def device_of(args) -> torch.device:
+    if args.device:
+        return torch.device(args.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 # ---------------------------------------------------------------- state
 def save_state(work: Path, phase: str, model: VQAutoencoder, opt, step: int, extra: dict) -> None:
     work.mkdir(parents=True, exist_ok=True)
     tmp = work / f"{phase}.tmp"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp) + ".model",
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp) + ".model",
               metadata={"config": json.dumps(model.config)})
-    torch.save({"opt": opt.state_dict(), "extra": {k: v for k, v in extra.items() if torch.is_tensor(v)}},
+    torch.save({"opt": opt.state_dict(), "extra": {k: v.cpu() for k, v in extra.items() if torch.is_tensor(v)}},
                str(tmp) + ".opt")
     (work / f"{phase}.json").with_suffix(".json.tmp").write_text(
         json.dumps({"step": step, **{k: v for k, v in extra.items() if not torch.is_tensor(v)}}))
@@ -118,6 +176,8 @@ def psnr(y: torch.Tensor, x: torch.Tensor) -> float:
 def train(args, phase: str) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    dev = device_of(args)
+    torch.backends.cudnn.benchmark = True
     work = Path(args.work)
     ck = work / f"{phase}.safetensors"
     step, extra = 0, {}
@@ -126,7 +186,7 @@ def train(args, phase: str) -> None:
         meta = json.loads((work / f"{phase}.json").read_text())
         step = meta.pop("step")
         extra.update(meta)
-        saved = torch.load(work / f"{phase}.opt", weights_only=True)
+        saved = torch.load(work / f"{phase}.opt", weights_only=True, map_location=dev)
         extra.update(saved["extra"])
     elif phase == "finetune":
         src = Path(args.init) if args.init else work / "main.safetensors"
@@ -134,10 +194,11 @@ def train(args, phase: str) -> None:
     else:
         model = load_model(Path(args.init)) if args.init else VQAutoencoder()
     model.train()
-    model.to(memory_format=torch.channels_last)
+    model.to(dev, memory_format=torch.channels_last)
     params = list(model.encoder.parameters()) + list(model.decoder.parameters())
     lr = args.lr if args.lr else (3e-4 if phase == "main" else 1e-4)
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
+    budget = Budget(args, step)
     if ck.exists():
         opt.load_state_dict(saved["opt"])
         for g in opt.param_groups:
@@ -145,13 +206,13 @@ def train(args, phase: str) -> None:
 
     K, d = model.codebook.shape
     if phase == "main":
-        ema_n = extra.get("ema_n", torch.ones(K))
-        ema_s = extra.get("ema_s", model.codebook.clone())
+        ema_n = extra.get("ema_n", torch.ones(K)).to(dev)
+        ema_s = extra.get("ema_s", model.codebook.clone()).to(dev)
     else:
         levels = load_file(str(work / "levels.safetensors"))
-        books = [model.codebook] + [levels[f"codebook_{k}"] for k in LEVELS]
+        books = [model.codebook] + [levels[f"codebook_{k}"].to(dev) for k in LEVELS]
 
-    data = Crops(Path(args.data), args.crop, args.seed + step)
+    data = Crops(Path(args.data), args.crop, args.seed + step, dev)
     from collections import deque
 
     recent: deque = deque(maxlen=50)
@@ -159,9 +220,12 @@ def train(args, phase: str) -> None:
     t_save = time.time()
     hist: dict[str, list[float]] = {"loss": [], "psnr": [], "msssim": []}
     try:
-        while step < args.steps:
+        while not budget.done(step):
+            if args.minutes:  # a cosine over the time budget, after 100 warm-up steps
+                for g in opt.param_groups:
+                    g["lr"] = lr * min(1.0, (step - budget.start + 1) / 100) * Budget.cosine(budget.progress(step))
             x = data.batch(args.batch)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
                 z = model.latents(x)
             if phase == "main":
                 book = model.codebook
@@ -171,7 +235,7 @@ def train(args, phase: str) -> None:
             q = book[idx].permute(0, 3, 1, 2)
             commit = F.mse_loss(z, q.detach()) * d
             q_st = z + (q - z).detach()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
                 y = model.decode_codes(q_st.contiguous(memory_format=torch.channels_last))
             l_ms = ms_ssim_loss(y, x)
             l_mse = F.mse_loss(y.float(), x)
@@ -184,7 +248,7 @@ def train(args, phase: str) -> None:
                 with torch.no_grad():
                     flat = z.detach().permute(0, 2, 3, 1).reshape(-1, d)
                     onehot_n = torch.bincount(idx.reshape(-1), minlength=K).float()
-                    sums = torch.zeros(K, d).index_add_(0, idx.reshape(-1), flat)
+                    sums = torch.zeros(K, d, device=dev).index_add_(0, idx.reshape(-1), flat)
                     ema_n.mul_(args.decay).add_(onehot_n, alpha=1 - args.decay)
                     ema_s.mul_(args.decay).add_(sums, alpha=1 - args.decay)
                     model.codebook.copy_(F.normalize(ema_s / ema_n.clamp_min(1e-6)[:, None], dim=1))
@@ -194,14 +258,15 @@ def train(args, phase: str) -> None:
                         if len(dead):
                             err = 1 - (flat * model.codebook[idx.reshape(-1)]).sum(1)
                             order = torch.argsort(err, descending=True)
-                            pick = flat[order[torch.randint(min(len(flat), 4 * len(dead) + 1), (len(dead),))]]
+                            pick = flat[order[torch.randint(min(len(flat), 4 * len(dead) + 1), (len(dead),),
+                                                            device=dev)]]
                             new = F.normalize(pick + 0.02 * torch.randn_like(pick), dim=1)
                             model.codebook[dead] = new
                             ema_s[dead] = new * args.dead * 3
                             ema_n[dead] = args.dead * 3
                 extra.update(ema_n=ema_n, ema_s=ema_s)
             step += 1
-            hist["loss"].append(float(loss))
+            hist["loss"].append(float(loss.detach()))
             hist["psnr"].append(psnr(y, x))
             hist["msssim"].append(1 - float(l_ms))
             if step % 10 == 0:
@@ -246,20 +311,24 @@ def weighted_kmeans(x: np.ndarray, w: np.ndarray, k: int, iters: int, seed: int)
 
 
 @torch.no_grad()
-def latent_maps(model: VQAutoencoder, folder: Path, scales=(1.0, 0.7, 0.5)) -> list[torch.Tensor]:
-    """Encoder outputs (dim, h, w) of every training image at a few scales (usage and the prior)."""
+def latent_maps(model: VQAutoencoder, folder: Path, scales=(1.0, 0.7, 0.5),
+                device: torch.device = torch.device("cpu")) -> list[torch.Tensor]:
+    """Encoder outputs (dim, h, w, on the CPU) of every training image at a few scales (usage and the
+    prior); the encoder runs on `device` and the model is left on the CPU."""
     model.eval()
+    model.to(device)
     out = []
-    for f in tqdm(sorted(folder.glob("*.png")), desc="latents"):
+    for f in tqdm(pool_files(folder), desc="latents"):
         im = Image.open(f).convert("RGB")
         for s in scales:
             w, h = (int(im.width * s) // 16 * 16, int(im.height * s) // 16 * 16)
             if w < 64 or h < 64:
                 continue
             a = np.asarray(im.resize((w, h), Image.LANCZOS))
-            x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() / 255
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out.append(model.latents(x)[0].float())
+            x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float().to(device) / 255
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                out.append(model.latents(x)[0].float().cpu())
+    model.to("cpu")
     return out
 
 
@@ -268,7 +337,8 @@ def levels(args) -> None:
     work = Path(args.work)
     model = load_model(work / "main.safetensors")
     K = model.codebook.shape[0]
-    maps = [model.nearest(z[None], model.codebook)[0].numpy() for z in latent_maps(model, Path(args.data))]
+    maps = [model.nearest(z[None], model.codebook)[0].numpy()
+            for z in latent_maps(model, Path(args.data), device=device_of(args))]
     usage = np.bincount(np.concatenate([m.ravel() for m in maps]), minlength=K).astype(np.float64)
     cb = model.codebook.numpy().astype(np.float64)
     out = {"usage": torch.from_numpy(usage.astype(np.float32))}
@@ -287,7 +357,7 @@ def prior(args) -> None:
     src = work / ("finetune.safetensors" if (work / "finetune.safetensors").exists() else "main.safetensors")
     model = load_model(src)
     lv = load_file(str(work / "levels.safetensors"))
-    zs = latent_maps(model, Path(args.data))
+    zs = latent_maps(model, Path(args.data), device=device_of(args))
     ctx_book = lv[f"codebook_{CTX_CLASSES}"]
     out = {}
     for k in [model.codebook.shape[0]] + LEVELS:
@@ -410,6 +480,7 @@ def restore_phase(args) -> None:
     from nzip.codecs.vqgan_restore import RESTORE_NAME, IndexRestorer, exported_metadata
 
     torch.set_num_threads(args.threads)
+    dev = device_of(args)
     work = Path(args.work) / "restore"
     work.mkdir(parents=True, exist_ok=True)
     codec = load_codec()
@@ -418,23 +489,23 @@ def restore_phase(args) -> None:
         maps = torch.load(cache, weights_only=True)
     else:
         with torch.no_grad():
-            maps = latent_maps(codec.net, Path(args.data))
+            maps = latent_maps(codec.net, Path(args.data), device=dev)
         torch.save(maps, cache)
     maps = [m for m in maps if min(m.shape[1:]) >= 16]
-    books = {k: v.float() for k, v in codec.books.items()}
+    books = {k: v.float().to(dev) for k, v in codec.books.items()}
     levels_ = sorted(books)
-    net = IndexRestorer({**DEFAULT_RESTORE, "gain": args.gain})
+    net = IndexRestorer({**DEFAULT_RESTORE, "gain": args.gain}).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr or 1e-3, weight_decay=0.01)
     step = 0
     if (work / "state.json").exists():
         net.load_state_dict(load_file(str(work / "state.safetensors")))
-        opt.load_state_dict(torch.load(work / "state.opt", weights_only=True))
+        opt.load_state_dict(torch.load(work / "state.opt", weights_only=True, map_location=dev))
         step = json.loads((work / "state.json").read_text())["step"]
     print(f"restore: {len(maps)} latent maps, levels {levels_}, {sum(p.numel() for p in net.parameters())} "
           f"parameters, from step {step}")
 
     def save() -> None:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(work / "state.tmp"))
+        save_file({k: v.cpu().contiguous() for k, v in net.state_dict().items()}, str(work / "state.tmp"))
         torch.save(opt.state_dict(), work / "state.opt.tmp")
         (work / "state.tmp").replace(work / "state.safetensors")
         (work / "state.opt.tmp").replace(work / "state.opt")
@@ -442,10 +513,11 @@ def restore_phase(args) -> None:
 
     bar = tqdm(total=args.steps, initial=step, desc="restore")
     ema_loss = ema_acc = None
+    budget = Budget(args, step)
     try:
-        while step < args.steps:
+        while not budget.done(step):
             rng = np.random.default_rng([args.seed, step])
-            lr = (args.lr or 1e-3) * min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+            lr = (args.lr or 1e-3) * min(1.0, (step + 1) / 200) * Budget.cosine(budget.progress(step), 0.0)
             for g in opt.param_groups:
                 g["lr"] = lr
             side = int(rng.integers(12, 2 * CONTEXT_R + WINDOW_R + 1))
@@ -458,12 +530,12 @@ def restore_phase(args) -> None:
                 if c.shape[1:] != (side, side):  # a map smaller than the side: pad by reflection
                     c = F.pad(c[None], (0, side - c.shape[2], 0, side - c.shape[1]), mode="replicate")[0]
                 crops.append(c.flip(2) if rng.random() < 0.5 else c)
-            z = torch.stack(crops)
+            z = torch.stack(crops).to(dev)
             level = levels_[rng.integers(len(levels_))]
             idx = VQAutoencoder.nearest(z, books[level])
-            lost = _lost_mask(rng, len(crops), side, side)
+            lost = _lost_mask(rng, len(crops), side, side).to(dev)
             codes = books[level][idx].permute(0, 3, 1, 2)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
                 pred = net(codes, lost)
             logits = net.logits(pred[lost], books[level])
             loss = F.cross_entropy(logits, idx[lost])
@@ -483,11 +555,11 @@ def restore_phase(args) -> None:
         print("interrupted: saving")
     save()
     bar.close()
-    if step < args.steps:
+    if not budget.done(step):
         return
     dst = Path(args.out).with_name(f"{RESTORE_NAME}.safetensors")
     tmp = dst.with_suffix(".tmp")
-    save_file({k: v.float().contiguous() for k, v in net.state_dict().items()}, str(tmp),
+    save_file({k: v.float().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp),
               metadata=exported_metadata(net, {"steps": step, "train_accuracy_ema": round(ema_acc or 0, 4)}))
     tmp.replace(dst)
     print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
@@ -542,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gain", type=float, default=32.0, help="restore: initial logit gain (1: none, plain head)")
     ap.add_argument("--smoothing", type=float, default=0.5, help="prior: order-0 pseudo-counts per symbol")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", help="cpu or cuda (default: cuda where there is one)")
+    ap.add_argument("--minutes", type=float, help="main/finetune/restore: stop after this long (cosine lr over it)")
     a = ap.parse_args(argv)
     if a.phase in ("main", "finetune"):
         train(a, a.phase)
