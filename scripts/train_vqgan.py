@@ -170,7 +170,7 @@ def ms_ssim_loss(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def psnr(y: torch.Tensor, x: torch.Tensor) -> float:
-    return float(-10 * torch.log10(F.mse_loss(y.float().clamp(0, 1), x).clamp_min(1e-10)))
+    return float(-10 * torch.log10(F.mse_loss(y.detach().float().clamp(0, 1), x).clamp_min(1e-10)))
 
 
 def train(args, phase: str) -> None:
