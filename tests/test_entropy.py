@@ -761,3 +761,36 @@ print("ok")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "NZIP_NO_C": "1"})
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_varint_runs_match_one_at_a_time():
+    """Block word counts are read and written as whole runs (numpy); the bytes, values, positions
+    and errors must be those of put_uvarint / Reader.uvarint called once per value."""
+    from nzip.entropy._varint import Reader, put_uvarint, put_uvarints
+    from nzip.errors import CorruptDataError
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        v = rng.integers(0, 2 ** int(rng.integers(1, 62)), int(rng.integers(0, 300)))
+        one = bytearray()
+        for x in v:
+            put_uvarint(one, int(x))
+        run = bytearray()
+        put_uvarints(run, v)
+        assert run == one
+        r = Reader(bytes(run) + b"\x07")
+        assert np.array_equal(r.uvarints(len(v)), v) and r.pos == len(run)
+
+    def outcome(read):
+        try:
+            return read()
+        except CorruptDataError as e:
+            return str(e)
+
+    cases = [(b"\x81\x01\x05", 3, 1000), (b"\xff\xff\x03\x01", 2, 100), (b"\x80" * 12, 1, 1 << 62),
+             (b"\x80\x80\x00\x07", 2, 10), (b"\x05\x06", 2, 5)]
+    for data, count, limit in cases:
+        r = Reader(data, "blob")
+        one = outcome(lambda: [r.uvarint(limit) for _ in range(count)])
+        run = outcome(lambda: Reader(data, "blob").uvarints(count, limit).tolist())
+        assert run == one, (data, run, one)

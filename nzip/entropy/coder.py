@@ -29,7 +29,7 @@ from .._native import on_pool
 from ..errors import CorruptDataError, InvalidInputError, UnsupportedFormatError
 from . import lanes as K
 from . import lanes_c as LC
-from ._varint import Reader, put_svarint, put_uvarint
+from ._varint import Reader, put_svarint, put_uvarint, put_uvarints
 from .tables import (
     MAX_PRECISION,
     IndexedTables,
@@ -158,8 +158,7 @@ def _block_words(first: np.ndarray, n: int, block: int) -> np.ndarray:
 
 
 def _append_streams(out: bytearray, counts: np.ndarray, states: np.ndarray, packed: np.ndarray) -> None:
-    for c in counts:
-        put_uvarint(out, int(c))
+    put_uvarints(out, counts)
     out += states.astype("<u4").tobytes()
     out += packed.astype("<u2").tobytes()
 
@@ -266,10 +265,11 @@ def _parse_streams(r: Reader, n: int, lanes: int, block: int, nblocks: int, bits
     """Block word counts, states and words; checks every declared size against the blob first."""
     if nblocks * lanes * 4 > len(r.data) - r.pos:
         raise r.fail(f"declares {n} symbols in {nblocks} blocks, more than the blob can hold")
-    counts = np.array([r.uvarint(block) for _ in range(nblocks)], dtype=np.int64)
-    for b in range(nblocks):
-        if counts[b] > min(block, n - b * block):
-            raise r.fail(f"block {b} declares {counts[b]} words, more than its symbols")
+    counts = r.uvarints(nblocks, block)
+    over = np.flatnonzero(counts > np.minimum(block, n - np.arange(nblocks, dtype=np.int64) * block))
+    if len(over):
+        b = int(over[0])
+        raise r.fail(f"block {b} declares {counts[b]} words, more than its symbols")
     states = np.frombuffer(r.take(nblocks * lanes * 4), dtype="<u4").astype(np.int64)
     if np.any(states < K.RANS_L):
         raise r.fail("a lane state is below 2**16 (corrupt block states)")

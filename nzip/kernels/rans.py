@@ -12,6 +12,7 @@ The twin is the CPU decoder itself (``nzip.entropy.decode`` / ``decode_context``
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,14 +155,15 @@ def _launch(group: list[_Job], device, has_ctx: bool) -> list[torch.Tensor]:
     b = 0
     for j in group:
         p = j.p
-        for k in range(p.nblocks):
-            wstart[b] = wofs + p.woff[k]
-            wend[b] = wofs + p.woff[k + 1]
-            sbase[b] = sofs + k * p.lanes
-            obase[b] = oofs + k * p.block
-            nsym[b] = min(p.block, p.n - k * p.block)
-            nl[b], prec[b], tbase[b], cbase[b] = p.lanes, p.prec, tofs, cofs + k * p.block
-            b += 1
+        k = np.arange(p.nblocks, dtype=np.int64)
+        at = slice(b, b + p.nblocks)
+        wstart[at] = wofs + p.woff[:-1]
+        wend[at] = wofs + p.woff[1:]
+        sbase[at] = sofs + k * p.lanes
+        obase[at] = oofs + k * p.block
+        nsym[at] = np.minimum(p.block, p.n - k * p.block)
+        nl[at], prec[at], tbase[at], cbase[at] = p.lanes, p.prec, tofs, cofs + k * p.block
+        b += p.nblocks
         words.append(p.words[: int(p.woff[-1])])
         states.append(p.states.astype(np.uint32).view(np.int32))
         syms.append(p.slot_sym.astype(np.int32))
@@ -185,15 +187,23 @@ def _launch(group: list[_Job], device, has_ctx: bool) -> list[torch.Tensor]:
     psteps = psteps.reshape(nprog, ROWS).max(1)
 
     def dev(a):
-        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+        a = np.ascontiguousarray(a)
+        if not a.flags.writeable:  # a view of the blob's bytes (one blob): read only, never written
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.from_numpy(a).to(device)
+        return torch.from_numpy(a).to(device)
 
-    wcat = np.concatenate(words) if wofs else np.zeros(1, np.uint16)
+    def cat(parts):  # one part (a single blob): no copy
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    wcat = cat(words) if wofs else np.zeros(1, np.uint16)
     t_words = dev(wcat.view(np.int16))
     out = torch.empty(max(oofs, 1), dtype=torch.int32, device=device)
     ctx = torch.cat(ctxs) if has_ctx else torch.zeros(1, dtype=torch.int32, device=device)
     status = torch.empty(nb, dtype=torch.int32, device=device)
-    _rans_kernel[(nprog,)](t_words, dev(np.concatenate(states)), out, ctx, dev(np.concatenate(syms)),
-                           dev(np.concatenate(packs)), dev(wstart), dev(wend), dev(sbase), dev(obase),
+    _rans_kernel[(nprog,)](t_words, dev(cat(states)), out, ctx, dev(cat(syms)),
+                           dev(cat(packs)), dev(wstart), dev(wend), dev(sbase), dev(obase),
                            dev(nsym), dev(nl), dev(prec), dev(tbase), dev(cbase), dev(psteps), status,
                            nb, ROWS=ROWS, HAS_CTX=has_ctx)
     st = status.cpu().numpy()
