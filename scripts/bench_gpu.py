@@ -2,6 +2,7 @@
 
     python scripts/bench_gpu.py                # on a CUDA machine: a few minutes on an H200
     python scripts/bench_gpu.py --smoke        # tiny sizes; on a CPU runs under TRITON_INTERPRET=1
+    python scripts/bench_gpu.py --host --scale 0.25   # anywhere: the rANS path's host work alone
 
 For each kernel: decoded output in GB/s (median of --repeat timed runs after a warm-up), the
 same work done by its twin (torch ops on the same GPU; for rANS the CPU decoder, numba, which has
@@ -20,7 +21,7 @@ from datetime import date
 
 import numpy as np
 
-if "--smoke" in sys.argv and "TRITON_INTERPRET" not in os.environ:
+if ("--smoke" in sys.argv or "--host" in sys.argv) and "TRITON_INTERPRET" not in os.environ:
     import torch as _t
 
     if not _t.cuda.is_available():
@@ -46,13 +47,51 @@ def timed(fn, repeat: int, cuda: bool) -> float:
     return float(np.median(ts))
 
 
+def host_only(scale: float, repeat: int) -> None:
+    """The host side of a GPU rANS decode, on any machine: parsing the blob and building the launch
+    table and device arrays (on the CPU), with the kernel launch stubbed out. Medians of --repeat."""
+    from nzip.errors import CorruptDataError
+
+    class _NoLaunch:
+        def __getitem__(self, grid):
+            return lambda *a, **k: None
+
+    rng = np.random.default_rng(0)
+    n = int((1 << 28) * scale)
+    sym = np.minimum(rng.geometric(0.25, n) - 1, 255).astype(np.uint8)
+    print(f"date {date.today()}, {platform.machine()}, {os.cpu_count()} CPUs: host work of a GPU rANS "
+          f"decode, {n} symbols, kernel stubbed\n\n| block | blocks | parse ms | launch prep ms |\n|---:|---:|---:|---:|")
+    real = rans._rans_kernel if hasattr(rans, "_rans_kernel") else None
+    rans._rans_kernel = _NoLaunch()
+    try:
+        for block in (4096, 1 << 16):
+            blob = E.encode(sym, lanes=32, block=block)
+            jobs = rans._parse([blob], None, "bench")
+
+            def prep():
+                try:
+                    rans._launch(jobs, "cpu", False)
+                except CorruptDataError:  # the stub never writes the status words
+                    pass
+
+            t_parse = timed(lambda: rans._parse([blob], None, "bench"), repeat, False)
+            t_prep = timed(prep, repeat, False)
+            print(f"| {block} | {jobs[0].p.nblocks} | {t_parse * 1e3:.1f} | {t_prep * 1e3:.1f} |", flush=True)
+    finally:
+        if real is not None:
+            rans._rans_kernel = real
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (CI / the interpreter)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--scale", type=float, default=1.0, help="problem sizes times this (e.g. 0.25 on a short lease)")
+    ap.add_argument("--host", action="store_true", help="the rANS path's host work only (any machine)")
     args = ap.parse_args()
+    if args.host:
+        return host_only(args.scale, args.repeat)
     cuda = torch.cuda.is_available()
     dev = "cuda" if cuda else "cpu"
     if not cuda and not args.smoke:

@@ -567,7 +567,8 @@ def restore_phase(args) -> None:
                     data="index grids of the scripts/prepare_images.py training pool at every level, encoded by "
                          "the shipped vqgan-f16 (no lomiri wallpaper)",
                     command=f"scripts/train_vqgan.py restore --steps {step} --batch {args.batch} "
-                            f"--threads {args.threads} --gain {args.gain:g}")
+                            f"--threads {args.threads} --gain {args.gain:g} --device {dev.type}"
+                            + (f" --minutes {args.minutes:g}" if args.minutes else ""))
 
 
 POOL = ("scripts/prepare_images.py training pool: opencv-doc photos, scikit-image colour photos, "
