@@ -130,6 +130,12 @@ def main() -> None:
         assert torch.equal(rans.decode(blob, dev, kernel=True).cpu(), torch.from_numpy(sym))
         row(f"rANS decode, uint8, block {block} ({len(blob) / n * 8:.2f} bits/sym)", n, n + len(blob),
             t_k, "CPU decoder (numba)", t_cpu)
+        # the kernel alone (the blob parsed and its arrays on the device already): what the host
+        # side costs is the difference to the row above
+        prep = rans._prepare(rans._parse([blob], None, "bench"), dev, False)
+        t_run = timed(lambda: rans._run(prep), rep, cuda)
+        row(f"  rANS kernel alone, block {block}", n, 4 * n + len(blob), t_run, "-", None)
+        del prep
         del blob
 
     # float reassembly, bf16 and fp32

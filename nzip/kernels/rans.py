@@ -147,22 +147,36 @@ def _run_kernel(jobs: list[_Job], device) -> list[torch.Tensor]:
     return out
 
 
-def _launch(group: list[_Job], device, has_ctx: bool) -> list[torch.Tensor]:
+@dataclass
+class _Prepared:
+    """One launch, ready: the kernel's arguments on the device, its grid, output and status."""
+    args: tuple
+    grid: int
+    out: torch.Tensor
+    status: torch.Tensor
+    has_ctx: bool
+
+
+def _prepare(group: list[_Job], device, has_ctx: bool) -> _Prepared:
+    """Host work of a launch: the per-block table (numpy runs, one host-to-device copy) and the
+    blobs' words, states and decode tables on the device."""
     nb = sum(j.p.nblocks for j in group)
-    wstart, wend, sbase, obase, nsym, nl, prec, tbase, cbase = (np.zeros(nb, np.int64) for _ in range(9))
+    # rows: word start, word end, state base, output base, symbols, lanes, precision, table base,
+    # context base (one host-to-device copy for all nine)
+    table = np.zeros((9, nb), np.int64)
     words, states, syms, packs, ctxs = [], [], [], [], []
     wofs = sofs = oofs = tofs = cofs = 0
     b = 0
     for j in group:
         p = j.p
         k = np.arange(p.nblocks, dtype=np.int64)
-        at = slice(b, b + p.nblocks)
-        wstart[at] = wofs + p.woff[:-1]
-        wend[at] = wofs + p.woff[1:]
-        sbase[at] = sofs + k * p.lanes
-        obase[at] = oofs + k * p.block
-        nsym[at] = np.minimum(p.block, p.n - k * p.block)
-        nl[at], prec[at], tbase[at], cbase[at] = p.lanes, p.prec, tofs, cofs + k * p.block
+        t = table[:, b:b + p.nblocks]
+        t[0] = wofs + p.woff[:-1]
+        t[1] = wofs + p.woff[1:]
+        t[2] = sofs + k * p.lanes
+        t[3] = oofs + k * p.block
+        t[4] = np.minimum(p.block, p.n - k * p.block)
+        t[5], t[6], t[7], t[8] = p.lanes, p.prec, tofs, cofs + k * p.block
         b += p.nblocks
         words.append(p.words[: int(p.woff[-1])])
         states.append(p.states.astype(np.uint32).view(np.int32))
@@ -180,7 +194,7 @@ def _launch(group: list[_Job], device, has_ctx: bool) -> list[torch.Tensor]:
                 raise InvalidInputError(f"contexts must be integers in 0..{p.nctx - 1}")
             ctxs.append(cx.to(device=device, dtype=torch.int32))
             cofs += p.n
-    steps = -(-nsym // nl)
+    steps = -(-table[4] // table[5])
     nprog = -(-nb // ROWS)
     psteps = np.zeros(nprog * ROWS, np.int64)
     psteps[:nb] = steps
@@ -202,16 +216,26 @@ def _launch(group: list[_Job], device, has_ctx: bool) -> list[torch.Tensor]:
     out = torch.empty(max(oofs, 1), dtype=torch.int32, device=device)
     ctx = torch.cat(ctxs) if has_ctx else torch.zeros(1, dtype=torch.int32, device=device)
     status = torch.empty(nb, dtype=torch.int32, device=device)
-    _rans_kernel[(nprog,)](t_words, dev(cat(states)), out, ctx, dev(cat(syms)),
-                           dev(cat(packs)), dev(wstart), dev(wend), dev(sbase), dev(obase),
-                           dev(nsym), dev(nl), dev(prec), dev(tbase), dev(cbase), dev(psteps), status,
-                           nb, ROWS=ROWS, HAS_CTX=has_ctx)
-    st = status.cpu().numpy()
+    tb = dev(table)
+    args = (t_words, dev(cat(states)), out, ctx, dev(cat(syms)), dev(cat(packs)),
+            *(tb[r] for r in range(9)), dev(psteps), status, nb)
+    return _Prepared(args, nprog, out, status, has_ctx)
+
+
+def _run(pr: _Prepared) -> np.ndarray:
+    """The kernel itself; returns the blocks' status words (on the host)."""
+    _rans_kernel[(pr.grid,)](*pr.args, ROWS=ROWS, HAS_CTX=pr.has_ctx)
+    return pr.status.cpu().numpy()
+
+
+def _launch(group: list[_Job], device, has_ctx: bool) -> list[torch.Tensor]:
+    pr = _prepare(group, device, has_ctx)
+    st = _run(pr)
     results, b, o = [], 0, 0
     for j in group:
         C._raise_status(st[b:b + j.p.nblocks].astype(np.int64), j.p.what)
         b += j.p.nblocks
-        results.append(out[o:o + j.p.n])
+        results.append(pr.out[o:o + j.p.n])
         o += j.p.n
     return results
 
