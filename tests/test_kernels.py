@@ -199,7 +199,12 @@ def test_kernel_benchmark_script_runs(tmp_path):
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 7 and all(row["GB/s"] > 0 for row in rows)
+    assert len(rows) == 9 and all(row["GB/s"] > 0 for row in rows)
+    r = subprocess.run([sys.executable, str(script), "--host", "--scale", "0.001", "--repeat", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [ln.split("|")[1].strip() for ln in r.stdout.splitlines() if ln.startswith("| ") and ln[2].isdigit()] \
+        == ["4096", "65536"]
 
 
 def test_kernel_dispatch_residual_decode(tmp_path, monkeypatch):
