@@ -5,10 +5,21 @@
 #      main (from the shipped model) -> levels -> finetune -> prior -> export -> restore,
 #      with tests/test_kernels.py on the real GPU alongside,
 #   3. the results packed under $OUT (the shipped-model files, the work state, logs).
-# Prepare on the development machine (see BENCHMARKS.md "GPU"): the training pool as JPEG q95 4:4:4
-# in .devdata/train (PNG is too big for the 64 MiB transfer), Python 3.12 wheels of nzip's
-# dependencies that the device image lacks in .whl; call with carry [".whl", ".devdata"].
-# Usage there: bash scripts/device_vqgan.sh   (times in minutes: MAIN_MIN FT_MIN RESTORE_MIN)
+# Prepare on the development machine: the training pool as JPEG q95 4:4:4 in .devdata/train (its
+# PNGs are too big for the 64 MiB transfer) and Python 3.12 wheels of nzip's dependencies that the
+# device image lacks in .whl, both ignored by git; then call the device tool with carry
+# [".whl", ".devdata"] and the command `bash scripts/device_vqgan.sh`:
+#   printf '/.whl/\n/.devdata/\n' >> .git/info/exclude; mkdir -p .devdata/train .whl
+#   python -c "from PIL import Image; from pathlib import Path; [Image.open(f).convert('RGB').save(
+#     f'.devdata/train/{f.stem}.jpg', quality=95, subsampling=0) for f in Path('data/images/train').glob('*.png')]"
+#   for p in zarr==3.1.5 numcodecs==0.16.6 donfig==0.8.1.post1 crc32c==2.9.post0 google-crc32c==1.9.0 \
+#            pytorch-msssim==1.0.0 constriction==0.5.0; do python3 -m pip download -q --no-deps \
+#     --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl $p; done
+# Afterwards: cat $OUT/pack.tar.* | tar x   (the new nzip/pretrained files and out/vqgan's logs).
+# Usage there: bash scripts/device_vqgan.sh   (times in minutes: MAIN_MIN FT_MIN RESTORE_MIN; DEADLINE:
+# seconds after the start at which training is interrupted and packing begins; SKIP_BENCH=1 and
+# SKIP_TESTS=1 give the whole lease to training)
 set -u
 OUT=${OUT:-out/device}
 mkdir -p "$OUT"
@@ -22,16 +33,16 @@ export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10
 DATA=${DATA:-.devdata/train}
 W=out/vqgan
 MAIN_MIN=${MAIN_MIN:-2.8} FT_MIN=${FT_MIN:-1.6} RESTORE_MIN=${RESTORE_MIN:-0.8}
-DEVICE=${DEVICE:-cuda} BATCH=${BATCH:-32} CROP=${CROP:-256}
+DEVICE=${DEVICE:-cuda} BATCH=${BATCH:-32} CROP=${CROP:-256} DEADLINE=${DEADLINE:-540}
 nvidia-smi -L 2>&1 | tee -a "$OUT/run.log"
 python3 -c "import torch, triton, numpy; print('torch', torch.__version__, 'triton', triton.__version__, 'numpy', numpy.__version__)" 2>&1 | tee -a "$OUT/run.log"
 log "start; $(ls "$DATA" | wc -l) training images"
 
 mkdir -p $W
-timeout -s INT 90 python3 scripts/bench_gpu.py --scale 0.25 --repeat 5 --json $W/gpu_bench.json > "$OUT/gpu_bench.log" 2>&1
+[ -z "${SKIP_BENCH:-}" ] && timeout -s INT 90 python3 scripts/bench_gpu.py --scale 0.25 --repeat 5 --json $W/gpu_bench.json > "$OUT/gpu_bench.log" 2>&1
 log "bench_gpu rc=$?"
 
-late() { [ $(( $(date +%s) - T0 )) -gt 500 ] && log "no time left for $1" ; }
+late() { [ $(( $(date +%s) - T0 )) -gt $(( DEADLINE - 40 )) ] && log "no time left for $1" ; }
 train() {
   local T="python3 scripts/train_vqgan.py"
   local A="--data $DATA --work $W --device $DEVICE --threads 8"
@@ -52,10 +63,10 @@ train() {
 }
 ( train ) > "$OUT/train.log" 2>&1 &
 PID=$!
-timeout -s INT 170 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py > "$OUT/gpu_tests.log" 2>&1
+[ -z "${SKIP_TESTS:-}" ] && timeout -s INT 170 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py > "$OUT/gpu_tests.log" 2>&1
 log "gpu tests rc=$? ($(tail -1 "$OUT/gpu_tests.log"))"
-# hard stop for training, leaving time to pack: 540 s after the start
-while kill -0 $PID 2>/dev/null && [ $(( $(date +%s) - T0 )) -lt 540 ]; do sleep 2; done
+# hard stop for training, leaving time to pack: DEADLINE seconds after the start
+while kill -0 $PID 2>/dev/null && [ $(( $(date +%s) - T0 )) -lt "$DEADLINE" ]; do sleep 2; done
 if kill -0 $PID 2>/dev/null; then
   log "training over time: interrupting"; pkill -INT -f train_vqgan.py; sleep 8
   pkill -9 -f train_vqgan.py; kill $PID 2>/dev/null
