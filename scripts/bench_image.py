@@ -110,11 +110,11 @@ def nz_size(p: Path) -> int:
 
 def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict,
                 targets: list[float] = (), refines: list[int] = (0,), refine_levels: list[int] = (),
-                nearest_levels: list[int] = ()) -> list[dict]:
+                nearest_levels: list[int] = (), extra: list[tuple[int, float, int]] = ()) -> list[dict]:
     """Encode and decode every image with image/vqgan at each level (and at each bpp target, where
     the codec picks the level per image); the bpp targets and ``refine_levels`` also with each number
     of encoder search steps of ``refines`` (``refine``, 0: no search); ``nearest_levels`` also with
-    the nearest codes (``rdo=0``, no rate weight); bpp from the whole .nz file, payload_bpp from the
+    the nearest codes (``rdo=0``, no rate weight); ``extra``: more (level, rdo, refine) rows; bpp from the whole .nz file, payload_bpp from the
     index streams alone."""
     import nzip
     from tqdm import tqdm
@@ -125,10 +125,10 @@ def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict,
         ref = np.asarray(Image.open(path).convert("RGB"))
         runs = [(k, r, None) for k in [*levels, *targets] for r in refines
                 if r == 0 or not isinstance(k, int) or k in refine_levels]
-        runs += [(k, 0, 0.0) for k in nearest_levels]
+        runs += [(k, 0, 0.0) for k in nearest_levels] + [(k, steps, rdo) for k, rdo, steps in extra]
         for k, steps, rdo in runs:
             tag = (f"L{k}" if isinstance(k, int) else f"B{k}") + (f"R{steps}" if steps else "") + \
-                ("N" if rdo is not None else "")
+                (f"D{rdo:g}" if rdo is not None else "")
             nz, out = work / f"{path.stem}.{tag}.nz", work / f"{path.stem}.{tag}.png"
             t0 = time.perf_counter()
             opt = ({"level": k} if isinstance(k, int) else {"bpp": k}) | ({} if rdo is None else {"rdo": rdo})
@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(the bpp targets always do)")
     ap.add_argument("--nearest-levels", default="256", help="levels that also get a row with the nearest "
                     "codes (rdo=0: no rate weight in the index choice)")
+    ap.add_argument("--extra", default="", help="more image/vqgan rows, level:rdo:refine, comma separated "
+                    "(e.g. 512:0.0075:30)")
     ap.add_argument("--skip-nzip", action="store_true", help="anchors only")
     ap.add_argument("--out", type=Path, default=ROOT / "out/bench_image")
     ap.add_argument("--threads", type=int, default=1,
@@ -346,7 +348,9 @@ def main(argv: list[str] | None = None) -> None:
             refines = [int(r) for r in args.refine.split(",") if r.strip()]
             refine_levels = [int(k) for k in args.refine_levels.split(",") if k.strip()]
             nearest = [int(k) for k in args.nearest_levels.split(",") if k.strip()]
-            rows += nzip_points(levels, images, args.out / "nzip", thumbs, targets, refines, refine_levels, nearest)
+            extra = [(int(a), float(b), int(c)) for a, b, c in (e.split(":") for e in args.extra.split(",") if e.strip())]
+            rows += nzip_points(levels, images, args.out / "nzip", thumbs, targets, refines, refine_levels, nearest,
+                                extra)
             print(f"# nzip: {time.perf_counter() - t0:.0f} s")
 
     mean = means(rows)
