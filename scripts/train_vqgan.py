@@ -66,11 +66,11 @@ class Crops:
     """Random square windows (crop..4*crop pixels, at most the image's short side) resized to the
     crop size, random horizontal flips. On a GPU the images live on the device."""
 
-    def __init__(self, folder: Path, size: int, seed: int, device: torch.device = torch.device("cpu")) -> None:
+    def __init__(self, folder: Path, size: int, seed: int, device: torch.device | None = None) -> None:
         self.images = [Image.open(f).convert("RGB") for f in pool_files(folder)]
         for im in self.images:
             im.load()
-        self.device = device
+        self.device = device = torch.device("cpu") if device is None else device
         if device.type != "cpu":
             self.images = [torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).to(device) for im in self.images]
         self.size = size
@@ -312,9 +312,10 @@ def weighted_kmeans(x: np.ndarray, w: np.ndarray, k: int, iters: int, seed: int)
 
 @torch.no_grad()
 def latent_maps(model: VQAutoencoder, folder: Path, scales=(1.0, 0.7, 0.5),
-                device: torch.device = torch.device("cpu")) -> list[torch.Tensor]:
+                device: torch.device | None = None) -> list[torch.Tensor]:
     """Encoder outputs (dim, h, w, on the CPU) of every training image at a few scales (usage and the
     prior); the encoder runs on `device` and the model is left on the CPU."""
+    device = torch.device("cpu") if device is None else device
     model.eval()
     model.to(device)
     out = []

@@ -791,6 +791,6 @@ def test_varint_runs_match_one_at_a_time():
              (b"\x80\x80\x00\x07", 2, 10), (b"\x05\x06", 2, 5)]
     for data, count, limit in cases:
         r = Reader(data, "blob")
-        one = outcome(lambda: [r.uvarint(limit) for _ in range(count)])
-        run = outcome(lambda: Reader(data, "blob").uvarints(count, limit).tolist())
+        one = outcome(lambda r=r, c=count, lim=limit: [r.uvarint(lim) for _ in range(c)])
+        run = outcome(lambda d=data, c=count, lim=limit: Reader(d, "blob").uvarints(c, lim).tolist())
         assert run == one, (data, run, one)
