@@ -61,6 +61,22 @@ def _rans_encode(fs, cs, prec):
 
 
 @numba.njit(cache=True, nogil=True)
+def _rans_start(words):
+    """The decoder's first state (the encoder's last two words) and the next word's position;
+    pos -1 when the stream is too short to hold a state."""
+    if len(words) < 2:
+        return np.uint64(0), -1
+    return (np.uint64(words[0]) << np.uint64(16)) | np.uint64(words[1]), 2
+
+
+@numba.njit(cache=True, nogil=True)
+def _rans_end(x, pos, words):
+    """Status of a stream decoded to its last symbol: 0, or 3 when the state is not the encoder's
+    initial one or words are left over."""
+    return 3 if x != np.uint64(_L) or pos != len(words) else 0
+
+
+@numba.njit(cache=True, nogil=True)
 def _rans_step(x, f, offset, prec, words, pos):
     """The decoder's state after a symbol of frequency f found ``offset`` into its slot range, and
     the next word's position; pos -1 when the stream ran out."""
@@ -92,10 +108,9 @@ def _encode(sym, cls, freq, cum, prec, C):
 @numba.njit(cache=True, nogil=True)
 def _decode(words, h, w, cls, freq, cum, prec, C):
     sym = np.zeros((h, w), np.int32)
-    if len(words) < 2:
+    x, pos = _rans_start(words)
+    if pos < 0:
         return sym, 1
-    x = (np.uint64(words[0]) << np.uint64(16)) | np.uint64(words[1])
-    pos = 2
     mask = np.uint64((1 << prec) - 1)
     K = cum.shape[1] - 1
     for k in range(h * w):
@@ -116,9 +131,7 @@ def _decode(words, h, w, cls, freq, cum, prec, C):
         x, pos = _rans_step(x, freq[c, s], slot - cum[c, s], prec, words, pos)
         if pos < 0:
             return sym, 1
-    if x != np.uint64(_L) or pos != len(words):
-        return sym, 3
-    return sym, 0
+    return sym, _rans_end(x, pos, words)
 
 
 MIX_FIELDS = 6  # mn, mh, a_left, a_up, a_upleft, a_upright
@@ -186,10 +199,9 @@ def _mix_fc(sym, cls, freqs, amax, prec, C, mix):
 def _decode_mix(words, h, w, cls, freqs, amax, prec, C, mix):
     K = freqs.shape[1]
     sym = np.zeros((h, w), np.int32)
-    if len(words) < 2:
+    x, pos = _rans_start(words)
+    if pos < 0:
         return sym, 1
-    x = (np.uint64(words[0]) << np.uint64(16)) | np.uint64(words[1])
-    pos = 2
     mask = np.uint64((1 << prec) - 1)
     hist = np.zeros(K, np.int64)
     freq = np.empty(K, np.int64)
@@ -207,9 +219,7 @@ def _decode_mix(words, h, w, cls, freqs, amax, prec, C, mix):
         x, pos = _rans_step(x, freq[s], slot - c, prec, words, pos)
         if pos < 0:
             return sym, 1
-    if x != np.uint64(_L) or pos != len(words):
-        return sym, 3
-    return sym, 0
+    return sym, _rans_end(x, pos, words)
 
 
 @numba.njit(cache=True, nogil=True)
