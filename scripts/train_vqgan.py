@@ -11,7 +11,8 @@ Phases (each resumable; the state lives in --work, default out/vqgan):
     python scripts/train_vqgan.py main --steps 6000        # autoencoder + 4096-code EMA codebook
     python scripts/train_vqgan.py levels                   # k-means codebooks 1024/512/256/64 (+16 ctx)
     python scripts/train_vqgan.py finetune --steps 2000    # shared decoder, a random level per batch
-    python scripts/train_vqgan.py prior                    # context tables of the index prior
+    python scripts/train_vqgan.py prior                    # context tables of the index prior (of the
+                                                           #   grids sent at --rdo, --rounds 2)
     python scripts/train_vqgan.py export                   # nzip/pretrained/vqgan-f16.safetensors
     python scripts/train_vqgan.py eval --model main        # network alone per level, on the dev set
     python scripts/train_vqgan.py restore --steps 3000     # lost-index restorer (from the shipped model)
@@ -46,6 +47,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nzip.codecs.image_vqgan import DEFAULT_RDO  # noqa: E402
 from nzip.codecs.vqgan_net import VQAutoencoder  # noqa: E402
 
 LEVELS = [1024, 512, 256, 64]
@@ -351,8 +353,42 @@ def levels(args) -> None:
 
 
 # ---------------------------------------------------------------- prior: context tables
+def context_counts(maps, cls: np.ndarray, k: int) -> np.ndarray:
+    """Counts ((C+1)**2, k) of each index given the classes of its left and upper neighbours
+    (class C: outside the image), the prior's contexts (nzip.entropy.grid)."""
+    C = CTX_CLASSES
+    counts = np.zeros(((C + 1) ** 2, k), np.int64)
+    for m in maps:
+        c = cls[m]
+        left = np.full_like(c, C)
+        left[:, 1:] = c[:, :-1]
+        up = np.full_like(c, C)
+        up[1:] = c[:-1]
+        np.add.at(counts, (left * (C + 1) + up, m), 1)
+    return counts
+
+
+def rdo_recount(zs, book: torch.Tensor, counts: np.ndarray, cls: np.ndarray, rdo: float, rounds: int,
+                smoothing: float, desc: str = "recount") -> np.ndarray:
+    """Counts of the grids the codec sends rather than of the nearest codes: `rounds` times, choose
+    every map's grid with rate weight `rdo` under the adaptive prior built from the current counts
+    (image_vqgan.choose_codes: cosine - rdo * bits, the codec's MIX), then count those grids. Each
+    round lowers the mean of -cosine + rdo * bits on the maps it counts (entropy-constrained VQ's
+    alternation, with the codebook fixed)."""
+    from nzip.codecs.image_vqgan import MIX
+    from nzip.entropy.grid import GridModel
+
+    for r in range(rounds):
+        gm = GridModel.from_counts(counts, cls, 16, smoothing=smoothing)
+        grids = [gm.choose((z.permute(1, 2, 0) @ book.T).numpy(), rdo, MIX)
+                 for z in tqdm(zs, desc=f"{desc} round {r + 1}/{rounds}", leave=False)]
+        counts = context_counts(grids, cls, counts.shape[1])
+    return counts
+
+
 def prior(args) -> None:
-    """Counts of each level's index given the coarse classes of its left and upper neighbours."""
+    """Counts of each level's index given the coarse classes of its left and upper neighbours:
+    of the nearest codes, then (--rounds N) of the grids chosen with rate weight --rdo."""
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     src = work / ("finetune.safetensors" if (work / "finetune.safetensors").exists() else "main.safetensors")
@@ -364,16 +400,10 @@ def prior(args) -> None:
     for k in [model.codebook.shape[0]] + LEVELS:
         book = model.codebook if k == model.codebook.shape[0] else lv[f"codebook_{k}"]
         cls = model.nearest(book.T[None, :, :, None], ctx_book)[0, :, 0].numpy()  # class of each code
-        maps = [model.nearest(z[None], book)[0].numpy() for z in zs]
-        C = CTX_CLASSES + 1  # + "outside the image"
-        counts = np.zeros((C * C, k), np.int64)
-        for m in maps:
-            c = cls[m]
-            left = np.full_like(c, CTX_CLASSES)
-            left[:, 1:] = c[:, :-1]
-            up = np.full_like(c, CTX_CLASSES)
-            up[1:] = c[:-1]
-            np.add.at(counts, (left * C + up, m), 1)
+        counts = context_counts([model.nearest(z[None], book)[0].numpy() for z in zs], cls, k)
+        if args.rounds:
+            counts = rdo_recount(zs, book, counts, cls, DEFAULT_RDO if args.rdo is None else args.rdo,
+                                 args.rounds, args.smoothing, f"level {k}")
         out[f"prior_counts_{k}"] = torch.from_numpy(counts.astype(np.int32))
         out[f"code_class_{k}"] = torch.from_numpy(cls.astype(np.int32))
         n = counts.sum()
@@ -615,6 +645,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gain", type=float, default=32.0, help="restore: initial logit gain (1: none, plain head)")
     ap.add_argument("--smoothing", type=float, default=0.5, help="prior: order-0 pseudo-counts per symbol")
+    ap.add_argument("--rdo", type=float,
+                    help="prior: count the grids the codec sends at this rate weight (default: its DEFAULT_RDO)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="prior: rounds of choosing grids with --rdo and recounting (0: nearest codes' counts)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", help="cpu or cuda (default: cuda where there is one)")
     ap.add_argument("--minutes", type=float, help="main/finetune/restore: stop after this long (cosine lr over it)")

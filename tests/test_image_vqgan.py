@@ -2,6 +2,7 @@
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from nzip.codecs import image_vqgan as iv
 from nzip.errors import CorruptDataError, InvalidInputError, OutputExistsError
 from nzip.formats.image import read_image, write_image
 from nzip.metrics import ms_ssim, ms_ssim_torch, psnr
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _photo(h=160, w=224, seed=0):
@@ -55,6 +58,29 @@ def test_prior_beats_fixed_length_indices(model):
         grid = iv.image_indices(model, img, level)
         coded = len(model.priors[level].encode(grid)) * 8
         assert coded < grid.size * np.log2(level) + 32
+
+
+def test_prior_recount_counts_the_grids_the_codec_sends(model, monkeypatch):
+    """train_vqgan's rdo_recount: at rate weight 0 the codec sends the nearest codes, so the counts
+    stay the nearest codes' counts; at a positive weight they are the counts of the codec's own
+    choice (image_vqgan.choose_codes) under the tables built from the counts before."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import train_vqgan as T
+
+    from nzip.entropy.grid import GridModel
+
+    L = model.levels[-2]
+    book, cls = model.books[L], model.priors[L].classes
+    zs = [iv.tile_latents(model, _photo(96 + 16 * i, 128, seed=i), 1024)[0] for i in range(3)]
+    nearest = [model.net.nearest(z[None], book)[0].numpy() for z in zs]
+    counts = T.context_counts(nearest, cls, L)
+    assert counts.shape == ((T.CTX_CLASSES + 1) ** 2, L) and counts.sum() == sum(g.size for g in nearest)
+    assert np.array_equal(T.rdo_recount(zs, book, counts, cls, 0.0, 1, 0.5), counts)
+    once = T.rdo_recount(zs, book, counts, cls, 0.02, 1, 0.5)
+    gm = GridModel.from_counts(counts, cls, 16, smoothing=0.5)
+    sent = [gm.choose((z.permute(1, 2, 0) @ book.T).numpy(), 0.02, iv.MIX) for z in zs]
+    assert np.array_equal(once, T.context_counts(sent, cls, L))
+    assert not np.array_equal(once, counts)  # a rate weight moves some indices to cheaper codes
 
 
 def test_bpp_picks_the_first_setting_that_fits(tmp_path, model):
