@@ -202,14 +202,27 @@ def image_indices(model: _Model, img: np.ndarray, level: int, tile: int = DEFAUL
     return out
 
 
+def _bf16_fast() -> bool:
+    """Whether this CPU runs bfloat16 convolutions natively (AVX-512 BF16 or AMX): the encoder's
+    search then runs the decoder in bfloat16 autocast, ~1.8x faster per step on a 2-core AVX-512 BF16
+    host with the same gains (training-pool crops); elsewhere bfloat16 is emulated, so float32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def refine_indices(model: _Model, img: np.ndarray, grid: np.ndarray, level: int, tile: int, steps: int,
-                   bar=None, rdo: float = 0.0) -> list[list[np.ndarray]]:
+                   bar=None, rdo: float = 0.0, bf16: bool | None = None) -> list[list[np.ndarray]]:
     """Encoder-side search for indices that decode closer to the image than the nearest codes do.
 
     The decoder is fixed, so the encoder may pick any grid: per tile (grown by the network's margin,
     as decoding sees it) the continuous latents are moved by Adam on 1 - MS-SSIM of the decoded
     tile, each step snapping them to their codes (nearest, or rate-weighted with ``rdo``) and passing
-    the gradient straight through.
+    the gradient straight through. The decoder runs in bfloat16 autocast where the CPU has it
+    (``bf16=None``: :func:`_bf16_fast`); only the choice of grid depends on it, never the decoding.
     Returns, per tile, the grids that improved on all before them (the first is ``grid``'s own,
     the last the best), so a rate budget can step back to a cheaper one."""
     import torch
@@ -221,6 +234,7 @@ def refine_indices(model: _Model, img: np.ndarray, grid: np.ndarray, level: int,
     net, book = model.net, model.books[level]
     x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None]
     found: list[list[np.ndarray]] = []
+    bf16 = _bf16_fast() if bf16 is None else bf16
 
     def search(a0, a1, b0, b1):
         part = x[:, :, a0 * F:a1 * F, b0 * F:b1 * F].float() / 255
@@ -235,7 +249,9 @@ def refine_indices(model: _Model, img: np.ndarray, grid: np.ndarray, level: int,
                 idx = (net.nearest(un.detach(), book) if rdo == 0 else
                        torch.from_numpy(choose_codes(model, un.detach()[0], level, rdo)).long()[None])
                 q = book[idx].permute(0, 3, 1, 2)
-                y = net.decode_codes(un + (q - un).detach()).clamp(0, 1)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    y = net.decode_codes(un + (q - un).detach())
+                y = y.float().clamp(0, 1)
                 loss = 1 - ms_ssim_torch(y, part)
                 if step == 0 or loss.item() < best:  # step 0: the nearest codes themselves
                     best = loss.item()
