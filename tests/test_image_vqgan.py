@@ -94,7 +94,8 @@ def test_bpp_picks_the_first_setting_that_fits(tmp_path, model):
     assert rep.stored_bytes * 8 / pixels <= target
     # the file is the first (level, rdo) of the ladder whose file fits: larger levels, then rate weights
     ladder = list(iv._budget_ladder(model.levels, iv.DEFAULT_RDO))
-    assert ladder[:2] == [(model.levels[0], iv.DEFAULT_RDO), (model.levels[0], iv.BUDGET_RDO)]
+    assert ladder[:3] == [(model.levels[0], r) for r in (iv.DEFAULT_RDO, *iv.BUDGET_RDO)]
+    assert ladder[3] == (model.levels[1], iv.DEFAULT_RDO) and ladder[-1] == (model.levels[-1], iv.BUDGET_RDO_LAST[-1])
     for level, rdo in ladder:
         rep = nzip.encode(img, tmp_path / "s.nz", codec="image/vqgan", level=level, rdo=rdo, overwrite=True)
         if rep.stored_bytes * 8 / pixels <= target:
