@@ -110,12 +110,14 @@ def nz_size(p: Path) -> int:
 
 def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict,
                 targets: list[float] = (), refines: list[int] = (0,), refine_levels: list[int] = (),
-                nearest_levels: list[int] = (), extra: list[tuple[int, float, int]] = ()) -> list[dict]:
+                nearest_levels: list[int] = (), extra: list[tuple[int, float, int]] = (),
+                best: bool = False) -> list[dict]:
     """Encode and decode every image with image/vqgan at each level (and at each bpp target, where
     the codec picks the level per image); the bpp targets and ``refine_levels`` also with each number
     of encoder search steps of ``refines`` (``refine``, 0: no search); ``nearest_levels`` also with
-    the nearest codes (``rdo=0``, no rate weight); ``extra``: more (level, rdo, refine) rows; bpp from the whole .nz file, payload_bpp from the
-    index streams alone."""
+    the nearest codes (``rdo=0``, no rate weight); ``extra``: more (level, rdo, refine) rows; ``best``:
+    the bpp targets (with each ``refines``) also with ``best=1`` (each level's fit decoded, the
+    closest kept); bpp from the whole .nz file, payload_bpp from the index streams alone."""
     import nzip
     from tqdm import tqdm
 
@@ -123,23 +125,25 @@ def nzip_points(levels: list[int], images: list[Path], work: Path, thumbs: dict,
     rows = []
     for path in tqdm(images, desc="nzip", unit="img"):
         ref = np.asarray(Image.open(path).convert("RGB"))
-        runs = [(k, r, None) for k in [*levels, *targets] for r in refines
+        runs = [(k, r, None, False) for k in [*levels, *targets] for r in refines
                 if r == 0 or not isinstance(k, int) or k in refine_levels]
-        runs += [(k, 0, 0.0) for k in nearest_levels] + [(k, steps, rdo) for k, rdo, steps in extra]
-        for k, steps, rdo in runs:
+        runs += [(k, r, None, True) for k in targets for r in refines] if best else []
+        runs += [(k, 0, 0.0, False) for k in nearest_levels] + [(k, steps, rdo, False) for k, rdo, steps in extra]
+        for k, steps, rdo, pick in runs:
             tag = (f"L{k}" if isinstance(k, int) else f"B{k}") + (f"R{steps}" if steps else "") + \
-                (f"D{rdo:g}" if rdo is not None else "")
+                (f"D{rdo:g}" if rdo is not None else "") + ("X" if pick else "")
             nz, out = work / f"{path.stem}.{tag}.nz", work / f"{path.stem}.{tag}.png"
             t0 = time.perf_counter()
             opt = ({"level": k} if isinstance(k, int) else {"bpp": k}) | ({} if rdo is None else {"rdo": rdo})
-            nzip.encode(path, nz, codec=NZIP_CODEC, overwrite=True, **opt, **({"refine": steps} if steps else {}))
+            opt |= ({"refine": steps} if steps else {}) | ({"best": 1} if pick else {})
+            nzip.encode(path, nz, codec=NZIP_CODEC, overwrite=True, **opt)
             te = time.perf_counter() - t0
             t0 = time.perf_counter()
             nzip.decode(nz, out, overwrite=True)
             td = time.perf_counter() - t0
             back = np.asarray(Image.open(out).convert("RGB"))
             setting = ((f"level={k}" if isinstance(k, int) else f"bpp={k}") + (f" refine={steps}" if steps else "")
-                       + (f" rdo={rdo:g}" if rdo is not None else ""))
+                       + (f" rdo={rdo:g}" if rdo is not None else "") + (" best=1" if pick else ""))
             with nzip.open(nz) as it:
                 payload = len(it.read_blob("codes")) * 8 / (ref.shape[0] * ref.shape[1])
                 level = it.params["level"]
@@ -295,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
                     "codes (rdo=0: no rate weight in the index choice)")
     ap.add_argument("--extra", default="", help="more image/vqgan rows, level:rdo:refine, comma separated "
                     "(e.g. 512:0.0075:30)")
+    ap.add_argument("--best", action="store_true", help="the bpp targets also with --param best=1 (each level's "
+                    "fitting setting decoded, the closest kept)")
     ap.add_argument("--skip-nzip", action="store_true", help="anchors only")
     ap.add_argument("--out", type=Path, default=ROOT / "out/bench_image")
     ap.add_argument("--threads", type=int, default=1,
@@ -350,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
             nearest = [int(k) for k in args.nearest_levels.split(",") if k.strip()]
             extra = [(int(a), float(b), int(c)) for a, b, c in (e.split(":") for e in args.extra.split(",") if e.strip())]
             rows += nzip_points(levels, images, args.out / "nzip", thumbs, targets, refines, refine_levels, nearest,
-                                extra)
+                                extra, args.best)
             print(f"# nzip: {time.perf_counter() - t0:.0f} s")
 
     mean = means(rows)

@@ -111,6 +111,32 @@ def test_bpp_picks_the_first_setting_that_fits(tmp_path, model):
         nzip.encode(img, tmp_path / "d.nz", codec="image/vqgan", bpp=1e-4)
 
 
+def test_best_decodes_each_levels_fit_and_keeps_the_closest(tmp_path, model):
+    img = _photo(192, 256, seed=7)
+    pixels = img.shape[0] * img.shape[1]
+    plain = nzip.encode(img, tmp_path / "l.nz", codec="image/vqgan", level=model.levels[2]).stored_bytes
+    target = plain * 8 / pixels
+    first = nzip.encode(img, tmp_path / "a.nz", codec="image/vqgan", bpp=target)
+    best = nzip.encode(img, tmp_path / "b.nz", codec="image/vqgan", bpp=target, best=1)
+    assert best.stored_bytes * 8 / pixels <= target
+    # the ladder's pick is one of the candidates best=1 decodes, so it is never worse
+    q_first, q_best = (ms_ssim(img, nzip.decode(tmp_path / f)) for f in ("a.nz", "b.nz"))
+    assert q_best >= q_first - 1e-9
+    # and it is the top of the candidates: the first fitting rate weight of each level, decoded
+    cands = []
+    for level in model.levels:
+        for rdo in (iv.DEFAULT_RDO, *iv.BEST_RDO):
+            rep = nzip.encode(img, tmp_path / "c.nz", codec="image/vqgan", level=level, rdo=rdo, overwrite=True)
+            if rep.stored_bytes * 8 / pixels <= target:
+                cands.append(ms_ssim(img, nzip.decode(tmp_path / "c.nz")))
+                break
+    assert len(cands) >= 2 and abs(q_best - max(cands)) < 1e-9
+    with pytest.raises(InvalidInputError, match="bpp"):
+        nzip.encode(img, tmp_path / "x.nz", codec="image/vqgan", level=256, best=1)
+    with pytest.raises(InvalidInputError, match="best"):
+        nzip.encode(img, tmp_path / "x.nz", codec="image/vqgan", bpp=0.05, best=2)
+
+
 def test_rdo_trades_distance_for_rate(tmp_path, model):
     img = _photo(160, 224, seed=6)
     level = model.levels[0]
