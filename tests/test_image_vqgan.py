@@ -116,7 +116,7 @@ def test_best_decodes_each_levels_fit_and_keeps_the_closest(tmp_path, model):
     pixels = img.shape[0] * img.shape[1]
     plain = nzip.encode(img, tmp_path / "l.nz", codec="image/vqgan", level=model.levels[2]).stored_bytes
     target = plain * 8 / pixels
-    first = nzip.encode(img, tmp_path / "a.nz", codec="image/vqgan", bpp=target)
+    nzip.encode(img, tmp_path / "a.nz", codec="image/vqgan", bpp=target)
     best = nzip.encode(img, tmp_path / "b.nz", codec="image/vqgan", bpp=target, best=1)
     assert best.stored_bytes * 8 / pixels <= target
     # the ladder's pick is one of the candidates best=1 decodes, so it is never worse
