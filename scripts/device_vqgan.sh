@@ -55,7 +55,9 @@ train() {
   late finetune && return 1
   $T finetune $A --steps 1000000 --minutes "$FT_MIN" --batch $BATCH --crop $CROP || return 1
   log "finetune done: $(cat $W/finetune.json)"
-  $T prior $A && $T export $A || return 1
+  local R=2  # prior tables counted on the grids the codec sends (~30 s on a CPU); nearest codes if late
+  late "the prior's recount" && R=0
+  $T prior $A --rounds $R && $T export $A || return 1
   log "export done"
   late restore && return 1
   $T restore $A --steps 1000000 --minutes "$RESTORE_MIN" --batch 64 || return 1
