@@ -312,6 +312,18 @@ def weighted_kmeans(x: np.ndarray, w: np.ndarray, k: int, iters: int, seed: int)
     return c.astype(np.float32)
 
 
+def scaled_images(files, scales):
+    """(image number, scale, uint8 RGB array) for each image file at each scale: resized (Lanczos)
+    to sides that are multiples of 16, skipping sizes under 64 pixels."""
+    for fi, f in enumerate(files):
+        im = Image.open(f).convert("RGB")
+        for s in scales:
+            w, h = int(im.width * s) // 16 * 16, int(im.height * s) // 16 * 16
+            if w < 64 or h < 64:
+                continue
+            yield fi, s, np.ascontiguousarray(np.asarray(im.resize((w, h), Image.LANCZOS)))
+
+
 @torch.no_grad()
 def latent_maps(model: VQAutoencoder, folder: Path, scales=(1.0, 0.7, 0.5),
                 device: torch.device | None = None) -> list[torch.Tensor]:
@@ -321,16 +333,10 @@ def latent_maps(model: VQAutoencoder, folder: Path, scales=(1.0, 0.7, 0.5),
     model.eval()
     model.to(device)
     out = []
-    for f in tqdm(pool_files(folder), desc="latents"):
-        im = Image.open(f).convert("RGB")
-        for s in scales:
-            w, h = (int(im.width * s) // 16 * 16, int(im.height * s) // 16 * 16)
-            if w < 64 or h < 64:
-                continue
-            a = np.asarray(im.resize((w, h), Image.LANCZOS))
-            x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float().to(device) / 255
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                out.append(model.latents(x)[0].float().cpu())
+    for _, _, a in scaled_images(tqdm(pool_files(folder), desc="latents"), scales):
+        x = torch.from_numpy(a).permute(2, 0, 1)[None].float().to(device) / 255
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out.append(model.latents(x)[0].float().cpu())
     model.to("cpu")
     return out
 

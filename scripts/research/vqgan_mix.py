@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import train_vqgan as T  # noqa: E402
 
 from nzip.codecs import image_vqgan as V  # noqa: E402
 from nzip.entropy.grid import GridModel  # noqa: E402
@@ -32,16 +34,10 @@ SCALES = (1.0, 0.7, 0.5)
 
 def maps(model, folder: Path, scales) -> dict[str, np.ndarray]:
     out = {}
-    for fi, f in enumerate(sorted(folder.glob("*.png"))):
-        im = Image.open(f).convert("RGB")
-        for s in scales:
-            w, h = int(im.width * s) // 16 * 16, int(im.height * s) // 16 * 16
-            if w < 64 or h < 64:
-                continue
-            a = np.ascontiguousarray(np.asarray(im.resize((w, h), Image.LANCZOS)))
-            lat = V.tile_latents(model, a, max(w, h))
-            for L in model.levels:
-                out[f"{fi}_{s}_{L}"] = V.choose_codes(model, lat[0], L, 0.0).astype(np.int16)
+    for fi, s, a in T.scaled_images(sorted(folder.glob("*.png")), scales):
+        lat = V.tile_latents(model, a, max(a.shape[:2]))
+        for L in model.levels:
+            out[f"{fi}_{s}_{L}"] = V.choose_codes(model, lat[0], L, 0.0).astype(np.int16)
     return out
 
 
@@ -68,18 +64,11 @@ def main() -> None:
     grid_mh = [int(v) for v in args.mh.split(",")]
     for L in model.levels:
         pr = model.priors[L]
-        C = pr.C
+        assert pr.C == T.CTX_CLASSES  # the contexts context_counts forms
         train = [tm[k].astype(np.int64) for k in tm if k.endswith(f"_{L}") and int(k.split("_")[0]) not in held]
         test = [tm[k].astype(np.int64) for k in tm if k.endswith(f"_{L}") and int(k.split("_")[0]) in held
                 and "_1.0_" in k]
-        counts = np.zeros(((C + 1) ** 2, L))
-        for g in train:
-            c = pr.classes[g]
-            left = np.full_like(c, C)
-            left[:, 1:] = c[:, :-1]
-            up = np.full_like(c, C)
-            up[1:] = c[:-1]
-            np.add.at(counts, (left * (C + 1) + up, g), 1)
+        counts = T.context_counts(train, pr.classes, L)
         gm = GridModel.from_counts(counts, pr.classes, 16, smoothing=0.5)
         fixed = mean_bits(test, gm, None)
         res = sorted((mean_bits(test, gm, (mn, mh, 4, 3, 1, 1)), mn, mh)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -44,14 +43,8 @@ def pool_latents(model, folder: Path, cache: Path) -> dict[str, np.ndarray]:
     out = {}
     files = T.pool_files(folder)
     t0 = time.perf_counter()
-    for fi, f in enumerate(files):
-        im = Image.open(f).convert("RGB")
-        for s in SCALES:
-            w, h = int(im.width * s) // 16 * 16, int(im.height * s) // 16 * 16
-            if w < 64 or h < 64:
-                continue
-            a = np.ascontiguousarray(np.asarray(im.resize((w, h), Image.LANCZOS)))
-            out[f"{fi}_{s}"] = V.tile_latents(model, a, max(w, h))[0].numpy().astype(np.float32)
+    for fi, s, a in T.scaled_images(files, SCALES):
+        out[f"{fi}_{s}"] = V.tile_latents(model, a, max(a.shape[:2]))[0].numpy().astype(np.float32)
         print(f"\rlatents {fi + 1}/{len(files)} ({time.perf_counter() - t0:.0f} s)", end="", flush=True)
     print()
     cache.parent.mkdir(parents=True, exist_ok=True)
