@@ -34,6 +34,7 @@ import json
 import math
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,18 @@ def indices_image(model: _Model, grid: np.ndarray, level: int, tile: int = DEFAU
     return out
 
 
+@contextmanager
+def _steps(progress, total: int, desc: str):
+    """The encode's progress bar over one of its long loops (None when the caller gave no progress
+    object with ``steps``), closed however the loop ends."""
+    bar = progress.steps(total, desc) if hasattr(progress, "steps") else None
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 @register
 class ImageVQGAN(Codec):
     name = "image/vqgan"
@@ -381,12 +394,8 @@ class ImageVQGAN(Codec):
             grid = image_indices(model, rgb, level, tile, rdo, lat)
             enc = None if refine else self._encoded(model, self._streams(model, grid, level, tiles), level, tile, src)
         if refine:
-            bar = progress.steps(refine * len(tiles), "refine indices") if hasattr(progress, "steps") else None
-            try:
+            with _steps(progress, refine * len(tiles), "refine indices") as bar:
                 found = refine_indices(model, rgb, grid, level, tile, refine, bar, rdo)
-            finally:
-                if bar is not None:
-                    bar.close()
             enc = self._refined(model, found, level, tile, src, budget)
         if progress is not None:
             progress(img.size)
@@ -409,16 +418,12 @@ class ImageVQGAN(Codec):
         if len(fits) < 2:
             return fits[0] if fits else None
         score = ms_ssim if min(H, W) > 10 else psnr  # MS-SSIM needs sides over its window
-        bar = progress.steps(len(fits), "compare levels") if hasattr(progress, "steps") else None
-        try:
-            scored = []
+        scored = []
+        with _steps(progress, len(fits), "compare levels") as bar:
             for f in fits:
                 scored.append(score(rgb, indices_image(model, f[2], f[0], tile)[:H, :W]))
                 if bar is not None:
                     bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
         return fits[int(np.argmax(scored))]
 
     def _refined(self, model: _Model, found, level: int, tile: int, src, budget: float | None) -> Encoded:
