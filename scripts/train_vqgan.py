@@ -420,6 +420,14 @@ def prior(args) -> None:
 
 
 @torch.no_grad()
+def decode_nearest(model: VQAutoencoder, z: torch.Tensor, book: torch.Tensor) -> np.ndarray:
+    """The network alone: latents z (1, dim, h, w) snapped to their nearest codes of `book` and
+    decoded, as uint8 RGB (16h, 16w, 3)."""
+    y = model.decode_indices(model.nearest(z, book), book)
+    return (y[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+@torch.no_grad()
 def evaluate(args) -> None:
     """PSNR / MS-SSIM of the network alone at every level (no entropy coding) on --images: shows
     what fine-tuning for the k-means levels buys. Reporting only; nothing here trains."""
@@ -440,8 +448,7 @@ def evaluate(args) -> None:
         x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
         z = model.latents(x)
         for k, book in books.items():
-            y = model.decode_indices(model.nearest(z, book), book)
-            b = (y[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            b = decode_nearest(model, z, book)
             res[k].append((psnr_u8(a, b), ms_ssim(a, b)))
     print(f"{args.model} ({json.loads((work / f'{args.model}.json').read_text())['step']} steps) on {len(files)} images")
     for k in sorted(res, reverse=True):

@@ -39,9 +39,7 @@ def network_alone(model, book: torch.Tensor, images: list[np.ndarray]) -> float:
     out = []
     for img in images:
         x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
-        idx = model.net.nearest(model.net.latents(x), book)
-        y = model.net.decode_indices(idx, book)[0]
-        out.append(ms_ssim(img, (y * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()))
+        out.append(ms_ssim(img, T.decode_nearest(model.net, model.net.latents(x), book)))
     return float(np.mean(out))
 
 
