@@ -321,6 +321,11 @@ def test_image_io(tmp_path):
     assert a.shape == (10, 12, 3) and tuple(a[0, 0]) == (200, 0, 0) and tuple(a[9, 0]) == (255, 255, 255)
     Image.fromarray(np.full((7, 9), 77, np.uint8), "L").save(tmp_path / "g.png")
     assert read_image(tmp_path / "g.png").shape == (7, 9)
+    deep = np.arange(0, 65536, 1025, dtype=np.uint16).reshape(8, 8)  # a 16-bit grey PNG scales to 8 bits
+    Image.fromarray(deep).save(tmp_path / "g16.png")
+    assert np.array_equal(read_image(tmp_path / "g16.png"), (deep >> 8).astype(np.uint8))
+    Image.fromarray(deep.astype(np.float32) / 65535, "F").save(tmp_path / "f.tif")  # floats in 0..1
+    assert np.abs(read_image(tmp_path / "f.tif").astype(int) - (deep >> 8)).max() <= 1
     write_image(a, tmp_path / "b.jpg")
     assert (tmp_path / "b.jpg").read_bytes()[:2] == b"\xff\xd8"
     with pytest.raises(OutputExistsError):

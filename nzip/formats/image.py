@@ -12,16 +12,38 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".p
 MAX_PIXELS = 1 << 28  # 268 megapixels: refuse decompression bombs before allocating
 
 
+def _grey_to_uint8(im) -> np.ndarray:
+    """A high-depth grey image (16-bit or 32-bit integers, floats) scaled to uint8.
+
+    Pillow's own ``convert("L")`` clips these at 255 (a 16-bit photo comes out white), so the scale
+    is explicit: integers by the depth their values need (16 bits unless a value exceeds 65535),
+    floats as 0..1 when every value lies there and as 0..255 otherwise (both clipped).
+    """
+    a = np.asarray(im)
+    if a.dtype.kind == "f":
+        a = np.nan_to_num(a.astype(np.float64))
+        top = 1.0 if a.size and a.min() >= 0 and a.max() <= 1 else 255.0
+        return np.clip(np.rint(a * (255.0 / top)), 0, 255).astype(np.uint8)
+    a = a.astype(np.int64)
+    depth = 16 if not a.size or a.max() <= 0xFFFF else 32
+    return (np.clip(a, 0, None) >> (depth - 8)).astype(np.uint8)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 (H, W, 3) for colour images (alpha dropped onto white), (H, W) for grey ones."""
+    """uint8 (H, W, 3) for colour images (alpha dropped onto white), (H, W) for grey ones.
+
+    16-bit and other high-depth grey images are scaled to 8 bits (see ``_grey_to_uint8``).
+    """
     from PIL import Image, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("L", "I;16", "I", "1"):
+            if im.mode in ("L", "1"):
                 return np.asarray(im.convert("L"))
+            if im.mode.startswith("I") or im.mode == "F":
+                return _grey_to_uint8(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, im.convert("RGBA"))
