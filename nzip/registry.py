@@ -71,6 +71,8 @@ class Codec(ABC):
                 raise InvalidInputError(
                     f"codec {self.name} has no parameter {k!r} (it takes: {', '.join(sorted(allowed)) or 'none'})")
             try:
+                if allowed[k] is int and isinstance(v, float) and not v.is_integer():
+                    raise ValueError(v)  # int(1.5) would silently truncate
                 out[k] = allowed[k](v)
             except (TypeError, ValueError):
                 raise InvalidInputError(f"parameter {k}={v!r} is not a valid {allowed[k].__name__}") from None

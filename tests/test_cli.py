@@ -31,7 +31,7 @@ def test_codecs_lists_array_rans():
 
 
 @pytest.mark.parametrize("case", ["missing", "unknown_codec", "float", "bad_param", "exists",
-                                  "corrupt", "not_npy", "same_file"])
+                                  "corrupt", "not_npy", "same_file", "fractional_int"])
 def test_bad_input_one_line_no_output(tmp_path, case):
     a = np.arange(100, dtype=np.int32)
     np.save(tmp_path / "a.npy", a)
@@ -45,6 +45,8 @@ def test_bad_input_one_line_no_output(tmp_path, case):
         r = nzip("encode", tmp_path / "f.npy", out)
     elif case == "bad_param":
         r = nzip("encode", tmp_path / "a.npy", out, "--bpp", "0.1")
+    elif case == "fractional_int":  # an integer parameter is never truncated silently
+        r = nzip("encode", tmp_path / "a.npy", out, "--param", "chunk=1.5")
     elif case == "exists":
         out.write_bytes(b"keep me")
         r = nzip("encode", tmp_path / "a.npy", out)
