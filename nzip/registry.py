@@ -39,6 +39,7 @@ class Codec(ABC):
     modality: ClassVar[str]
     version: ClassVar[int] = 1
     suffixes: ClassVar[tuple[str, ...]] = ()  # input file suffixes this codec is the default for
+    reads: ClassVar[tuple[str, ...]] = ()  # suffixes it reads only on request (lossy): named in errors
     folder_suffix: ClassVar[str | None] = None  # default for folders holding files with this suffix
     description: ClassVar[str] = ""
     read_params: ClassVar[dict[str, type]] = {}  # parameters of read(), not of encode()
@@ -139,5 +140,9 @@ def for_path(path: str) -> Codec:
     for codec_cls in available().values():
         if any(lower.endswith(s) for s in codec_cls.suffixes):
             return codec_cls()
+    able = [name for name, codec_cls in available().items() if any(lower.endswith(s) for s in codec_cls.reads)]
+    if able:  # lossy codecs are never the default: name them
+        raise InvalidInputError(f"cannot tell which codec fits {path}: pass "
+                                f"{' or '.join(f'--codec {n}' for n in able)} (lossy, so never chosen by default)")
     raise InvalidInputError(
         f"cannot tell which codec fits {path}; pass --codec (see `nzip codecs`)")

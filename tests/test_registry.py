@@ -14,6 +14,8 @@ def test_builtins():
     assert registry.for_path("x.NPY").name == "array/rans"
     with pytest.raises(InvalidInputError, match="--codec"):
         registry.for_path("x.unknown")
+    with pytest.raises(InvalidInputError, match=r"pass --codec image/vqgan \(lossy"):  # a codec that reads it
+        registry.for_path("photo.JPG")
     with pytest.raises(UnknownCodecError, match="registered"):
         registry.get("nope/nope")
 

@@ -44,7 +44,7 @@ import numpy as np
 from ..entropy.grid import GridModel
 from ..errors import CorruptDataError, InvalidInputError, NzipError
 from ..formats.container import ArraySpec, Item, nz_size
-from ..formats.image import read_image, write_image
+from ..formats.image import IMAGE_SUFFIXES, read_image, write_image
 from ..registry import Codec, Encoded, register
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
@@ -321,6 +321,7 @@ class ImageVQGAN(Codec):
     modality = "image"
     version = 2  # 2: adaptive mixing of the index prior (params "mix"); version 1 files decode too
     suffixes = ()  # images have no default codec yet: pass --codec image/vqgan
+    reads = IMAGE_SUFFIXES
     description = "extreme-rate images: VQ index grid (16x), k-means codebook levels, learned index prior"
     restores = True
 
