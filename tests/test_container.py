@@ -69,6 +69,20 @@ def test_dtypes_and_wide_values(tmp_path, dtype):
     assert out.dtype == a.dtype and np.array_equal(out, a)
 
 
+@pytest.mark.parametrize("predict", ["none", "delta", "med"])
+def test_big_endian_and_0d_arrays_come_back_as_they_were(tmp_path, predict):
+    for a in (np.array([[0, 2**64 - 1, 5], [7, 1, 2**63]], ">u8"), np.arange(-6, 6, dtype=">i4").reshape(3, 4),
+              np.array([[1, -2], [300, 4]], ">i2"), np.array(5, "i4"), np.array(-3, ">i8")):
+        if predict == "med" and (a.ndim < 2 or a.dtype.itemsize > 4):
+            continue
+        np.save(tmp_path / "a.npy", a)
+        nzip.encode(tmp_path / "a.npy", tmp_path / "a.nz", predict=predict, overwrite=True)
+        nzip.decode(tmp_path / "a.nz", tmp_path / "b.npy", overwrite=True)
+        b = np.load(tmp_path / "b.npy")
+        assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b), (a, b)
+        assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+
+
 def test_delta_predictor_is_exact(tmp_path):
     a = np.cumsum(_arr((40, 500), -3, 4, seed=8), axis=1).astype(np.int16)
     a[0, :3] = [32767, -32768, 5]  # wrapping differences

@@ -55,8 +55,10 @@ class ArrayRans(Codec):
         chunk = p.get("chunk", DEFAULT_CHUNK)
         if chunk < 1:
             raise InvalidInputError("chunk must be >= 1 element")
+        shape, dtype = a.shape, a.dtype  # before ascontiguousarray, which makes a 0-d array 1-d
+        if not a.dtype.isnative:  # big-endian input: code the values in native order, give the order back
+            a = a.astype(a.dtype.newbyteorder("="))
         a = np.ascontiguousarray(a)
-        shape, dtype = a.shape, a.dtype
         if predict == "med" and (a.ndim < 2 or a.dtype == np.bool_ or a.dtype.itemsize > 4):
             raise InvalidInputError("predict=med needs integers of up to 32 bits in an array of at least 2 "
                                     "dimensions (rows, columns, ...)")
@@ -72,29 +74,35 @@ class ArrayRans(Codec):
         return Encoded(
             arrays={"symbols": ArraySpec(a, chunks=tuple(max(1, c) for c in chunks))},
             params={"chunk": chunk, "predict": predict},
-            source={"modality": "array", "shape": list(shape), "dtype": dtype.str.lstrip("<>|=")},
+            source={"modality": "array", "shape": list(shape),
+                    "dtype": dtype.str if not dtype.isnative else dtype.str.lstrip("<>|=")},
         )
 
     def decode(self, container: Item, progress=None, device: str = "cpu") -> np.ndarray:
+        from ..errors import CorruptDataError
+
         src = container.source
         out = container.read("symbols")
-        shape = tuple(src.get("shape", out.shape))
-        if math.prod(shape) != out.size:
-            from ..errors import CorruptDataError
-
+        try:
+            shape = tuple(int(n) for n in src.get("shape", out.shape))
+            dtype = np.dtype(src.get("dtype", out.dtype))
+        except (TypeError, ValueError):
+            raise CorruptDataError(f"{container.path}: bad source shape or dtype in the metadata") from None
+        if math.prod(shape) != out.size or min(shape, default=0) < 0:
             raise CorruptDataError(f"{container.path}: source shape {list(shape)} does not match the "
                                    f"stored {out.size} values")
         if progress is not None:
             progress(out.size)
         out = out.reshape(shape)
         predict = container.params.get("predict", "none")
+        native = dtype.newbyteorder("=")
         if predict == "delta" and out.ndim and out.dtype != np.bool_:
-            out = _undelta(out, np.dtype(src["dtype"]))
+            out = _undelta(out, native)
         elif predict == "med" and out.ndim >= 2 and out.size:
             rows = max(1, min(out.shape[0], int(container.params.get("chunk", DEFAULT_CHUNK))
                               // (math.prod(out.shape[1:]) or 1)))
-            out = _unmed(out, rows, np.dtype(src["dtype"]))
-        return out
+            out = _unmed(out, rows, native)
+        return out if dtype.isnative else out.astype(dtype)  # the input's byte order back
 
 
 def _delta(a: np.ndarray) -> np.ndarray:
