@@ -61,6 +61,21 @@ def _same_file(a: str, b: str) -> bool:
     return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
+def _check_not_input(src: str, dst: str, may_hold: bool = False) -> None:
+    """Refuse an output that is the input, holds it (replacing a folder would delete the input in
+    it; ``may_hold``: the output folder is written into, never replaced) or lies inside an input
+    folder (it would be read back as input, or delete it)."""
+    if _same_file(src, dst):
+        raise OutputExistsError(f"output {dst} is the input; choose another name")
+    if "://" in src or "://" in dst:
+        return
+    s, d = os.path.realpath(src), os.path.realpath(dst)
+    if not may_hold and s.startswith(d.rstrip(os.sep) + os.sep):
+        raise OutputExistsError(f"output {dst} holds the input {src}; choose another name")
+    if os.path.isdir(s) and d.startswith(s.rstrip(os.sep) + os.sep):
+        raise OutputExistsError(f"output {dst} lies inside the input folder {src}; choose another place")
+
+
 def _raw_bytes(source: dict[str, Any]) -> int:
     try:
         return math.prod(source["shape"]) * np.dtype(source["dtype"]).itemsize
@@ -78,13 +93,13 @@ def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwr
     dst = os.fspath(dst)
     if isinstance(src, (str, os.PathLike)) and os.path.isdir(src) and (
             dst.rstrip("/").endswith(DATASET_SUFFIX) or {"workers", "scheduler"} & set(params)):
+        _check_not_input(os.fspath(src), dst)
         return _build_dataset(os.fspath(src), dst, codec, overwrite, progress, params)
     if isinstance(src, (str, os.PathLike)):
         src = os.fspath(src)
         if not os.path.exists(src) and "://" not in src:
             raise InvalidInputError(f"{src} does not exist")
-        if _same_file(src, dst):
-            raise OutputExistsError(f"output {dst} is the input; choose another name")
+        _check_not_input(src, dst)
         c = registry.get(codec) if codec else registry.for_path(src)
         wanted = {k: params.pop(k) for k in c.read_params if k in params}
         item = c.read(src, **c.check_params(wanted, c.read_params))
@@ -117,12 +132,12 @@ def decode(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, over
         if dst is None:
             raise InvalidInputError(f"{src} is a data set: decode it into a folder, or read it with "
                                     "nzip.data.ContainerDataset / nzip.dataset.open_dataset")
+        _check_not_input(src, os.fspath(dst), may_hold=True)  # items are written into the folder
         ds = dataset.extract(src, dst, overwrite=overwrite, progress=progress)
         return Report(ds.codec, ds.raw_bytes(), ds.stored_bytes(), time.perf_counter() - t0)
     if dst is not None:
         dst = os.fspath(dst)
-        if _same_file(src, dst):
-            raise OutputExistsError(f"output {dst} is the input; choose another name")
+        _check_not_input(src, dst)
         if os.path.exists(dst) and not overwrite:
             raise OutputExistsError(f"{dst} exists (pass overwrite / --force to replace it)")
     with open_item(src) as it:

@@ -166,8 +166,9 @@ def build(folder: str | os.PathLike, dst: str | os.PathLike, codec: str, *, work
 
     ``workers`` > 0 starts a local dask cluster of that many processes; ``scheduler`` uses an
     existing dask.distributed cluster (its workers must see ``folder`` and ``dst``); neither runs
-    the shards in this process. An existing ``dst`` built from the same files with the same codec
-    and parameters is resumed; anything else there is refused unless ``overwrite``."""
+    the shards in this process. An existing ``dst`` built from the same files (names, sizes and
+    modification times) with the same codec and parameters is resumed; anything else there is
+    refused unless ``overwrite``, which rebuilds it whole."""
     t0 = time.perf_counter()
     folder, dst = os.fspath(folder), os.fspath(dst)
     if not os.path.isdir(folder):
@@ -193,13 +194,18 @@ def build(folder: str | os.PathLike, dst: str | os.PathLike, codec: str, *, work
     if not keys:
         raise InvalidInputError(f"{folder} holds no files that {c.name} reads")
     digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    stamps = hashlib.sha256()  # sizes and modification times: a changed file is not resumed past
+    for k in keys:
+        st = os.stat(os.path.join(folder, k))
+        stamps.update(f"{k}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     meta = {"format": FORMAT, "codec": c.name, "codec_version": c.version, "params": params,
-            "n_items": len(keys), "shard_size": shard_size, "keys_sha256": digest}
+            "n_items": len(keys), "shard_size": shard_size, "keys_sha256": digest,
+            "inputs_sha256": stamps.hexdigest()}
     old = _read_json(dst)
     if old is not None or (not is_url(dst) and os.path.exists(dst) and os.listdir(dst)):
         prev = (old or {}).get("attributes", {}).get(_ROOT_KEY)
         same = prev is not None and {k: prev.get(k) for k in meta} == meta
-        if not same:
+        if not same or overwrite:  # overwrite replaces, it never resumes
             if not overwrite:
                 raise OutputExistsError(f"{dst} exists and was not built from these files with these "
                                         "settings (pass overwrite / --force to replace it)")

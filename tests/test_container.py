@@ -118,6 +118,38 @@ def test_refuses_overwrite_and_input_as_output(tmp_path):
     assert np.array_equal(nzip.decode(tmp_path / "a.nz"), a + 1)
 
 
+def test_outputs_never_swallow_the_input_and_are_readable(tmp_path):
+    a = _arr()
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    np.save(sub / "a.npy", a)
+    (sub / "notes.txt").write_text("keep")
+    for dst in (sub, tmp_path):  # a folder output holding the input would replace (delete) it
+        with pytest.raises(OutputExistsError, match="holds the input"):
+            nzip.encode(sub / "a.npy", dst, overwrite=True)
+    with pytest.raises(OutputExistsError, match="inside the input folder"):  # read back as input
+        nzip.encode(sub, sub / "d.nzip", codec="array/rans")
+    nzip.encode(sub / "a.npy", tmp_path / "a.nz")
+    (tmp_path / "folder.nz").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x").write_text("mine")
+    with pytest.raises(OutputExistsError, match="is a folder"):
+        nzip.encode(sub / "a.npy", tmp_path / "folder.nz", overwrite=True)
+    with pytest.raises(OutputExistsError, match="is a folder"):
+        nzip.decode(tmp_path / "a.nz", tmp_path / "out", overwrite=True)
+    with pytest.raises(OutputExistsError, match="not an nzip item"):  # a user's folder is not replaced
+        nzip.encode(sub / "a.npy", tmp_path / "out", overwrite=True)
+    assert sorted(os.listdir(sub)) == ["a.npy", "notes.txt"] and (tmp_path / "out" / "x").read_text() == "mine"
+    old = os.umask(0o022)
+    try:  # outputs get the permissions a plain open() gives, not the temporary file's 0600
+        nzip.encode(sub / "a.npy", tmp_path / "b.nz")
+        nzip.decode(tmp_path / "b.nz", tmp_path / "b.npy")
+        nzip.encode(sub / "a.npy", tmp_path / "b.zarr")
+    finally:
+        os.umask(old)
+    assert [os.stat(tmp_path / n).st_mode & 0o777 for n in ("b.nz", "b.npy", "b.zarr")] == [0o644, 0o644, 0o755]
+
+
 def test_failed_encode_leaves_nothing(tmp_path):
     with pytest.raises(InvalidInputError):
         nzip.encode(np.zeros(10, np.float32), tmp_path / "f.nz", codec="array/rans")

@@ -149,6 +149,17 @@ def test_interrupted_build_resumes(tmp_path):
     with pytest.raises(OutputExistsError):  # other settings: refused without overwrite
         D.build(src, dst, "array/rans", shard_size=4)
     assert D.build(src, dst, "array/rans", shard_size=4, overwrite=True).n_shards == 3
+    first = ContainerDataset(dst)[0]["key"]
+    np.save(src / first, np.full(3, 77, np.int16))  # an input changes
+    with pytest.raises(OutputExistsError):  # not resumed past the change
+        D.build(src, dst, "array/rans", shard_size=4)
+    r = D.build(src, dst, "array/rans", shard_size=4, overwrite=True)  # replaced whole, never resumed
+    assert r.skipped_shards == 0
+    assert np.array_equal(ContainerDataset(dst)[0]["data"].numpy(), np.full(3, 77, np.int16))
+    with pytest.raises(OutputExistsError, match="is the input"):
+        nzip.decode(dst, dst)
+    with pytest.raises(OutputExistsError, match="inside the input"):
+        nzip.decode(dst, dst / "items", overwrite=True)
 
 
 def test_dask_local_cluster_build(tmp_path):

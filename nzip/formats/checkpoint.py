@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptDataError, InvalidInputError
-from .atomic import atomic_file, check_target
+from .atomic import atomic_file, check_target, publish_mode
 
 # safetensors dtype code -> (bytes per element, numpy dtype used for the raw view or None)
 DTYPES: dict[str, int] = {
@@ -310,6 +310,7 @@ def write_checkpoint(ck: Checkpoint, path: str, overwrite: bool = False) -> None
 
         _, parent = check_target(path, overwrite)
         tmp = tempfile.mkdtemp(prefix=".nzip-", dir=parent)
+        publish_mode(tmp, folder=True)
         try:
             for rel, header in ck.headers.items():
                 dst = Path(tmp) / rel

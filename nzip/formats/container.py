@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import CorruptDataError, InvalidInputError, OutputExistsError, UnsupportedFormatError
-from .atomic import atomic_file, check_target
+from .atomic import atomic_file, check_target, publish_mode
 
 if TYPE_CHECKING:
     import zarr
@@ -192,7 +192,14 @@ def write_item(dst: str | os.PathLike, attrs: dict[str, Any], arrays: dict[str, 
             f.write(_zip_bytes(mem))
         return
     target, parent = check_target(dst, overwrite)
+    if target.is_dir() and not (target / "zarr.json").is_file() and any(target.iterdir()):
+        raise OutputExistsError(f"{target} is a folder that is not an nzip item; nzip will not replace it "
+                                "(remove it or choose another name)")
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"{target} is a file; an item without the .nz suffix is a folder "
+                                "(remove it or choose another name)")
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    publish_mode(tmpdir, folder=True)
     try:
         _fill_group(LocalStore(tmpdir), attrs, arrays, progress)
         if target.exists():
