@@ -62,6 +62,11 @@ class Codec(ABC):
     def decode(self, container: Item, progress=None, device: str = "cpu") -> Any:
         """Rebuild the item from an opened container."""
 
+    def read_rows(self, container: Item, selection: Any) -> Any:
+        """Rows of the decoded item (a selection over its first axis), decoding only what they
+        need (``Item.rows``); codecs that cannot say so."""
+        raise InvalidInputError(f"{self.name} items do not decode by rows; decode the whole item")
+
     def check_params(self, params: dict[str, Any], allowed: dict[str, type]) -> dict[str, Any]:
         """Coerce ``k=v`` strings from the CLI to the declared types; unknown keys are errors."""
         out = {}

@@ -78,6 +78,65 @@ class ArrayRans(Codec):
                     "dtype": dtype.str if not dtype.isnative else dtype.str.lstrip("<>|=")},
         )
 
+    def read_rows(self, container: Item, selection: Any) -> np.ndarray:
+        """Decoded rows, reading only the chunks they touch: with ``predict=med`` from the first row
+        of their chunk of rows, with ``predict=delta`` on a 1-d array from its start (the running sum
+        is along the only axis)."""
+        shape, dtype = self._source(container)
+        if not shape:
+            raise InvalidInputError(f"{container.path}: a 0-d array has no rows")
+        n = shape[0]
+        if selection is Ellipsis:
+            selection = slice(None)
+        if isinstance(selection, (int, np.integer)):
+            if not -n <= selection < n:
+                raise InvalidInputError(f"{container.path}: row {selection} is out of range for {n} rows")
+            return self.read_rows(container, slice(selection % n, selection % n + 1))[0]
+        if not isinstance(selection, slice):
+            raise InvalidInputError(f"{container.path}: rows are selected by an int or a slice, "
+                                    f"got {selection!r}")
+        want = range(*selection.indices(n))
+        if not want:
+            return np.empty((0, *shape[1:]), dtype)
+        lo, hi = min(want[0], want[-1]), max(want[0], want[-1]) + 1
+        predict = container.params.get("predict", "none")
+        start = lo
+        if predict == "med" and len(shape) >= 2:
+            start = lo - lo % self._med_rows(container, shape)
+        elif predict == "delta" and len(shape) == 1:
+            start = 0
+        part = container.read("symbols", (slice(start, hi),)).reshape(hi - start, *shape[1:])
+        part = self._unpredict(container, part, shape, dtype)
+        return part[np.asarray(want) - start]
+
+    def _source(self, container: Item) -> tuple[tuple[int, ...], np.dtype]:
+        from ..errors import CorruptDataError
+
+        src = container.source
+        try:
+            shape = tuple(int(n) for n in src["shape"])
+            dtype = np.dtype(src["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise CorruptDataError(f"{container.path}: bad source shape or dtype in the metadata") from None
+        if min(shape, default=0) < 0:
+            raise CorruptDataError(f"{container.path}: negative source shape {list(shape)}")
+        return shape, dtype
+
+    @staticmethod
+    def _med_rows(container: Item, shape: tuple[int, ...]) -> int:
+        """Rows per chunk (each chunk's first row is predicted from the left only)."""
+        return max(1, min(shape[0], int(container.params.get("chunk", DEFAULT_CHUNK)) // (math.prod(shape[1:]) or 1)))
+
+    def _unpredict(self, container: Item, out: np.ndarray, shape, dtype: np.dtype) -> np.ndarray:
+        """The values of stored symbols ``out`` (whole rows, starting at a chunk's first row for med)."""
+        native = dtype.newbyteorder("=")
+        predict = container.params.get("predict", "none")
+        if predict == "delta" and out.ndim and out.dtype != np.bool_:
+            out = _undelta(out, native)
+        elif predict == "med" and out.ndim >= 2 and out.size:
+            out = _unmed(out, self._med_rows(container, shape), native)
+        return out if dtype.isnative else out.astype(dtype)  # the input's byte order back
+
     def decode(self, container: Item, progress=None, device: str = "cpu") -> np.ndarray:
         from ..errors import CorruptDataError
 
@@ -93,16 +152,7 @@ class ArrayRans(Codec):
                                    f"stored {out.size} values")
         if progress is not None:
             progress(out.size)
-        out = out.reshape(shape)
-        predict = container.params.get("predict", "none")
-        native = dtype.newbyteorder("=")
-        if predict == "delta" and out.ndim and out.dtype != np.bool_:
-            out = _undelta(out, native)
-        elif predict == "med" and out.ndim >= 2 and out.size:
-            rows = max(1, min(out.shape[0], int(container.params.get("chunk", DEFAULT_CHUNK))
-                              // (math.prod(out.shape[1:]) or 1)))
-            out = _unmed(out, rows, native)
-        return out if dtype.isnative else out.astype(dtype)  # the input's byte order back
+        return self._unpredict(container, out.reshape(shape), shape, dtype)
 
 
 def _delta(a: np.ndarray) -> np.ndarray:

@@ -214,6 +214,38 @@ def write_item(dst: str | os.PathLike, attrs: dict[str, Any], arrays: dict[str, 
         raise
 
 
+def _plain_selection(selection: Any, shape: tuple[int, ...], what: str) -> tuple[Any, Any]:
+    """(what to ask zarr for, what to apply to its answer after) for a numpy-style selection:
+    a selection numpy would refuse is an InvalidInputError (not a damaged file), and slices with a
+    negative step, which zarr does not take, are read forwards and stepped through afterwards."""
+    try:
+        np.broadcast_to(np.empty((), np.bool_), shape)[selection]  # numpy's own checks, nothing read
+    except (IndexError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what}: bad selection {selection!r} for shape {list(shape)} ({exc})") from None
+    sel = selection if isinstance(selection, tuple) else (selection,)
+    if not any(isinstance(s, slice) and s.step is not None and s.step < 0 for s in sel):
+        return selection, None
+    if any(s is Ellipsis for s in sel):
+        at = next(i for i, s in enumerate(sel) if s is Ellipsis)
+        rest = sum(1 for s in sel if s is not None and s is not Ellipsis)
+        sel = (*sel[:at], *[slice(None)] * (len(shape) - rest), *sel[at + 1:])
+    ask, then = [], []
+    for s, n in zip(sel, shape):
+        if isinstance(s, slice) and s.step is not None and s.step < 0:
+            idx = range(*s.indices(n))
+            if not idx:
+                ask.append(slice(0, 0))
+                then.append(slice(None))
+            else:
+                ask.append(slice(idx[-1], idx[0] + 1))
+                then.append(slice(None, None, s.step))
+        else:
+            ask.append(s)
+            then.append(slice(None) if isinstance(s, slice) else ())
+    then = tuple(t for t in then if t != ())  # integer indices drop their axis in zarr's answer
+    return tuple(ask), then
+
+
 class Item:
     """An opened nzip item: its attributes and lazily read arrays. ``kind``: "zip" (a local .nz
     file), "dir" (a local folder) or "store" (any other zarr store, e.g. remote); the zarr store of
@@ -415,10 +447,20 @@ class Item:
             if layout is not None:
                 return self._read_direct(name, *layout)
         arr = self.array(name)
+        selection, then = _plain_selection(selection, arr.shape, f"{self.path}: array {name!r}")
         try:
-            return np.asarray(arr[selection])
+            out = np.asarray(arr[selection])
         except Exception as exc:  # noqa: BLE001 - zarr raises many types; find the chunk
             raise self._locate(arr, name, exc) from None
+        return out if then is None else out[then]
+
+    def rows(self, selection: Any = Ellipsis) -> np.ndarray:
+        """The decoded item's rows (an int, a slice or ``...`` over its first axis), reading only
+        the chunks they need, for codecs that decode rows alone (array/rans, with any predictor);
+        :meth:`read` gives the stored arrays as they are (for a predictor: its residuals)."""
+        from ..registry import get
+
+        return get(self.codec).read_rows(self, selection)
 
     def _direct_layout(self, name: str) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype] | None:
         """(shape, chunks, dtype) of an array :meth:`_read_direct` can read (nzip.rans + crc32c,
