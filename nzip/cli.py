@@ -13,7 +13,7 @@ from typing import Any
 from . import api
 from .errors import InvalidInputError, NzipError
 
-_COMMON = {"bpp": float, "bpw": float, "bytes": int, "quality": float}
+_COMMON = {"bpp": float, "bpw": float, "bytes": float, "quality": float}
 
 
 def _params(pairs: list[str]) -> dict[str, Any]:
