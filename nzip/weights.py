@@ -21,13 +21,19 @@ __all__ = ["load", "tensors"]
 
 
 def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, Any]:
-    """A ``{name: torch.Tensor}`` state dict, decoding only the tensors in ``names`` (all if None).
+    """A ``{name: torch.Tensor}`` state dict, decoding only the tensors in ``names`` (all if None;
+    one name may be given as a string). In a folder whose files share a tensor name, those tensors
+    are keyed ``file:name`` (e.g. ``unet/diffusion_pytorch_model.safetensors:conv_in.weight``).
 
     On a CUDA ``device`` a weights/lossless container decodes on the GPU (rANS lane and float
     kernels, ``nzip.kernels``): the compressed bytes travel, the tensors are born on the device."""
     from .kernels import use_kernel  # (torch and the GPU kernels: imported when a load needs them,
                                      # not by `import nzip`, so `nzip decode` to a file starts faster)
 
+    from .codecs.weights_lossless import manifest_keys
+
+    if isinstance(names, str):
+        names = [names]
     with open_item(os.fspath(path)) as it:
         if it.source.get("modality") != "weights":
             raise InvalidInputError(f"{path}: holds {it.source.get('modality', 'no')} data, not weights")
@@ -37,8 +43,9 @@ def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, 
 
             out = load_device(it, list(names) if names is not None else None, device)
             return out if names is None else {n: out[n] for n in names}
+        keys = {(m["name"], m.get("file", "")): k for k, m in manifest_keys(it)}
         ck = codec.decode(it, names=list(names) if names is not None else None)
-    out = state_dict(ck, device)
+    out = state_dict(ck, device, keys)
     if names is not None:
         out = {n: out[n] for n in names}
     return out
@@ -47,10 +54,13 @@ def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, 
 def tensors(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Every tensor of a weights container: name, dtype, shape, raw and stored bytes."""
     with open_item(os.fspath(path)) as it:
+        from .codecs.weights_lossless import manifest_keys
+
         rows = []
-        for m in it.source.get("tensors", []):
+        for key, m in manifest_keys(it):
             raw = 0 if m.get("alias_of") else int(it.array_attrs(m["array"]).get("raw_bytes", 0))
             stored = int(it.array_summary(m["array"])["stored_bytes"]) if m.get("array") else 0
-            rows.append({"name": m["name"], "dtype": m["dtype"], "shape": m["shape"], "raw_bytes": raw,
-                         "stored_bytes": stored, "alias_of": m.get("alias_of")})
+            rows.append({"name": m["name"], "key": key, "file": m.get("file", ""), "dtype": m["dtype"],
+                         "shape": m["shape"], "raw_bytes": raw, "stored_bytes": stored,
+                         "alias_of": m.get("alias_of")})
         return rows

@@ -124,3 +124,57 @@ def test_gptq_rounding_lowers_output_error_within_budget(tmp_path):
     assert errs["gptq"] < 0.9 * errs["nearest"]
     with pytest.raises(InvalidInputError, match="rounding"):
         nzip.encode(p, tmp_path / "x.nz", codec="weights/quant", bpw=3, calib=_LinearCalib(sd), rounding="gptq")
+
+
+@pytest.mark.parametrize("codec", ["weights/quant", "weights/lr2vq"])
+def test_lossy_codecs_keep_what_float16_cannot_hold_and_refuse_bad_rates(tmp_path, codec):
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(256, 128, generator=g) * 0.05
+    w[3] = 0  # a zero row (a padding embedding): lr2vq's row scale must stay > 0 in float16
+    sd = {"a.weight": w, "b.weight": torch.randn(128, 256, generator=g) * 0.2,
+          "huge.weight": torch.randn(64, 128, generator=g) * 1e5,  # beyond float16: kept exactly
+          "nan.weight": torch.full((64, 128), float("nan")),
+          "bn.running_var": torch.full((64,), 1e6), "attn.masked_bias": torch.tensor(-1e9)}
+    save_file(sd, str(tmp_path / "m.safetensors"))
+    nzip.encode(tmp_path / "m.safetensors", tmp_path / "q.nz", codec=codec, bpw=12)
+    back = nzip.weights.load(tmp_path / "q.nz")
+    for k in ("huge.weight", "bn.running_var", "attn.masked_bias"):
+        assert torch.equal(back[k], sd[k]), k
+    assert torch.isnan(back["nan.weight"]).all() and torch.isfinite(back["a.weight"]).all()
+    assert back["a.weight"][3].abs().max() < 1e-6  # the zero row stays (nearly) zero
+    assert torch.nn.functional.cosine_similarity(back["b.weight"].flatten(), sd["b.weight"].flatten(), 0) > 0.95
+    for bad in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(InvalidInputError, match="positive number of bits"):
+            nzip.encode(tmp_path / "m.safetensors", tmp_path / "r.nz", codec=codec, bpw=bad)
+    with pytest.raises(InvalidInputError, match="no room|below its smallest rate"):
+        nzip.encode(tmp_path / "m.safetensors", tmp_path / "r.nz", codec=codec, bpw=0.5)
+    save_file({}, str(tmp_path / "empty.safetensors"))
+    with pytest.raises(InvalidInputError, match="no tensor values"):
+        nzip.encode(tmp_path / "empty.safetensors", tmp_path / "r.nz", codec=codec, bpw=4)
+    (tmp_path / "m2" / "unet").mkdir(parents=True)
+    (tmp_path / "m2" / "vae").mkdir()
+    for sub in ("unet", "vae"):  # a diffusers-style folder: two files share tensor names
+        save_file({"conv_in.weight": torch.randn(128, 64, generator=g)}, str(tmp_path / "m2" / sub / "m.safetensors"))
+    with pytest.raises(InvalidInputError, match="both hold a tensor named"):
+        nzip.encode(tmp_path / "m2", tmp_path / "r.nz", codec=codec, bpw=8)
+    assert not (tmp_path / "r.nz").exists()
+
+
+def test_load_keys_tensors_that_files_of_a_folder_share_by_file(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    parts = {}
+    for sub in ("unet", "vae"):
+        (tmp_path / "m" / sub).mkdir(parents=True)
+        parts[sub] = {"conv_in.weight": torch.randn(8, 4, generator=g), f"{sub}.only": torch.ones(2)}
+        save_file(parts[sub], str(tmp_path / "m" / sub / "m.safetensors"))
+    nzip.encode(tmp_path / "m", tmp_path / "m.nz")
+    sd = nzip.weights.load(tmp_path / "m.nz")
+    assert sorted(sd) == ["unet.only", "unet/m.safetensors:conv_in.weight", "vae.only",
+                          "vae/m.safetensors:conv_in.weight"]
+    for sub in ("unet", "vae"):
+        assert torch.equal(sd[f"{sub}/m.safetensors:conv_in.weight"], parts[sub]["conv_in.weight"])
+    one = nzip.weights.load(tmp_path / "m.nz", names="vae/m.safetensors:conv_in.weight")  # a single name
+    assert list(one) == ["vae/m.safetensors:conv_in.weight"]
+    assert torch.equal(one["vae/m.safetensors:conv_in.weight"], parts["vae"]["conv_in.weight"])
+    keys = {r["key"] for r in nzip.weights.tensors(tmp_path / "m.nz")}
+    assert keys == set(sd)

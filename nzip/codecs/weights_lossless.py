@@ -1391,23 +1391,37 @@ def _as_checkpoint(item: Any) -> Checkpoint:
     raise InvalidInputError(f"weights codecs encode checkpoints or state dicts, not {type(item).__name__}")
 
 
+def manifest_keys(container: Item) -> list[tuple[str, dict[str, Any]]]:
+    """(state-dict key, manifest entry) of every tensor (keys: ``checkpoint.tensor_keys``)."""
+    from ..formats.checkpoint import tensor_keys
+
+    manifest = container.source.get("tensors")
+    if not isinstance(manifest, list) or not all(isinstance(m, dict) and "name" in m for m in manifest):
+        raise CorruptDataError(f"{container.path}: no tensor manifest")
+    try:
+        keys = tensor_keys((m["name"], m.get("file", "")) for m in manifest)
+        return [(keys[m["name"], m.get("file", "")], m) for m in manifest]
+    except TypeError:
+        raise CorruptDataError(f"{container.path}: malformed tensor manifest") from None
+
+
 def select_tensors(container: Item, names=None) -> list[tuple[dict[str, Any], list[int], int]]:
     """Manifest entries to restore, as (entry, shape, numel): all, or ``names`` and the tensors
     their aliases point at."""
-    manifest = container.source.get("tensors")
-    if not isinstance(manifest, list):
-        raise CorruptDataError(f"{container.path}: no tensor manifest")
-    by_name = {m["name"]: m for m in manifest}
+    manifest = manifest_keys(container)
+    by_key = {k: m for k, m in manifest}
     want = None
     if names is not None:
         want = set(names)
-        unknown = sorted(want - set(by_name))
+        unknown = sorted(want - set(by_key))
         if unknown:
             raise InvalidInputError(f"{container.path}: no tensor named {unknown[0]!r}")
-        want |= {by_name[n]["alias_of"] for n in list(want) if by_name[n].get("alias_of")}
+        keys = {(m["name"], m.get("file", "")): k for k, m in manifest}
+        want |= {keys[by_key[n]["alias_of"], by_key[n].get("file", "")] for n in list(want)
+                 if by_key[n].get("alias_of")}
     out = []
-    for m in manifest:
-        if want is not None and m["name"] not in want:
+    for key, m in manifest:
+        if want is not None and key not in want:
             continue
         shape = [int(s) for s in m["shape"]]
         if m["dtype"] not in DTYPES:
@@ -1421,16 +1435,17 @@ def load_device(container: Item, names, device) -> dict[str, Any]:
     (aliases share their target's tensor)."""
     mode = container.params.get("mode", "best")
     out: dict[str, Any] = {}
+    keys = {(m["name"], m.get("file", "")): k for k, m in manifest_keys(container)}
     chosen = select_tensors(container, names)
     for m, shape, numel in chosen:
         if not m.get("alias_of"):
             blob = container.read_blob(m["array"])
-            out[m["name"]] = decode_tensor_device(
+            out[keys[m["name"], m.get("file", "")]] = decode_tensor_device(
                 blob, m["dtype"], numel, mode, device, what=f"{container.path}: tensor {m['name']!r}",
                 shape=shape)
     for m, _, _ in chosen:
         if m.get("alias_of"):
-            out[m["name"]] = out[m["alias_of"]]
+            out[keys[m["name"], m.get("file", "")]] = out[keys[m["alias_of"], m.get("file", "")]]
     return out
 
 

@@ -41,13 +41,16 @@ from ..registry import register
 from .weights_lossless import CheckpointCodec, base_entry
 from .weights_quant import (
     ARRAY_OVERHEAD_BITS,
+    F16_MIN_NORMAL,
     FLOATS,
     MIN_NUMEL,
     as_float32,
+    codable,
     from_float32,
     kept_decode,
     kept_entry,
     kept_tensors,
+    lossy_preflight,
     resolve_calib,
 )
 
@@ -98,8 +101,8 @@ def fit_group(ws: list[np.ndarray], m: int, k: int, rank: int, seed: int):
     xs, scales = [], []
     for w in ws:
         w2 = w.reshape(w.shape[0], -1).astype(np.float32)
-        s = np.maximum(np.sqrt(np.mean(w2.astype(np.float64) ** 2, axis=1, keepdims=True)), 1e-8)
-        s = s.astype(np.float16)
+        s = np.sqrt(np.mean(w2.astype(np.float64) ** 2, axis=1, keepdims=True))
+        s = np.maximum(s, F16_MIN_NORMAL).astype(np.float16)  # a zero row: scale > 0 in float16 too
         scales.append(s.reshape(-1))
         xs.append((w2 / s.astype(np.float32)).reshape(-1, m))
     x = torch.from_numpy(np.concatenate(xs))
@@ -165,9 +168,9 @@ class WeightsLR2VQ(CheckpointCodec):
         rank = p.get("rank", m)
         if m < 1 or not 1 <= rank <= m:
             raise InvalidInputError("lr2vq needs m >= 1 and 1 <= rank <= m")
-        n_params = sum(t.numel for t in ck.tensors if t.alias_of is None)
+        n_params = lossy_preflight(ck, self.name, p.get("bpw"))
         vq = [t for t in ck.tensors if t.alias_of is None and t.dtype in FLOATS and len(t.shape) >= 2
-              and t.numel >= MIN_NUMEL and t.shape[-1] % m == 0]
+              and t.numel >= MIN_NUMEL and t.shape[-1] % m == 0 and codable(t)]
         raw16, kept_bits = kept_tensors(ck, {t.name for t in vq})
         if not vq:
             raise InvalidInputError(f"no tensor suits lr2vq (matrices of >= {MIN_NUMEL} values whose "
@@ -182,13 +185,15 @@ class WeightsLR2VQ(CheckpointCodec):
             fixed = (kept_bits + sum(16 * t.shape[0] for t in vq)
                      + ARRAY_OVERHEAD_BITS * (2 * len(vq) + 3 * len(members)))
             n_vec = sum(t.numel for t in vq) // m
+            def rate(kk: int) -> float:  # bits of the whole file at kk codes, plain code rate
+                return fixed + 16 * len(members) * (kk * rank + rank * m + m) + n_vec * math.log2(kk)
+
+            if rate(2) > p["bpw"] * n_params:
+                raise InvalidInputError(f"weights/lr2vq: --bpw {p['bpw']} is below its smallest rate here "
+                                        f"({rate(2) / n_params:.2f} bpw at k=2, m={m})")
             k = 2
-            while 2 * k <= MAX_K:
-                kk = 2 * k
-                book = 16 * len(members) * (kk * rank + rank * m + m)
-                if fixed + book + n_vec * math.log2(kk) > p["bpw"] * n_params:
-                    break
-                k = kk
+            while 2 * k <= MAX_K and rate(2 * k) <= p["bpw"] * n_params:
+                k *= 2
         else:
             raise InvalidInputError("weights/lr2vq needs a rate: --bpw B, or --param k=K")
         if not 2 <= k <= 1 << 15:

@@ -315,12 +315,44 @@ def resolve_calib(calib, ck: Checkpoint):
     return from_text_file(Path(ck.path) if Path(ck.path).is_dir() else Path(ck.path).parent, calib)
 
 
+F16_MAX = 60000.0  # under float16's 65504: steps, scales and kept values stay finite
+F16_MIN_NORMAL = float(np.finfo(np.float16).tiny)  # 2**-14
+
+
+def lossy_preflight(ck: Checkpoint, codec: str, bpw: float | None) -> int:
+    """Checks every lossy weights codec makes before coding; the checkpoint's parameter count."""
+    if bpw is not None and not (math.isfinite(bpw) and bpw > 0):
+        raise InvalidInputError(f"{codec}: --bpw must be a positive number of bits per weight, got {bpw}")
+    n_params = sum(t.numel for t in ck.tensors if t.alias_of is None)
+    if n_params == 0:
+        raise InvalidInputError(f"{codec}: the checkpoint holds no tensor values to code")
+    seen: dict[str, str] = {}
+    for t in ck.tensors:
+        if t.name in seen and seen[t.name] != t.file:
+            raise InvalidInputError(f"{codec}: files {seen[t.name]} and {t.file} both hold a tensor named "
+                                    f"{t.name!r}; encode each sub-model on its own, or use weights/lossless")
+        seen.setdefault(t.name, t.file)
+    return n_params
+
+
+def codable(t: TensorRecord) -> bool:
+    """Whether a float tensor's values suit float16 side data: finite, at most F16_MAX, and not all
+    below float16's normal range (such tensors are kept losslessly instead of coming back as
+    inf, NaN or zeros)."""
+    v = np.abs(as_float32(t))
+    if not v.size:
+        return True
+    top = float(v.max())
+    return bool(np.isfinite(top)) and top <= F16_MAX and (top == 0 or top >= F16_MIN_NORMAL)
+
+
 def kept_tensors(ck: Checkpoint, coded: set[str]):
-    """What a lossy weights codec keeps around its coded matrices: float tensors as float16,
-    the rest losslessly, and the container bits all of that takes (headers and files included)."""
-    raw16 = {t.name: as_float32(t).astype(np.float16) for t in ck.tensors
-             if t.alias_of is None and t.dtype in FLOATS and t.name not in coded}
-    others = [t for t in ck.tensors if t.alias_of is None and t.dtype not in FLOATS]
+    """What a lossy weights codec keeps around its coded matrices: float tensors as float16 (those
+    float16 cannot hold, see :func:`codable`, losslessly), the rest losslessly, and the container
+    bits all of that takes (headers and files included)."""
+    floats = [t for t in ck.tensors if t.alias_of is None and t.dtype in FLOATS and t.name not in coded]
+    raw16 = {t.name: as_float32(t).astype(np.float16) for t in floats if codable(t)}
+    others = [t for t in ck.tensors if t.alias_of is None and t.name not in raw16 and t.name not in coded]
     bits = (16 * sum(v.size for v in raw16.values()) + sum(8 * lossless_array(t).data.size for t in others)
             + side_file_bits(ck) + ARRAY_OVERHEAD_BITS * (len(raw16) + len(others) + 2 + len(ck.files)))
     return raw16, bits
@@ -367,13 +399,16 @@ class WeightsQuant(CheckpointCodec):
         if "bpw" not in p:
             raise InvalidInputError("weights/quant needs a rate: --bpw B (bits per weight, all included)")
         bpw = p["bpw"]
-        n_params = sum(t.numel for t in ck.tensors if t.alias_of is None)
+        n_params = lossy_preflight(ck, self.name, bpw)
         quantised = [t for t in ck.tensors if t.alias_of is None and t.dtype in FLOATS
-                     and len(t.shape) >= 2 and t.numel >= MIN_NUMEL]
+                     and len(t.shape) >= 2 and t.numel >= MIN_NUMEL and codable(t)]
+        if not quantised:
+            raise InvalidInputError(f"weights/quant: no float matrix of >= {MIN_NUMEL} finite values to "
+                                    "quantise here (use weights/lossless)")
         raw16, kept_bits = kept_tensors(ck, {t.name for t in quantised})
         fixed_bits = kept_bits + ARRAY_OVERHEAD_BITS * 3 * len(quantised)
         budget = bpw * n_params * 0.998 - fixed_bits  # 0.2 %: chunk headers and checksums of the codes
-        if budget <= 0 or not quantised:
+        if budget <= 0:
             raise InvalidInputError(f"--bpw {bpw} leaves no room for the quantised tensors (the kept "
                                     f"tensors and the container alone take {fixed_bits / n_params:.2f} bpw)")
         weights = {t.name: as_float32(t) for t in quantised}

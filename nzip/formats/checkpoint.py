@@ -222,10 +222,23 @@ def to_torch(t: TensorRecord, device: str = "cpu"):
     return buf.view(torch_dtype(t.dtype)).reshape(t.shape).to(device)
 
 
-def state_dict(ck: Checkpoint, device: str = "cpu") -> dict:
-    """``{name: torch tensor}`` of a checkpoint; tied names share their target's tensor."""
-    out = {t.name: to_torch(t, device) for t in ck.tensors if t.alias_of is None}
-    out.update({t.name: out[t.alias_of] for t in ck.tensors if t.alias_of is not None})
+def tensor_keys(entries) -> dict[tuple[str, str], str]:
+    """State-dict keys of (name, file) pairs: the name, or ``file:name`` for a name that several
+    files of a folder share (a diffusers folder's ``unet/`` and ``vae/`` both hold ``conv_in.weight``)."""
+    entries = list(entries)
+    files: dict[str, set[str]] = {}
+    for name, file in entries:
+        files.setdefault(name, set()).add(file)
+    return {(name, file): f"{file}:{name}" if len(files[name]) > 1 else name for name, file in entries}
+
+
+def state_dict(ck: Checkpoint, device: str = "cpu", keys: dict[tuple[str, str], str] | None = None) -> dict:
+    """``{key: torch tensor}`` of a checkpoint (keys: :func:`tensor_keys`, of the whole checkpoint
+    when ``ck`` holds a selection of it); tied names share their target's tensor."""
+    if keys is None:
+        keys = tensor_keys((t.name, t.file) for t in ck.tensors)
+    out = {keys[t.name, t.file]: to_torch(t, device) for t in ck.tensors if t.alias_of is None}
+    out.update({keys[t.name, t.file]: out[keys[t.alias_of, t.file]] for t in ck.tensors if t.alias_of is not None})
     return out
 
 
