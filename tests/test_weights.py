@@ -198,6 +198,21 @@ def test_bad_inputs(tmp_path):
     good.write_bytes(good.read_bytes()[:-10])  # truncated
     with pytest.raises(InvalidInputError, match="does not fit"):
         nzip.encode(good, tmp_path / "o.nz")
+    for entry in ({"dtype": "F32", "shape": [1], "data_offsets": ["0", "4"]},
+                  {"dtype": "F32", "shape": [1], "data_offsets": [0.0, 4.0]}, {"dtype": ["F32"], "shape": [1],
+                                                                               "data_offsets": [0, 4]}):
+        hdr = json.dumps({"w": entry}).encode()
+        p.write_bytes(len(hdr).to_bytes(8, "little") + hdr + bytes(4))
+        with pytest.raises(InvalidInputError, match="malformed header entry"):
+            nzip.encode(p, tmp_path / "o.nz")
+    (tmp_path / "empty.pt").write_bytes(b"")  # an interrupted download
+    (tmp_path / "text.pt").write_text("hello, not a checkpoint\n")
+    for name in ("empty.pt", "text.pt"):
+        with pytest.raises(InvalidInputError, match="not a readable torch checkpoint"):
+            nzip.encode(tmp_path / name, tmp_path / "o.nz")
+    torch.save({"w": torch.empty(3, device="meta")}, tmp_path / "meta.pt")
+    with pytest.raises(InvalidInputError, match="meta device"):
+        nzip.encode(tmp_path / "meta.pt", tmp_path / "o.nz")
     assert not (tmp_path / "o.nz").exists()
 
 

@@ -96,6 +96,8 @@ def parse_safetensors(buf: bytes | memoryview, what: str, file: str = "") -> tup
             continue
         try:
             dtype, shape, (start, end) = v["dtype"], [int(s) for s in v["shape"]], v["data_offsets"]
+            if not isinstance(dtype, str) or type(start) is not int or type(end) is not int:
+                raise TypeError
         except (KeyError, TypeError, ValueError):
             raise InvalidInputError(f"{what}: tensor {name!r} has a malformed header entry") from None
         if dtype not in DTYPES:
@@ -158,13 +160,25 @@ def _read_torch(path: str) -> Checkpoint:
 
     import torch
 
+    import re
+    import warnings
+
+    def why(e: Exception) -> str:  # torch's first plain line, without its terminal colour codes
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", x).strip() for x in str(e).splitlines()]
+        return next((x for x in lines if x), type(e).__name__)
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings would add lines to nzip's one-line answer
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        found = re.search(r"WeightsUnpickler error: ([^\n]*?\.)(?: |$)", str(e))
+        if found is None:  # not a refused class: the file is no checkpoint (torch says only its advice)
+            raise InvalidInputError(f"{path}: not a readable torch checkpoint") from None
         raise InvalidInputError(f"{path}: refused: it needs pickle beyond plain tensors to load "
-                                f"(nzip loads checkpoints with weights_only=True): {str(e).splitlines()[0]}") from None
+                                f"(nzip loads checkpoints with weights_only=True): {found.group(1)}") from None
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/EOFError/zip errors for bad files
-        raise InvalidInputError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0]})") from None
+        raise InvalidInputError(f"{path}: not a readable torch checkpoint ({why(e)})") from None
     if hasattr(obj, "state_dict") and not isinstance(obj, dict):
         raise InvalidInputError(f"{path}: holds a whole module, not a state dict")
     if not isinstance(obj, dict):
@@ -176,6 +190,8 @@ def _read_torch(path: str) -> Checkpoint:
         if isinstance(v, torch.Tensor):
             if v.is_sparse or v.layout != torch.strided:
                 raise InvalidInputError(f"{path}: tensor {name!r} is sparse; only dense tensors are supported")
+            if v.device.type == "meta":
+                raise InvalidInputError(f"{path}: tensor {name!r} is on the meta device: it has no values to store")
             code = _TORCH_TO_CODE.get(str(v.dtype).removeprefix("torch."))
             if code is None:
                 raise InvalidInputError(f"{path}: tensor {name!r} has dtype {v.dtype}, which nzip does not support")
