@@ -173,6 +173,22 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except MemoryError:
+        print(f"nzip: error: out of memory during {args.cmd} (a damaged file can claim a huge size)",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug or an input nzip did not foresee: one line, no traceback
+        import os
+
+        if os.environ.get("NZIP_DEBUG"):
+            raise
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        at = f" at {os.path.basename(where.tb_frame.f_code.co_filename)}:{where.tb_lineno}" if where else ""
+        print(f"nzip: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{at} "
+              "(a bug or an unforeseen input; NZIP_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 70
     return 0
 
 

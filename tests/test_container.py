@@ -268,6 +268,47 @@ def test_forged_chunk_shape_is_refused(tmp_path):
         nzip.decode(tmp_path / "b.nz")
 
 
+@pytest.mark.parametrize("forge", ["params", "version", "shape", "chunks"])
+def test_forged_metadata_is_corrupt_data(tmp_path, forge):
+    nzip.encode(_arr((100,), seed=2), tmp_path / "a.nz", codec="array/rans", chunk=30)
+
+    def edit(name, data):
+        doc = json.loads(data)
+        if name == "zarr.json":
+            meta = doc["attributes"]["nzip"]
+            if forge == "params":
+                meta["params"] = "x"
+            elif forge == "version":
+                meta["codec_version"] = "2"
+            elif forge == "shape":
+                meta["source"]["shape"] = ["100"]
+        elif name == "symbols/zarr.json" and forge == "chunks":
+            doc["chunk_grid"]["configuration"]["chunk_shape"] = [0]
+        return json.dumps(doc).encode()
+
+    _rewrite_zip(tmp_path / "a.nz", tmp_path / "b.nz", lambda n, d: edit(n, d) if n.endswith("zarr.json") else d)
+    with pytest.raises(CorruptDataError):
+        nzip.decode(tmp_path / "b.nz")
+    if forge == "chunks":
+        with pytest.raises(CorruptDataError):
+            nzip.info(tmp_path / "b.nz")
+
+
+def test_cli_answers_an_unforeseen_error_in_one_line(tmp_path, monkeypatch, capsys):
+    from nzip import cli
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("x")
+
+    monkeypatch.setattr(cli, "_cmd_codecs", boom)
+    assert cli.main(["codecs"]) == 70
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("nzip: internal error: ZeroDivisionError: x at ")
+    monkeypatch.setenv("NZIP_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["codecs"])
+
+
 @pytest.mark.parametrize("name", ["i.nz", "i_dir", "memory://inline/i.nz"])
 def test_inline_streams(tmp_path, name):
     from nzip.formats.container import ArraySpec, INLINE_MAX, nz_size, open_item, write_item

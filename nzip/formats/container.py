@@ -266,6 +266,12 @@ class Item:
         if fmt not in READABLE_FORMATS:
             raise UnsupportedFormatError(
                 f"{path}: container format {fmt!r}; this nzip reads formats {list(READABLE_FORMATS)}")
+        src = meta.get("source", {})
+        if (not isinstance(meta["codec"], str) or type(meta.get("codec_version", 1)) is not int
+                or not isinstance(meta.get("params", {}), dict) or not isinstance(src, dict)
+                or ("shape" in src and not (isinstance(src["shape"], list)
+                                            and all(type(n) is int and n >= 0 for n in src["shape"])))):
+            raise CorruptDataError(f"{path}: malformed nzip attributes (codec, version, params or source)")
         self.meta = meta
         self._zip: zipfile.ZipFile | None = None  # a .nz file's zip directory (see read_blob)
         self._mm: memoryview | None = None  # and its memory mapping
@@ -354,6 +360,16 @@ class Item:
                 doc = json.loads(self._get(f"{name}/{_JSON_SUFFIX}") or b"")
             except (ValueError, TypeError, CorruptDataError):
                 doc = None
+            if isinstance(doc, dict) and doc.get("node_type") == "array":
+                try:
+                    shape = doc["shape"]
+                    chunks = doc["chunk_grid"]["configuration"]["chunk_shape"]
+                    good = (all(type(n) is int and n >= 0 for n in shape) and len(chunks) == len(shape)
+                            and all(type(c) is int and c >= 1 for c in chunks))
+                except (KeyError, TypeError):
+                    good = True  # not a regular grid: zarr's path reads (and judges) it
+                if not good:
+                    raise CorruptDataError(f"{self.path}: array {name!r} has a bad shape or chunk shape")
             self._docs[name] = doc if isinstance(doc, dict) else None
         return self._docs[name]
 
@@ -486,13 +502,17 @@ class Item:
             chunks = tuple(int(v) for v in doc["chunk_grid"]["configuration"]["chunk_shape"])
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        if not shape or len(chunks) != len(shape) or min(chunks) < 1 or min(shape) < 0:
+        if len(chunks) == len(shape) and (min(chunks, default=1) < 1 or min(shape, default=0) < 0):
+            raise CorruptDataError(f"{self.path}: array {name!r} has a bad shape or chunk shape")
+        if not shape or len(chunks) != len(shape):
             return None
         return shape, chunks, np.dtype(doc["data_type"])
 
     def _locate(self, arr: zarr.Array, name: str, exc: Exception) -> Exception:
         import itertools
 
+        if min(arr.chunks, default=1) < 1:
+            return CorruptDataError(f"{self.path}: array {name!r} has a bad chunk shape {list(arr.chunks)}")
         grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks)]
         for idx in itertools.product(*grid):
             sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, arr.chunks))
