@@ -197,6 +197,11 @@ def test_odd_sizes_grey_and_tiles(tmp_path, model):
         assert len(it.params["streams"]) == 4 * 5
     a, b = nzip.decode(tmp_path / "t.nz"), nzip.decode(tmp_path / "u.nz")
     assert psnr(a, b) > 25
+    # decoding reports progress tile by tile, adding up to the item's elements (padding excluded)
+    ticks = []
+    with nzip.open(tmp_path / "t.nz") as it:
+        assert np.array_equal(iv.ImageVQGAN().decode(it, progress=ticks.append), a)
+    assert len(ticks) == 4 * 5 and sum(ticks) == big.size
     # a region decodes from its own tiles and matches the full picture there
     box = (70, 90, 150, 180)
     region = iv.decode_region(str(tmp_path / "t.nz"), box)

@@ -133,6 +133,7 @@ def load_model(folder: Path | None = None) -> _Model:
         sd = {k: v.float() for k, v in tensors.items() if k.startswith(("encoder.", "decoder.")) or k == "codebook"}
         net.load_state_dict(sd)
         net.eval()
+        net.to(memory_format=torch.channels_last)  # oneDNN's faster convolution layout (~1.25x on CPU)
         net.requires_grad_(False)  # never trained here; the encoder's search differentiates its input only
         books = {int(net.codebook.shape[0]): net.codebook}
         for k, v in tensors.items():
@@ -283,8 +284,9 @@ def refine_indices(model: _Model, img: np.ndarray, grid: np.ndarray, level: int,
 
 
 def indices_image(model: _Model, grid: np.ndarray, level: int, tile: int = DEFAULT_TILE,
-                  device: str = "cpu") -> np.ndarray:
-    """uint8 RGB pixels (16 * grid shape) from an index grid."""
+                  device: str = "cpu", done=None) -> np.ndarray:
+    """uint8 RGB pixels (16 * grid shape) from an index grid; ``done(y0, y1, x0, x1)`` (optional)
+    is called with each tile's index box once its pixels are in place (a progress bar)."""
     import torch
 
     gh, gw = grid.shape
@@ -300,6 +302,8 @@ def indices_image(model: _Model, grid: np.ndarray, level: int, tile: int = DEFAU
 
         for (y0, y1, x0, x1), px, (dy, dx) in _run_tiled(dec, gh, gw, tile, MARGIN):
             out[y0 * F:y1 * F, x0 * F:x1 * F] = px[dy * F:(dy + y1 - y0) * F, dx * F:(dx + x1 - x0) * F]
+            if done is not None:
+                done(y0, y1, x0, x1)
     return out
 
 
@@ -466,9 +470,13 @@ class ImageVQGAN(Codec):
         grid, level, tile = read_indices(container, restore=restore)
         model = _checked_model(container)
         shape = tuple(container.source["shape"])
-        out = indices_image(model, grid, level, tile, device)[: shape[0], : shape[1]]
-        if progress is not None:
-            progress(math.prod(shape))
+        per_px = math.prod(shape[2:])
+
+        def done(y0, y1, x0, x1):  # the tile's share of the item's elements (padding excluded)
+            if progress is not None:
+                progress((min(y1 * F, shape[0]) - y0 * F) * (min(x1 * F, shape[1]) - x0 * F) * per_px)
+
+        out = indices_image(model, grid, level, tile, device, done)[: shape[0], : shape[1]]
         if len(shape) == 2 or shape[2] == 1:
             grey = np.rint(out.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
             return grey.clip(0, 255).astype(np.uint8).reshape(shape)

@@ -97,8 +97,9 @@ class VQAutoencoder(nn.Module):
 
         cb = self.codebook if codebook is None else codebook
         if use_kernel(idx.device) and not torch.is_grad_enabled():  # decode: the VQ gather kernel
-            return gather.vq(idx, cb.float(), kernel=True).permute(0, 3, 1, 2).contiguous()
-        return cb[idx].permute(0, 3, 1, 2).contiguous()
+            return gather.vq(idx, cb.float(), kernel=True).permute(0, 3, 1, 2).contiguous(
+                memory_format=torch.channels_last)
+        return cb[idx].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)  # (N, C, H, W) view, NHWC memory
 
     def decode_codes(self, q: torch.Tensor) -> torch.Tensor:
         return (self.decoder(q).float() + 1) / 2
