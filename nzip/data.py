@@ -295,12 +295,13 @@ class StreamingDataset(IterableDataset):
             items = _buffer_shuffle(items, self.buffer, seq)
         return items
 
-    def _skips(self, workers: int) -> list[int]:
+    def _skips(self, workers: int) -> tuple[list[int], int]:
         """Items each of this rank's workers had produced when the loader had handed out
-        ``self._resume`` samples: the DataLoader takes batches from its workers in turn."""
+        ``self._resume`` samples (the DataLoader takes batches from its workers in turn), and the
+        worker whose turn came next."""
         left = [len(self.order(w, workers)) for w in range(workers)]
         skip = [0] * workers
-        todo = self._resume
+        todo, last = self._resume, -1
         while todo > 0 and any(left):
             for w in range(workers):
                 if todo <= 0:
@@ -313,12 +314,17 @@ class StreamingDataset(IterableDataset):
                     skip[w] += b
                     left[w] -= b
                     todo -= b
-        return skip
+                    last = w
+        return skip, (last + 1) % workers
 
     def __iter__(self):
         info = get_worker_info()
         workers, w = (info.num_workers, info.id) if info is not None else (1, 0)
-        skip = self._skips(workers)[w] if self._resume else 0
+        skip = 0
+        if self._resume:  # a new loader polls worker 0 first: worker w takes the part of the worker
+            skips, turn = self._skips(workers)  # whose turn it was w places later, so the order goes on
+            w = (w + turn) % workers
+            skip = skips[w]
         if info is None:
             self._yielded = self._resume
         for i in self.order(w, workers)[skip:]:

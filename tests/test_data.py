@@ -93,8 +93,8 @@ def test_order_is_seeded_by_epoch(built):
     assert [b["key"] for b in plain] == D.open_dataset(path).keys
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_mid_epoch(built, workers):
+@pytest.mark.parametrize("workers,stop", [(0, 3), (2, 3), (2, 2)])  # stop=2: worker 1's turn comes next
+def test_resume_mid_epoch(built, workers, stop):
     _, path, _ = built
     bs = 4
 
@@ -107,10 +107,10 @@ def test_resume_mid_epoch(built, workers):
     done = []
     for step, b in enumerate(loader(ds)):
         done += b["key"]
-        if step == 3:
+        if step == stop:
             break
     state = ds.state_dict(samples_seen=None if workers == 0 else len(done))
-    assert state["samples_seen"] == len(done) == 16
+    assert state["samples_seen"] == len(done) == bs * (stop + 1)
     fresh = StreamingDataset(path, seed=5, shuffle_buffer=6, batch_size=bs)
     fresh.load_state_dict(state)
     assert done + _keys(loader(fresh)) == full
