@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nzip: error: out of memory during {args.cmd} (a damaged file can claim a huge size)",
               file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - a bug or an input nzip did not foresee: one line, no traceback
+    except Exception as exc:  # a bug or an input nzip did not foresee: one line, no traceback
         import os
 
         if os.environ.get("NZIP_DEBUG"):

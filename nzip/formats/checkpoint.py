@@ -157,11 +157,10 @@ def torch_dtype(code: str):
 
 def _read_torch(path: str) -> Checkpoint:
     import pickle
-
-    import torch
-
     import re
     import warnings
+
+    import torch
 
     def why(e: Exception) -> str:  # torch's first plain line, without its terminal colour codes
         lines = [re.sub(r"\x1b\[[0-9;]*m", "", x).strip() for x in str(e).splitlines()]
