@@ -149,6 +149,8 @@ def decode(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, over
                 f"{src}: written by {c.name} version {it.meta['codec_version']}; this nzip has {c.version}")
         if restore and not c.restores:
             raise InvalidInputError(f"{src}: {c.name} cannot restore lost data (only image/vqgan can)")
+        if dst is not None:
+            c.check_output(it, dst)
         bar = _Progress(math.prod(it.source.get("shape", [0])), f"decode {c.name}", progress)
         try:
             item = c.decode(it, progress=bar, device=device, **({"restore": True} if restore else {}))

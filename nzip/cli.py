@@ -126,10 +126,10 @@ def _cmd_info(a: argparse.Namespace) -> None:
 
         for t in tensors(a.input):
             if t["alias_of"]:
-                print(f"  tensor  {t['name']}: {t['dtype']} {t['shape']} = {t['alias_of']}")
+                print(f"  tensor  {t['key']}: {t['dtype']} {t['shape']} = {t['alias_of']}")
                 continue
             r = f"{t['raw_bytes'] / t['stored_bytes']:.3f}" if t["stored_bytes"] else "-"
-            print(f"  tensor  {t['name']}: {t['dtype']} {t['shape']} {_human(t['raw_bytes'])} -> "
+            print(f"  tensor  {t['key']}: {t['dtype']} {t['shape']} {_human(t['raw_bytes'])} -> "
                   f"{_human(t['stored_bytes'])}  ratio {r}")
         return
     for arr in info["arrays"]:

@@ -62,6 +62,9 @@ class Codec(ABC):
     def decode(self, container: Item, progress=None, device: str = "cpu") -> Any:
         """Rebuild the item from an opened container."""
 
+    def check_output(self, container: Item, path: str) -> None:
+        """Refuse an output path the decoded item cannot be written to, before decoding it."""
+
     def read_rows(self, container: Item, selection: Any) -> Any:
         """Rows of the decoded item (a selection over its first axis), decoding only what they
         need (``Item.rows``); codecs that cannot say so."""

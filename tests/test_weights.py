@@ -269,6 +269,9 @@ def test_cli_roundtrip_and_info(tmp_path):
     assert "tensor  layer.0.weight: F32 [256, 96]" in r.stdout
     r = run("decode", str(tmp_path / "m.nz"), str(tmp_path / "b.safetensors"))
     assert r.returncode == 0 and _sha(src) == _sha(tmp_path / "b.safetensors")
+    r = run("decode", str(tmp_path / "m.nz"), str(tmp_path / "b.pt"))  # restored as it was: not a torch file
+    assert r.returncode != 0 and "name the output as a .safetensors file" in r.stderr
+    assert not (tmp_path / "b.pt").exists()
     r = run("encode", str(tmp_path / "missing.safetensors"), str(tmp_path / "x.nz"))
     assert r.returncode != 0 and "Traceback" not in r.stderr
 

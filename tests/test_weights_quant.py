@@ -160,7 +160,7 @@ def test_lossy_codecs_keep_what_float16_cannot_hold_and_refuse_bad_rates(tmp_pat
     assert not (tmp_path / "r.nz").exists()
 
 
-def test_load_keys_tensors_that_files_of_a_folder_share_by_file(tmp_path):
+def test_load_keys_tensors_that_files_of_a_folder_share_by_file(tmp_path, capsys):
     g = torch.Generator().manual_seed(3)
     parts = {}
     for sub in ("unet", "vae"):
@@ -178,3 +178,7 @@ def test_load_keys_tensors_that_files_of_a_folder_share_by_file(tmp_path):
     assert torch.equal(one["vae/m.safetensors:conv_in.weight"], parts["vae"]["conv_in.weight"])
     keys = {r["key"] for r in nzip.weights.tensors(tmp_path / "m.nz")}
     assert keys == set(sd)
+    from nzip import cli
+
+    cli.main(["info", str(tmp_path / "m.nz")])
+    assert "tensor  vae/m.safetensors:conv_in.weight: F32 [8, 4]" in capsys.readouterr().out

@@ -30,6 +30,7 @@ bytes). Tensors are separate arrays of the container, so any subset decodes alon
 """
 from __future__ import annotations
 
+import os
 import zlib
 from typing import Any
 
@@ -1209,6 +1210,17 @@ class CheckpointCodec(Codec):
 
     def write(self, item: Checkpoint, path: str, overwrite: bool = False) -> None:
         write_checkpoint(item, path, overwrite)
+
+    def check_output(self, container: Item, path: str) -> None:
+        """A checkpoint comes back in its own format: a name that promises another is refused."""
+        kind, suffix = container.source.get("format"), os.path.splitext(os.fspath(path))[1].lower()
+        wrong = ((kind == "safetensors" and suffix in TORCH_SUFFIXES) or (kind == "torch" and suffix == ".safetensors")
+                 or (kind == "folder" and suffix in (".safetensors", *TORCH_SUFFIXES)))
+        if wrong:
+            what = {"safetensors": "a .safetensors file", "torch": "a torch file (.pt, .bin, ...)",
+                    "folder": "a folder"}[kind]
+            raise InvalidInputError(f"{container.path} holds a {kind} checkpoint, restored as it was: name the "
+                                    f"output as {what}, not {os.path.basename(os.fspath(path))}")
 
     def encode_tensors(self, ck: Checkpoint, params: dict[str, Any], progress=None):
         """(manifest entries in tensor order, arrays, params to record)."""
