@@ -166,9 +166,12 @@ def _pad(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def _run_tiled(fn, grid_h: int, grid_w: int, tile: int, margin: int):
-    """Call fn(y0, y1, x0, x1) on each tile grown by ``margin`` indices; yield the crops to keep."""
-    for y0, y1, x0, x1 in _tiles(grid_h, grid_w, tile):
+def _run_tiled(fn, grid_h: int, grid_w: int, tile: int, margin: int, only: set[int] | None = None):
+    """Call fn(y0, y1, x0, x1) on each tile (those numbered in ``only``, raster order, if given)
+    grown by ``margin`` indices; yield the crops to keep."""
+    for i, (y0, y1, x0, x1) in enumerate(_tiles(grid_h, grid_w, tile)):
+        if only is not None and i not in only:
+            continue
         a0, a1 = max(0, y0 - margin), min(grid_h, y1 + margin)
         b0, b1 = max(0, x0 - margin), min(grid_w, x1 + margin)
         yield (y0, y1, x0, x1), fn(a0, a1, b0, b1), (y0 - a0, x0 - b0)
@@ -284,9 +287,11 @@ def refine_indices(model: _Model, img: np.ndarray, grid: np.ndarray, level: int,
 
 
 def indices_image(model: _Model, grid: np.ndarray, level: int, tile: int = DEFAULT_TILE,
-                  device: str = "cpu", done=None) -> np.ndarray:
+                  device: str = "cpu", done=None, only: set[int] | None = None) -> np.ndarray:
     """uint8 RGB pixels (16 * grid shape) from an index grid; ``done(y0, y1, x0, x1)`` (optional)
-    is called with each tile's index box once its pixels are in place (a progress bar)."""
+    is called with each tile's index box once its pixels are in place (a progress bar). ``only``:
+    the tiles to decode (raster numbers; the rest of the picture stays 0), each computed exactly as
+    in the whole decode, so they need the grid's indices within MARGIN around them."""
     import torch
 
     gh, gw = grid.shape
@@ -300,7 +305,7 @@ def indices_image(model: _Model, grid: np.ndarray, level: int, tile: int = DEFAU
             y = net.decode_indices(g[None, a0:a1, b0:b1], book)[0]
             return (y * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
-        for (y0, y1, x0, x1), px, (dy, dx) in _run_tiled(dec, gh, gw, tile, MARGIN):
+        for (y0, y1, x0, x1), px, (dy, dx) in _run_tiled(dec, gh, gw, tile, MARGIN, only):
             out[y0 * F:y1 * F, x0 * F:x1 * F] = px[dy * F:(dy + y1 - y0) * F, dx * F:(dx + x1 - x0) * F]
             if done is not None:
                 done(y0, y1, x0, x1)
@@ -542,7 +547,8 @@ def read_indices(container: Item, tiles_wanted: set[int] | None = None,
 
 def decode_region(path: str, box: tuple[int, int, int, int], device: str = "cpu") -> np.ndarray:
     """Pixels of the region (left, top, right, bottom) of an image container, decoding only the
-    tiles it touches (and their neighbours, for the network's context)."""
+    tiles it touches, each exactly as the whole decode does (the indices of their neighbours within
+    the network's margin are read too): the same pixels as ``nzip.decode`` gives there."""
     from ..formats.container import open_item
 
     left, top, right, bottom = (int(v) for v in box)
@@ -555,15 +561,20 @@ def decode_region(path: str, box: tuple[int, int, int, int], device: str = "cpu"
         tile = int(it.params["tile"])
         gh, gw = -(-H // F), -(-W // F)
         t = tile // F
-        a0, a1 = max(0, top // F - MARGIN), min(gh, -(-bottom // F) + MARGIN)
-        b0, b1 = max(0, left // F - MARGIN), min(gw, -(-right // F) + MARGIN)
         cols = -(-gw // t)
-        wanted = {ty * cols + tx for ty in range(a0 // t, (a1 - 1) // t + 1) for tx in range(b0 // t, (b1 - 1) // t + 1)}
-        grid, level, _ = read_indices(it, wanted)
+
+        def tiles_over(y0, y1, x0, x1):  # raster numbers of the tiles over index rows/columns [y0, y1) x [x0, x1)
+            y0, y1, x0, x1 = max(0, y0), min(gh, y1), max(0, x0), min(gw, x1)
+            return {ty * cols + tx for ty in range(y0 // t, (y1 - 1) // t + 1) for tx in range(x0 // t, (x1 - 1) // t + 1)}
+
+        touched = tiles_over(top // F, -(-bottom // F), left // F, -(-right // F))
+        ty0, tx0 = min(touched) // cols, min(touched) % cols
+        ty1, tx1 = max(touched) // cols + 1, max(touched) % cols + 1  # touched tiles form a rectangle
+        grid, level, _ = read_indices(it, tiles_over(ty0 * t - MARGIN, ty1 * t + MARGIN, tx0 * t - MARGIN,
+                                                     tx1 * t + MARGIN))
         model = _checked_model(it)
-        sub = grid[a0:a1, b0:b1]
-        px = indices_image(model, sub, level, max(tile, F * max(sub.shape)), device)
-        out = px[top - a0 * F:bottom - a0 * F, left - b0 * F:right - b0 * F]
+        px = indices_image(model, grid, level, tile, device, only=touched)
+        out = px[top:bottom, left:right]
         if len(it.source["shape"]) == 2:
             out = np.rint(out.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
         return out
