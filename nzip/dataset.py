@@ -33,7 +33,6 @@ from .formats.container import open_item, write_item
 
 FORMAT = 1
 DEFAULT_SHARD = 64
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
 _ROOT_KEY, _SHARD_KEY = "nzip_dataset", "nzip_shard"
 
 
@@ -85,7 +84,7 @@ def _write_json(root: str, parts: tuple[str, ...], attrs: dict[str, Any]) -> Non
 
 def list_inputs(folder: str, codec) -> list[str]:
     """Relative paths (posix) of the files in ``folder`` the codec reads, sorted."""
-    suffixes = tuple(codec.suffixes) or (IMAGE_SUFFIXES if codec.modality == "image" else ())
+    suffixes = tuple(codec.suffixes) or tuple(codec.reads)  # a lossy codec's own inputs (image/vqgan's images)
     base = Path(folder)
     out = []
     for p in base.rglob("*"):

@@ -428,3 +428,11 @@ def test_streaming_groups_keep_torch_order_and_resume(built):
     ds.load_state_dict(ds.state_dict(samples_seen=12))  # resume epoch 2 after 4 batches
     ref_ds.load_state_dict(ref_ds.state_dict(samples_seen=12))
     assert [b["key"] for b in loader] == [b["key"] for b in ref_loader] == ref[4:]
+
+
+def test_image_data_sets_take_every_suffix_the_codec_reads(tmp_path):
+    from nzip import registry
+
+    for name in ("a.png", "b.avif", "c.pgm", "d.JPG", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert D.list_inputs(str(tmp_path), registry.get("image/vqgan")) == ["a.png", "b.avif", "c.pgm", "d.JPG"]

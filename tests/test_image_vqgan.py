@@ -189,6 +189,14 @@ def test_odd_sizes_grey_and_tiles(tmp_path, model):
     nzip.encode(grey, tmp_path / "g.nz", codec="image/vqgan", level=model.levels[0])
     g = nzip.decode(tmp_path / "g.nz")
     assert g.shape == grey.shape and psnr(np.repeat(grey[..., None], 3, 2), np.repeat(g[..., None], 3, 2)) > 14
+    nzip.encode(grey[..., None], tmp_path / "g1.nz", codec="image/vqgan", level=model.levels[0])  # (H, W, 1)
+    g1 = nzip.decode(tmp_path / "g1.nz")
+    assert g1.shape == (75, 131, 1) and np.array_equal(g1[..., 0], g)
+    assert np.array_equal(iv.decode_region(str(tmp_path / "g1.nz"), (3, 4, 50, 40)), g1[4:40, 3:50])
+    nzip.decode(tmp_path / "g1.nz", tmp_path / "g1.png")
+    assert np.array_equal(read_image(tmp_path / "g1.png"), g)
+    with pytest.raises(InvalidInputError, match="images are written as"):  # refused before decoding
+        nzip.decode(tmp_path / "g1.nz", tmp_path / "g1.jxl")
     # tiles of 64 px: independent streams, the same picture within the network's context margin
     big = _photo(200, 272, seed=4)
     nzip.encode(big, tmp_path / "t.nz", codec="image/vqgan", level=model.levels[0], tile=64)
@@ -332,6 +340,24 @@ def test_image_io(tmp_path):
     assert np.array_equal(read_image(tmp_path / "g16.png"), (deep >> 8).astype(np.uint8))
     Image.fromarray(deep.astype(np.float32) / 65535, "F").save(tmp_path / "f.tif")  # floats in 0..1
     assert np.abs(read_image(tmp_path / "f.tif").astype(int) - (deep >> 8)).max() <= 1
+    la = np.zeros((6, 8, 2), np.uint8)
+    la[..., 0], la[..., 1] = 90, 255
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")  # grey with alpha stays grey
+    assert np.array_equal(read_image(tmp_path / "la.png"), np.full((6, 8), 90, np.uint8))
+    tall = np.zeros((30, 20, 3), np.uint8)
+    tall[:5] = 255  # white top rows
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    Image.fromarray(tall).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    shown = read_image(tmp_path / "r.jpg")
+    assert shown.shape == (20, 30, 3) and shown[:, -5:].mean() > 200  # as viewers show it: top -> right
+    write_image(np.full((4, 5, 1), 7, np.uint8), tmp_path / "one.png")
+    assert np.array_equal(read_image(tmp_path / "one.png"), np.full((4, 5), 7, np.uint8))
+    write_image(a, tmp_path / "a.npy")
+    assert np.array_equal(np.load(tmp_path / "a.npy"), a)
+    with pytest.raises(InvalidInputError, match="images are written as"):
+        write_image(a, tmp_path / "a.jxl")
+    assert not (tmp_path / "a.jxl").exists()
     write_image(a, tmp_path / "b.jpg")
     assert (tmp_path / "b.jpg").read_bytes()[:2] == b"\xff\xd8"
     with pytest.raises(OutputExistsError):

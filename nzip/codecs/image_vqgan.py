@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import threading
 import warnings
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ import numpy as np
 from ..entropy.grid import GridModel
 from ..errors import CorruptDataError, InvalidInputError, NzipError
 from ..formats.container import ArraySpec, Item, nz_size
+from ..formats.image import FORMATS as IMAGE_FORMATS
 from ..formats.image import IMAGE_SUFFIXES, read_image, write_image
 from ..registry import Codec, Encoded, register
 
@@ -482,10 +484,21 @@ class ImageVQGAN(Codec):
                 progress((min(y1 * F, shape[0]) - y0 * F) * (min(x1 * F, shape[1]) - x0 * F) * per_px)
 
         out = indices_image(model, grid, level, tile, device, done)[: shape[0], : shape[1]]
-        if len(shape) == 2 or shape[2] == 1:
-            grey = np.rint(out.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
-            return grey.clip(0, 255).astype(np.uint8).reshape(shape)
-        return out
+        return _as_source(out, shape)
+
+    def check_output(self, container: Item, path: str) -> None:
+        suffix = os.path.splitext(os.fspath(path))[1].lower()
+        if suffix not in (*IMAGE_FORMATS, ".npy"):
+            raise InvalidInputError(f"{path}: images are written as {', '.join(IMAGE_FORMATS)} or .npy; "
+                                    "name the output with one of them")
+
+
+def _as_source(rgb: np.ndarray, shape) -> np.ndarray:
+    """Decoded RGB pixels in the source's layout: grey (H, W) or (H, W, 1) by BT.601 luma."""
+    if len(shape) == 2 or shape[2] == 1:
+        grey = np.rint(rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
+        return grey.clip(0, 255).astype(np.uint8).reshape(*rgb.shape[:2], *shape[2:])
+    return rgb
 
 
 def _checked_model(container: Item) -> _Model:
@@ -574,8 +587,5 @@ def decode_region(path: str, box: tuple[int, int, int, int], device: str = "cpu"
                                                      tx1 * t + MARGIN))
         model = _checked_model(it)
         px = indices_image(model, grid, level, tile, device, only=touched)
-        out = px[top:bottom, left:right]
-        if len(it.source["shape"]) == 2:
-            out = np.rint(out.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
-        return out
+        return _as_source(px[top:bottom, left:right], it.source["shape"])
 

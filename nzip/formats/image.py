@@ -36,31 +36,55 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     from PIL import Image, UnidentifiedImageError
 
+    from PIL import ImageOps
+
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)  # the picture as viewers show it (EXIF orientation)
             if im.mode in ("L", "1"):
                 return np.asarray(im.convert("L"))
             if im.mode.startswith("I") or im.mode == "F":
                 return _grey_to_uint8(im)
+            grey = im.mode in ("LA", "PA") and (im.mode == "LA" or _grey_palette(im))
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(bg, im.convert("RGBA"))
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im.convert("L" if grey else "RGB"))
     except FileNotFoundError:
         raise InvalidInputError(f"{path} does not exist") from None
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise InvalidInputError(f"{path}: not a readable image ({str(exc).splitlines()[0]})") from None
 
 
+def _grey_palette(im) -> bool:
+    """Whether a palette image's colours are all greys."""
+    pal = np.asarray(im.getpalette() or [], np.int64).reshape(-1, 3)
+    return bool(len(pal)) and bool((pal == pal[:, :1]).all())
+
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+           ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".avif": "AVIF"}
+
+
 def write_image(a: np.ndarray, path: str | os.PathLike, overwrite: bool = False) -> None:
-    """Write uint8 (H, W, 3) or (H, W) in the format the suffix names (PNG for unknown suffixes)."""
+    """Write uint8 (H, W, 3), (H, W, 1) or (H, W) in the format the suffix names (.npy: the array
+    itself); an unknown suffix is refused."""
     from PIL import Image
 
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
-           ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".avif": "AVIF"}.get(
-        os.path.splitext(os.fspath(path))[1].lower(), "PNG")
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix == ".npy":
+        from .array import write_npy
+
+        write_npy(np.asarray(a), path, overwrite)
+        return
+    if suffix not in FORMATS:
+        raise InvalidInputError(f"{path}: images are written as {', '.join(FORMATS)} or .npy; "
+                                "name the output with one of them")
+    fmt = FORMATS[suffix]
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
     im = Image.fromarray(np.ascontiguousarray(a))
     with atomic_file(path, overwrite) as f:
         im.save(f, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP", "AVIF") else {}))
