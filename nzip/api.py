@@ -140,7 +140,7 @@ def decode(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, over
         _check_not_input(src, dst)
         if os.path.exists(dst) and not overwrite:
             raise OutputExistsError(f"{dst} exists (pass overwrite / --force to replace it)")
-    with open_item(src) as it:
+    with open_item(src, lenient=restore) as it:
         c = registry.get(it.codec)
         if it.meta.get("codec_version", 1) > c.version:
             from .errors import UnsupportedFormatError

@@ -1,6 +1,7 @@
 """image/vqgan with the shipped network: sizes, levels, bpp accounting, tiles, regions, errors."""
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -446,3 +447,58 @@ def test_decode_restores_a_damaged_tile(tmp_path, model):
     nzip.encode(np.zeros((4, 4), np.uint8), tmp_path / "x.nz", codec="array/rans")
     with pytest.raises(InvalidInputError, match="cannot restore"):
         nzip.decode(tmp_path / "x.nz", restore=True)
+
+
+def test_restore_reads_past_on_disk_damage_of_a_nz_file(tmp_path, model, monkeypatch):
+    """Bytes flipped on disk: the metadata entry (streams kept inline) or the codes chunk fails
+    its checksum; with restore the damaged tile alone is found and rebuilt."""
+    from nzip.formats import container
+    from nzip.formats.container import _JSON_SUFFIX
+
+    def flip_first_restorable(src, entry):
+        info = zipfile.ZipFile(src).getinfo(entry)
+        raw = src.read_bytes()
+        start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+        for i in range(start + info.compress_size // 2, start + info.compress_size):
+            bad = bytearray(raw)
+            bad[i] ^= 0x10
+            dst = tmp_path / "bad.nz"
+            dst.write_bytes(bytes(bad))
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                try:
+                    out = nzip.decode(dst, restore=True)
+                except CorruptDataError:  # this flip broke the deflate stream itself
+                    continue
+            if any("damaged;" in str(w.message) for w in seen):
+                return out
+        raise AssertionError("no restorable flip")
+
+    img = _photo(192, 256, seed=9)
+    nzip.encode(img, tmp_path / "in.nz", codec="image/vqgan", level=256, tile=64)  # inline streams
+    out = flip_first_restorable(tmp_path / "in.nz", _JSON_SUFFIX)
+    assert out.shape == img.shape and psnr(img, out) > 14
+    with pytest.raises(CorruptDataError):
+        nzip.decode(tmp_path / "bad.nz")
+    big = _photo(192, 256, seed=10)  # streams too long to keep inline: a codes chunk of their own
+    monkeypatch.setattr(container, "INLINE_MAX", 64)
+    nzip.encode(big, tmp_path / "big.nz", codec="image/vqgan", level=4096, tile=64)
+    assert "codes/c/0" in zipfile.ZipFile(tmp_path / "big.nz").namelist()
+    out = flip_first_restorable(tmp_path / "big.nz", "codes/c/0")
+    assert out.shape == big.shape and psnr(big, out) > 14
+    with pytest.raises(CorruptDataError, match="checksum"):
+        nzip.decode(tmp_path / "bad.nz")
+
+
+@pytest.mark.parametrize("forge", [("level", "x"), ("tile", 0), ("streams", None), ("streams", "12"), ("shape", [64])])
+def test_forged_image_parameters_are_corrupt_data(tmp_path, model, forge):
+    import json
+
+    nzip.encode(_photo(64, 64), tmp_path / "a.zarr", codec="image/vqgan", level=256)
+    meta_path = tmp_path / "a.zarr" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    key, value = forge
+    (meta["attributes"]["nzip"]["source"] if key == "shape" else meta["attributes"]["nzip"]["params"])[key] = value
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CorruptDataError, match="malformed"):
+        nzip.decode(tmp_path / "a.zarr")

@@ -518,17 +518,20 @@ def read_indices(container: Item, tiles_wanted: set[int] | None = None,
     restoration network (nzip.codecs.vqgan_restore), with a warning, instead of failing."""
     prm, src = container.params, container.source
     model = _checked_model(container)
-    level, tile = int(prm["level"]), int(prm["tile"])
+    level, tile, lengths, shape = prm.get("level"), prm.get("tile"), prm.get("streams"), src.get("shape")
+    if (type(level) is not int or type(tile) is not int or tile < F or tile % F or not isinstance(lengths, list)
+            or not all(type(v) is int and v >= 0 for v in lengths) or not isinstance(shape, list)
+            or len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3)) or min(shape[:2]) < 1):
+        raise CorruptDataError(f"{container.path}: malformed image/vqgan parameters (level, tile, streams or shape)")
     if level not in model.priors:
         raise CorruptDataError(f"{container.path}: unknown codebook level {level}")
-    H, W = src["shape"][:2]
+    H, W = shape[:2]
     gh, gw = -(-H // F), -(-W // F)
     tiles = list(_tiles(gh, gw, tile))
-    lengths = [int(v) for v in prm["streams"]]
     mix = model.priors[level].check_mix(prm.get("mix"), str(container.path))  # absent: version 1, fixed tables
     if len(lengths) != len(tiles):
         raise CorruptDataError(f"{container.path}: {len(lengths)} index streams for {len(tiles)} tiles")
-    blob = container.read_blob("codes")
+    blob = container.read_blob("codes", verify=not restore)  # restore: each tile's stream is checked alone
     if sum(lengths) != len(blob):
         raise CorruptDataError(f"{container.path}: index streams hold {len(blob)} bytes, expected {sum(lengths)}")
     grid = np.full((gh, gw), -1, np.int32)

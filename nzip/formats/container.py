@@ -559,10 +559,11 @@ class Item:
             raise CorruptDataError(f"{where} is missing")
         return _strip_crc(buf, where)
 
-    def read_blob(self, name: str) -> bytes | memoryview:
+    def read_blob(self, name: str, verify: bool = True) -> bytes | memoryview:
         """The bytes of a raw, one-chunk uint8 array (a codec's own stream), read straight from the
-        store with its crc32c checked: no zarr machinery per array, which matters for checkpoints
-        with hundreds of tensors. Other stores fall back to :meth:`read`."""
+        store with its crc32c checked (``verify=False``: not checked, for a codec that finds damage
+        stream by stream): no zarr machinery per array, which matters for checkpoints with hundreds
+        of tensors. Other stores fall back to :meth:`read`."""
         data = self._inline(name)
         if data is not None:  # the zip entry's CRC-32 (or zarr.json's own parse) covered it
             return memoryview(data)
@@ -573,7 +574,7 @@ class Item:
             info = zf.NameToInfo.get(key)
             view = self._mapped(info) if info is not None else None
             if view is not None:  # a stored entry, checked by its own crc32c: no copy
-                return _strip_crc(view, where)
+                return _strip_crc(view, where, verify)
             try:
                 data = zf.read(key) if info is not None else None
             except Exception as exc:  # noqa: BLE001 - zipfile raises many types on a damaged entry
@@ -585,7 +586,7 @@ class Item:
             return self.read(name).tobytes()
         if self._kind == "zip":
             return memoryview(data)[:-4]  # zipfile checked the entry's CRC-32 over these very bytes
-        return _strip_crc(data, where)
+        return _strip_crc(data, where, verify)
 
     def _zip_file(self) -> zipfile.ZipFile:
         """The .nz file's zip directory, parsed once per item (open_item's check keeps its own)."""
@@ -661,11 +662,11 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _strip_crc(data: bytes, where: str) -> memoryview:
-    """A stored chunk without its trailing crc32c, once the checksum is verified."""
+def _strip_crc(data: bytes, where: str, verify: bool = True) -> memoryview:
+    """A stored chunk without its trailing crc32c, once the checksum is verified (if ``verify``)."""
     import crc32c
 
-    if len(data) < 4 or crc32c.crc32c(data[:-4]) != int.from_bytes(data[-4:], "little"):
+    if len(data) < 4 or verify and crc32c.crc32c(data[:-4]) != int.from_bytes(data[-4:], "little"):
         raise CorruptDataError(f"{where} is corrupt (checksum mismatch)")
     return memoryview(data)[:-4]
 
@@ -692,8 +693,26 @@ def _store_get(store, key: str) -> bytes | None:
     return None if buf is None else buf.to_bytes()
 
 
-def open_item(path: str | os.PathLike) -> Item:
-    """Open an item for reading; missing, truncated or foreign files raise an NzipError."""
+def _unchecked_entry(path: str, info: zipfile.ZipInfo) -> bytes:
+    """A zip entry's bytes without its CRC-32 check (a damaged entry may still inflate whole)."""
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        head = f.read(30)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            raise ValueError("bad local header")
+        f.seek(info.header_offset + 30 + int.from_bytes(head[26:28], "little") + int.from_bytes(head[28:30], "little"))
+        data = f.read(info.compress_size)
+    if info.compress_type == zipfile.ZIP_STORED:
+        return data
+    if info.compress_type != zipfile.ZIP_DEFLATED:
+        raise ValueError("unsupported compression")
+    return zlib.decompressobj(-15).decompress(data)
+
+
+def open_item(path: str | os.PathLike, lenient: bool = False) -> Item:
+    """Open an item for reading; missing, truncated or foreign files raise an NzipError.
+    ``lenient``: a local .nz whose metadata entry fails its CRC-32 is still read if it inflates
+    and parses (the codec then finds which of its streams are damaged: image/vqgan's restore)."""
     path = os.fspath(path)
     zf = store = None
     kind = "store"
@@ -726,7 +745,12 @@ def open_item(path: str | os.PathLike) -> Item:
         # parse of the zip directory per item, which data loaders and checkpoints feel)
         try:
             if zf is not None:
-                raw = zf.read(_JSON_SUFFIX) if _JSON_SUFFIX in zf.NameToInfo else None
+                try:
+                    raw = zf.read(_JSON_SUFFIX) if _JSON_SUFFIX in zf.NameToInfo else None
+                except zipfile.BadZipFile:
+                    if not lenient:
+                        raise
+                    raw = _unchecked_entry(path, zf.NameToInfo[_JSON_SUFFIX])
             elif kind == "dir":
                 raw = _file_bytes(path, _JSON_SUFFIX)
             else:
