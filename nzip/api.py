@@ -117,6 +117,14 @@ def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwr
         bar.close()
     with open_item(dst) as it:
         stored = it.stored_bytes()
+    budget = params.get("bpp")
+    if budget is not None and enc.source.get("modality") == "image" and not dst.endswith(".nz"):
+        bpp = stored * 8 / max(1, math.prod(enc.source["shape"][:2]))
+        if bpp > float(budget):
+            import warnings
+
+            warnings.warn(f"{c.name}: {dst} takes {bpp:.4f} bpp, over --bpp {budget}: the budget counts a "
+                          ".nz file, and a folder or remote item stores more metadata (write a .nz)", stacklevel=2)
     return Report(c.name, _raw_bytes(enc.source), stored, time.perf_counter() - t0)
 
 

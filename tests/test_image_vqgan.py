@@ -110,6 +110,8 @@ def test_bpp_picks_the_first_setting_that_fits(tmp_path, model):
         assert it.params["level"] == model.levels[-1]
     with pytest.warns(UserWarning):
         nzip.encode(img, tmp_path / "d.nz", codec="image/vqgan", bpp=1e-4)
+    with pytest.warns(UserWarning, match="the budget counts a .nz file"):  # a folder item is larger: said
+        nzip.encode(img, tmp_path / "b.zarr", codec="image/vqgan", bpp=target)
 
 
 def test_best_decodes_each_levels_fit_and_keeps_the_closest(tmp_path, model):
