@@ -170,6 +170,10 @@ def test_bad_input(tmp_path):
         nzip.encode(x[:100], tmp_path / "a.nz", codec="embedding/pq", bytes=4, k=256)
     with pytest.raises(InvalidInputError, match="--bytes"):
         nzip.encode(x, tmp_path / "a.nz", codec="embedding/pq")
+    with pytest.raises(InvalidInputError, match="at least 2 vectors"):
+        nzip.encode(x[:1], tmp_path / "a.nz", codec="embedding/pq", bytes=4)
+    with pytest.raises(InvalidInputError, match=r"m=24 --param k=65536"):  # 48 bytes for 32-d: two per sub-space
+        nzip.encode(x, tmp_path / "a.nz", codec="embedding/pq", bytes=48)
     assert not (tmp_path / "a.nz").exists()
     nzip.encode(x, tmp_path / "ok.nz", codec="embedding/pq", bytes=4, entropy=0)
     with pytest.raises(InvalidInputError, match="do not match"):

@@ -342,10 +342,15 @@ class _PQBase(Codec):
         if not entropy and B != int(B):
             raise InvalidInputError("fixed-rate PQ takes a whole number of --bytes (entropy=1 takes any)")
         if B <= 0 or B * 8 > 16 * d:
-            raise InvalidInputError(f"--bytes must be in (0, {2 * d}] for {d}-d vectors, got {B}")
+            raise InvalidInputError(f"--bytes must be in (0, {2 * d}] for {d}-d vectors, got {B:g}")
         m = p.get("m", max(1, int(round(B))) if entropy or B >= 1 else 1)
+        if "m" not in p and m > d:
+            raise InvalidInputError(f"--bytes {B:g} is over one byte per dimension of these {d}-d vectors: "
+                                    f"pass --param m={min(d, -(-int(B) // 2))} --param k=65536 (two bytes per sub-space)")
         if not 1 <= m <= d:
             raise InvalidInputError(f"m (sub-spaces) must be in 1..{d}, got {m}")
+        if n < 2:
+            raise InvalidInputError(f"{self.name} needs at least 2 vectors to train its codebooks, got {n}")
         k = p.get("k", 1024 if entropy else 256)
         if "k" not in p:
             k = min(k, n)

@@ -360,7 +360,7 @@ class EmbeddingRQ(_PQBase):
             raise InvalidInputError(f"{self.name} needs a size: --bytes B (stages of 256 codewords)")
         B = p["bytes"]
         if not 0 < B <= 2 * d:
-            raise InvalidInputError(f"--bytes must be in (0, {2 * d}] for {d}-d vectors, got {B}")
+            raise InvalidInputError(f"--bytes must be in (0, {2 * d}] for {d}-d vectors, got {B:g}")
         if p.get("metric", "ip") != "ip":
             raise InvalidInputError("embedding/rq scores inner products (metric=ip); use embedding/opq for l2")
         k = p.get("k", 256)
