@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # the system's answer (disk full, permission denied, ...): said in one line
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"nzip: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 74
     except MemoryError:
         print(f"nzip: error: out of memory during {args.cmd} (a damaged file can claim a huge size)",
               file=sys.stderr)

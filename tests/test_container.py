@@ -308,6 +308,13 @@ def test_cli_answers_an_unforeseen_error_in_one_line(tmp_path, monkeypatch, caps
     with pytest.raises(ZeroDivisionError):
         cli.main(["codecs"])
 
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", "/data/out.nz")
+
+    monkeypatch.setattr(cli, "_cmd_codecs", full)
+    assert cli.main(["codecs"]) == 74
+    assert capsys.readouterr().err == "nzip: error: No space left on device (/data/out.nz)\n"
+
 
 @pytest.mark.parametrize("name", ["i.nz", "i_dir", "memory://inline/i.nz"])
 def test_inline_streams(tmp_path, name):
