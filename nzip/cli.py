@@ -13,7 +13,10 @@ from typing import Any
 from . import api
 from .errors import InvalidInputError, NzipError
 
-_COMMON = {"bpp": float, "bpw": float, "bytes": float, "quality": float}
+_COMMON = {"bpp": float, "bpw": float, "bytes": float}
+_COMMON_HELP = {"bpp": "image/vqgan: bits per pixel of the whole file (e.g. 0.035)",
+                "bpw": "weights/quant, weights/lr2vq: bits per weight, everything counted (e.g. 4)",
+                "bytes": "embedding codecs: bytes per vector (e.g. 16)"}
 
 
 def _params(pairs: list[str]) -> dict[str, Any]:
@@ -50,12 +53,13 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("encode", help="encode a file into a container (.nz file or directory), or a "
                        "folder into a data set (NAME.nzip)")
-    e.add_argument("input")
-    e.add_argument("output")
+    e.add_argument("input", help="a file (.npy, .safetensors, .pt, an image, ...) or a folder")
+    e.add_argument("output", help="NAME.nz (one file), a folder, NAME.nzip (a data set) or a URL")
     e.add_argument("--codec", help="codec name (default: chosen from the input; see `nzip codecs`)")
-    e.add_argument("--param", action="append", default=[], metavar="K=V", help="codec parameter")
+    e.add_argument("--param", action="append", default=[], metavar="K=V",
+                   help="a codec parameter, repeatable (e.g. --param level=256); a wrong name lists the codec's")
     for k, t in _COMMON.items():
-        e.add_argument(f"--{k}", type=t, default=None, help=f"codec parameter {k}")
+        e.add_argument(f"--{k}", type=t, default=None, help=_COMMON_HELP[k])
     e.add_argument("--workers", type=int, default=None,
                    help="data sets (DIR -> NAME.nzip): encode on a local dask cluster of N processes")
     e.add_argument("--scheduler", default=None, help="data sets: use this dask.distributed scheduler")
@@ -64,13 +68,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     d = sub.add_parser("decode", help="decode a container back to a file")
-    d.add_argument("input")
-    d.add_argument("output")
+    d.add_argument("input", help="a .nz file, an item folder, a data set (NAME.nzip) or a URL")
+    d.add_argument("output", help="the file to write (its suffix must suit the item), or a folder for a data set")
     d.add_argument("--device", default="cpu", help="cpu or cuda")
     d.add_argument("--restore", action="store_true",
                    help="image/vqgan: rebuild damaged index tiles from the rest (warns) instead of failing")
     d.add_argument("-f", "--force", action="store_true", help="replace an existing output")
-    d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     i = sub.add_parser("info", help="codec, params, sizes, ratio and chunks of a container")
     i.add_argument("input")
