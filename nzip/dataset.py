@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,12 @@ def encode_shard(job: ShardJob) -> dict[str, Any]:
     for j, key in enumerate(job.keys):
         src = os.path.join(job.folder, *key.split("/"))
         try:
-            item = c.read(src)
-            enc = c.encode(item, **job.params)
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                item = c.read(src)
+                enc = c.encode(item, **job.params)
+            for w in said:  # each item's own warnings, naming it (Python would show one per message)
+                warnings.warn(f"{key}: {w.message}", w.category, stacklevel=2)
         except Exception as exc:  # noqa: BLE001 - name the file whatever went wrong
             from .errors import NzipError
 

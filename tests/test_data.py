@@ -436,3 +436,18 @@ def test_image_data_sets_take_every_suffix_the_codec_reads(tmp_path):
     for name in ("a.png", "b.avif", "c.pgm", "d.JPG", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
     assert D.list_inputs(str(tmp_path), registry.get("image/vqgan")) == ["a.png", "b.avif", "c.pgm", "d.JPG"]
+
+
+def test_each_items_warnings_name_it(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "imgs"
+    src.mkdir()
+    rng = np.random.default_rng(4)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(src / name)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        nzip.encode(src, tmp_path / "i.nzip", codec="image/vqgan", bpp=1e-4)
+    said = sorted(str(w.message).split(":")[0] for w in seen if "below the smallest level" in str(w.message))
+    assert said == ["a.png", "b.png"]
