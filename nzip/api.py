@@ -76,6 +76,15 @@ def _check_not_input(src: str, dst: str, may_hold: bool = False) -> None:
         raise OutputExistsError(f"output {dst} lies inside the input folder {src}; choose another place")
 
 
+def _check_device(device: Any) -> None:
+    """A torch device name nzip decodes on ('cpu', 'cuda', 'cuda:1'): others refused up front."""
+    import re
+
+    if not (isinstance(device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", device)) and not (
+            type(device).__name__ == "device" and getattr(device, "type", None) in ("cpu", "cuda")):
+        raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
 def _raw_bytes(source: dict[str, Any]) -> int:
     try:
         return math.prod(source["shape"]) * np.dtype(source["dtype"]).itemsize
@@ -90,7 +99,9 @@ def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwr
     ``codec`` None picks the codec from the input's suffix. Parameters go to the codec; unknown
     ones are refused. The container is written atomically; ``dst`` must not be ``src``."""
     t0 = time.perf_counter()
-    dst = os.fspath(dst)
+    dst = os.fsdecode(dst)
+    if isinstance(src, bytes):
+        src = os.fsdecode(src)
     if isinstance(src, (str, os.PathLike)) and os.path.isdir(src) and (
             dst.rstrip("/").endswith(DATASET_SUFFIX) or {"workers", "scheduler"} & set(params)):
         _check_not_input(os.fspath(src), dst)
@@ -107,7 +118,8 @@ def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwr
         if codec is None:
             raise InvalidInputError("pass codec= when encoding an in-memory item")
         c, item = registry.get(codec), src
-    size = int(getattr(item, "size", 0))
+    size = getattr(item, "size", 0)
+    size = int(item.numel() if callable(size) and hasattr(item, "numel") else size if isinstance(size, int) else 0)
     bar = _Progress(size, f"encode {c.name}", progress)
     try:
         enc = c.encode(item, progress=bar, **params)
@@ -135,7 +147,8 @@ def decode(src: str | os.PathLike, dst: str | os.PathLike | None = None, *, over
     into the folder ``dst``, every item under its key. ``restore``: a codec that can rebuild lost
     parts (image/vqgan: damaged index tiles) does so, with a warning, instead of failing."""
     t0 = time.perf_counter()
-    src = os.fspath(src)
+    src = os.fsdecode(src)
+    _check_device(device)
     if dataset.is_dataset(src):
         if dst is None:
             raise InvalidInputError(f"{src} is a data set: decode it into a folder, or read it with "

@@ -199,6 +199,8 @@ class ContainerDataset(_MapDataset):
         return self._r.n
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise TypeError(f"data set items are indexed by int, got {type(i).__name__}")
         if not -self._r.n <= i < self._r.n:
             raise IndexError(f"item {i} of a data set of {self._r.n}")
         return self._r.get(int(i) % self._r.n)

@@ -62,8 +62,15 @@ class Codec(ABC):
     def decode(self, container: Item, progress=None, device: str = "cpu") -> Any:
         """Rebuild the item from an opened container."""
 
+    out_suffixes: ClassVar[tuple[str, ...]] = ()  # what write() writes: other output names are refused
+
     def check_output(self, container: Item, path: str) -> None:
         """Refuse an output path the decoded item cannot be written to, before decoding it."""
+        import os
+
+        if self.out_suffixes and not os.fspath(path).lower().endswith(self.out_suffixes):
+            raise InvalidInputError(f"{self.name} writes {' or '.join(self.out_suffixes)} files: name the output "
+                                    f"so, not {os.path.basename(os.fspath(path))}")
 
     def read_rows(self, container: Item, selection: Any) -> Any:
         """Rows of the decoded item (a selection over its first axis), decoding only what they

@@ -32,8 +32,13 @@ def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, 
 
     from .codecs.weights_lossless import manifest_keys
 
+    from .api import _check_device
+
+    _check_device(device)
     if isinstance(names, str):
         names = [names]
+    elif names is not None:
+        names = list(names)  # a generator is read once, here
     with open_item(os.fspath(path)) as it:
         if it.source.get("modality") != "weights":
             raise InvalidInputError(f"{path}: holds {it.source.get('modality', 'no')} data, not weights")

@@ -157,8 +157,11 @@ def test_outputs_never_swallow_the_input_and_are_readable(tmp_path):
     (tmp_path / "out" / "x").write_text("mine")
     with pytest.raises(OutputExistsError, match="is a folder"):
         nzip.encode(sub / "a.npy", tmp_path / "folder.nz", overwrite=True)
+    (tmp_path / "o.npy").mkdir()
     with pytest.raises(OutputExistsError, match="is a folder"):
-        nzip.decode(tmp_path / "a.nz", tmp_path / "out", overwrite=True)
+        nzip.decode(tmp_path / "a.nz", tmp_path / "o.npy", overwrite=True)
+    with pytest.raises(InvalidInputError, match="writes .npy files"):  # an array never hides under another suffix
+        nzip.decode(tmp_path / "a.nz", tmp_path / "a.safetensors")
     with pytest.raises(OutputExistsError, match="not an nzip item"):  # a user's folder is not replaced
         nzip.encode(sub / "a.npy", tmp_path / "out", overwrite=True)
     assert sorted(os.listdir(sub)) == ["a.npy", "notes.txt"] and (tmp_path / "out" / "x").read_text() == "mine"
@@ -453,3 +456,23 @@ def test_damaged_nz_files_raise_only_nzip_errors(tmp_path):
         except NzipError:
             refused += 1
     assert refused > 400
+
+
+def test_api_takes_what_users_pass_and_refuses_the_rest(tmp_path):
+    import torch
+
+    rep = nzip.encode(torch.arange(12, dtype=torch.int16).reshape(3, 4), tmp_path / "t.nz", codec="array/rans")
+    assert rep.raw_bytes == 24 and np.array_equal(nzip.decode(os.fsencode(tmp_path / "t.nz")),
+                                                  np.arange(12, dtype=np.int16).reshape(3, 4))
+    with pytest.raises(InvalidInputError, match="device must be"):
+        nzip.decode(tmp_path / "t.nz", device="gpu0")
+    with nzip.open(tmp_path / "t.nz") as it:
+        with pytest.raises(InvalidInputError, match="bad row selection"):
+            it.rows(slice(0, 2, 0))
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.ones(2), "b": torch.zeros(3)}, str(tmp_path / "w.safetensors"))
+    nzip.encode(tmp_path / "w.safetensors", tmp_path / "w.nz")
+    assert list(nzip.weights.load(tmp_path / "w.nz", names=(n for n in ["b"]))) == ["b"]  # a generator
+    with pytest.raises(InvalidInputError, match="name the output as a .safetensors file"):
+        nzip.decode(tmp_path / "w.nz", tmp_path / "w.npy")

@@ -34,6 +34,7 @@ class ArrayRans(Codec):
     modality = "array"
     version = 1
     suffixes = (".npy",)
+    out_suffixes = (".npy",)
     description = "lossless integer/bool arrays; chunked lane-rANS, one table per chunk"
 
     def read(self, path: str) -> np.ndarray:
@@ -95,7 +96,10 @@ class ArrayRans(Codec):
         if not isinstance(selection, slice):
             raise InvalidInputError(f"{container.path}: rows are selected by an int or a slice, "
                                     f"got {selection!r}")
-        want = range(*selection.indices(n))
+        try:
+            want = range(*selection.indices(n))
+        except (TypeError, ValueError) as exc:  # a zero step, float bounds
+            raise InvalidInputError(f"{container.path}: bad row selection {selection!r} ({exc})") from None
         if not want:
             return np.empty((0, *shape[1:]), dtype)
         lo, hi = min(want[0], want[-1]), max(want[0], want[-1]) + 1

@@ -318,6 +318,7 @@ class _PQBase(Codec):
     modality = "embedding"
     version = 1
     suffixes = ()
+    out_suffixes = (".npy", ".safetensors")
     rotate = False
     read_params = {"tensor": str}  # which matrix of a safetensors file
 

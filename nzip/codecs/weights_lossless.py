@@ -1214,8 +1214,8 @@ class CheckpointCodec(Codec):
     def check_output(self, container: Item, path: str) -> None:
         """A checkpoint comes back in its own format: a name that promises another is refused."""
         kind, suffix = container.source.get("format"), os.path.splitext(os.fspath(path))[1].lower()
-        wrong = ((kind == "safetensors" and suffix in TORCH_SUFFIXES) or (kind == "torch" and suffix == ".safetensors")
-                 or (kind == "folder" and suffix in (".safetensors", *TORCH_SUFFIXES)))
+        wrong = ((kind == "safetensors" and suffix != ".safetensors") or (kind == "torch" and suffix not in TORCH_SUFFIXES)
+                 or (kind == "folder" and suffix in (".safetensors", ".npy", ".nz", *TORCH_SUFFIXES)))
         if wrong:
             what = {"safetensors": "a .safetensors file", "torch": "a torch file (.pt, .bin, ...)",
                     "folder": "a folder"}[kind]
