@@ -188,31 +188,38 @@ def _undelta(d: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return u.view(dtype)
 
 
-def _med_pred(a, b, c):
-    """LOCO-I's median edge detector of left a, up b, upper-left c (int64 arrays)."""
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    return np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
-
-
 def _med(x: np.ndarray, rows: int) -> np.ndarray:
     """Residuals of the MED predictor over axes 0/1, in the same-width signed type (wrapping).
     Row 0 of every block of ``rows`` rows has no upper neighbour: predicted from the left (the
-    first value from 0)."""
+    first value from 0). One pass in the array's own width: memory of the input and the output."""
     h, w = x.shape[:2]
-    v = x.reshape(h, w, -1).view(f"u{x.dtype.itemsize}").astype(np.int64)
-    left = np.zeros_like(v)
-    left[:, 1:] = v[:, :-1]
-    up = np.zeros_like(v)
-    up[1:] = v[:-1]
-    ul = np.zeros_like(v)
-    ul[1:, 1:] = v[:-1, :-1]
-    pred = _med_pred(left, up, ul)
-    first = np.zeros(h, bool)
-    first[::rows] = True
-    pred[first] = left[first]
-    bits = 8 * x.dtype.itemsize
-    r = (v - pred) & ((1 << bits) - 1)
-    return r.astype(f"u{x.dtype.itemsize}").view(f"i{x.dtype.itemsize}").reshape(x.shape)
+    size = x.dtype.itemsize
+    v = np.ascontiguousarray(x).reshape(h, w, -1).view(f"u{size}")
+    out = np.empty_like(v)
+    _med_kernel(v, rows, (1 << (8 * size)) - 1, out)
+    return out.view(f"i{size}").reshape(x.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _med_at(src, i, j, k, top):
+    """The MED prediction of src[i, j, k] from its decoded (or original) neighbours, as int64."""
+    a = np.int64(src[i, j - 1, k]) if j > 0 else np.int64(0)
+    if top:
+        return a
+    b = np.int64(src[i - 1, j, k])
+    cc = np.int64(src[i - 1, j - 1, k]) if j > 0 else np.int64(0)
+    lo, hi = min(a, b), max(a, b)
+    return lo if cc >= hi else (hi if cc <= lo else a + b - cc)
+
+
+@numba.njit(cache=True, nogil=True)
+def _med_kernel(v, rows, mask, out):
+    h, w, c = v.shape
+    for i in range(h):
+        top = i % rows == 0
+        for j in range(w):
+            for k in range(c):
+                out[i, j, k] = (np.int64(v[i, j, k]) - _med_at(v, i, j, k, top)) & mask
 
 
 @numba.njit(cache=True, nogil=True)
@@ -222,21 +229,13 @@ def _unmed_kernel(r, rows, mask, out):
         top = i % rows == 0
         for j in range(w):
             for k in range(c):
-                a = out[i, j - 1, k] if j > 0 else 0
-                if top:
-                    p = a
-                else:
-                    b = out[i - 1, j, k]
-                    cc = out[i - 1, j - 1, k] if j > 0 else 0
-                    lo, hi = min(a, b), max(a, b)
-                    p = lo if cc >= hi else (hi if cc <= lo else a + b - cc)
-                out[i, j, k] = (r[i, j, k] + p) & mask
+                out[i, j, k] = (np.int64(r[i, j, k]) + _med_at(out, i, j, k, top)) & mask
 
 
 def _unmed(r: np.ndarray, rows: int, dtype: np.dtype) -> np.ndarray:
     h, w = r.shape[:2]
     size = np.dtype(dtype).itemsize
-    u = r.reshape(h, w, -1).view(f"u{size}").astype(np.int64)
+    u = np.ascontiguousarray(r).reshape(h, w, -1).view(f"u{size}")
     out = np.empty_like(u)
     _unmed_kernel(u, rows, (1 << (8 * size)) - 1, out)
-    return out.astype(f"u{size}").view(dtype).reshape(r.shape)
+    return out.view(dtype).reshape(r.shape)
