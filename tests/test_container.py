@@ -103,6 +103,9 @@ def test_rows_decode_alone_with_any_predictor(tmp_path, predict):
             assert np.array_equal(it.read("symbols", sel), it.read("symbols")[sel])
             with pytest.raises(InvalidInputError, match="bad selection"):  # the file is fine
                 it.read("symbols", (len(a),))
+            mask = np.arange(len(a)) % 3 == 0  # masks and new axes: numpy's meaning
+            assert np.array_equal(it.read("symbols", (mask,)), it.read("symbols")[mask])
+            assert it.read("symbols", (None, slice(0, 2))).shape == (1, 2, *a.shape[1:])
 
 
 def test_delta_predictor_is_exact(tmp_path):
@@ -479,6 +482,11 @@ def test_api_takes_what_users_pass_and_refuses_the_rest(tmp_path):
     with nzip.open(tmp_path / "t.nz") as it:
         with pytest.raises(InvalidInputError, match="bad row selection"):
             it.rows(slice(0, 2, 0))
+        it.read("symbols")  # its zip and mapping are open now
+        import pickle
+
+        again = pickle.loads(pickle.dumps(it))  # e.g. into a DataLoader worker under 'spawn'
+        assert np.array_equal(again.rows(...), np.arange(12, dtype=np.int16).reshape(3, 4))
     from safetensors.torch import save_file
 
     save_file({"a": torch.ones(2), "b": torch.zeros(3)}, str(tmp_path / "w.safetensors"))

@@ -276,6 +276,14 @@ class Item:
         self._zip: zipfile.ZipFile | None = None  # a .nz file's zip directory (see read_blob)
         self._mm: memoryview | None = None  # and its memory mapping
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A local item pickles (DataLoader workers under 'spawn') without its open file handles:
+        they are made again on first use."""
+        state = dict(self.__dict__)
+        if self._kind in ("zip", "dir"):
+            state.update(_zip=None, _mm=None, _store=None, _group=None)
+        return state
+
     @property
     def store(self):
         """The item's zarr store (made on first use for a local item)."""
@@ -455,6 +463,8 @@ class Item:
 
     def read(self, name: str, selection: Any = Ellipsis) -> np.ndarray:
         """Read (part of) an array; a corrupt chunk is reported by its index."""
+        if not isinstance(name, str):
+            raise InvalidInputError(f"{self.path}: arrays are named by str (see array_names()), got {name!r}")
         data = self._inline(name)
         if data is not None:
             return np.frombuffer(data, np.uint8)[selection]
@@ -464,6 +474,10 @@ class Item:
                 return self._read_direct(name, *layout)
         arr = self.array(name)
         selection, then = _plain_selection(selection, arr.shape, f"{self.path}: array {name!r}")
+        parts = selection if isinstance(selection, tuple) else (selection,)
+        if any(p is None or (np.asarray(p).dtype == np.bool_ and np.ndim(p)) for p in parts
+               if not isinstance(p, slice) and p is not Ellipsis):
+            return self.read(name)[selection]  # new axes and masks, which zarr does not take: numpy's
         try:
             out = np.asarray(arr[selection])
         except Exception as exc:  # noqa: BLE001 - zarr raises many types; find the chunk
