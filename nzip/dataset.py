@@ -206,6 +206,7 @@ def build(folder: str | os.PathLike, dst: str | os.PathLike, codec: str, *, work
             "n_items": len(keys), "shard_size": shard_size, "keys_sha256": digest,
             "inputs_sha256": stamps.hexdigest()}
     old = _read_json(dst)
+    fresh = old is None and (is_url(dst) or not os.path.exists(dst) or not os.listdir(dst))
     if old is not None or (not is_url(dst) and os.path.exists(dst) and os.listdir(dst)):
         prev = (old or {}).get("attributes", {}).get(_ROOT_KEY)
         same = prev is not None and {k: prev.get(k) for k in meta} == meta
@@ -224,7 +225,13 @@ def build(folder: str | os.PathLike, dst: str | os.PathLike, codec: str, *, work
         first = s * shard_size
         jobs.append(ShardJob(dst, folder, c.name, dict(params), s, first, keys[first:first + shard_size],
                              shard_size))
-    _run(jobs, workers, scheduler, progress, len(keys))
+    try:
+        _run(jobs, workers, scheduler, progress, len(keys))
+    except BaseException:
+        if fresh and not any(_read_json(dst, "items", f"{s:05d}") is not None for s in range(n_shards)):
+            fs, p = _fs(dst)  # nothing finished: leave no half data set to block the corrected build
+            fs.rm(p, recursive=True)
+        raise
     _write_json(dst, (), {_ROOT_KEY: {**meta, "complete": True}})
     ds = open_dataset(dst)
     return BuildReport(c.name, len(keys), n_shards, n_shards - len(jobs), ds.raw_bytes(), ds.stored_bytes(),

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 import nzip
 from nzip import dataset as D
 from nzip.data import Compressed, ContainerDataset, StreamingDataset, collate
-from nzip.errors import CorruptDataError, OutputExistsError
+from nzip.errors import CorruptDataError, InvalidInputError, OutputExistsError
 
 
 def _folder(root, n=40, seed=0):
@@ -451,3 +451,11 @@ def test_each_items_warnings_name_it(tmp_path):
         nzip.encode(src, tmp_path / "i.nzip", codec="image/vqgan", bpp=1e-4)
     said = sorted(str(w.message).split(":")[0] for w in seen if "below the smallest level" in str(w.message))
     assert said == ["a.png", "b.png"]
+
+
+def test_a_build_that_fails_before_any_shard_leaves_nothing(tmp_path):
+    src = _folder(tmp_path, n=6)
+    with pytest.raises(InvalidInputError, match="no parameter"):
+        nzip.encode(src, tmp_path / "t.nzip", codec="array/rans", predcit="delta")  # a typo
+    assert not (tmp_path / "t.nzip").exists()
+    assert nzip.encode(src, tmp_path / "t.nzip", codec="array/rans", predict="delta").stored_bytes > 0
