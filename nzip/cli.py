@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -36,6 +37,18 @@ def _auto(v: str) -> Any:
         except ValueError:
             pass
     return {"true": True, "false": False}.get(v.lower(), v)
+
+
+def _strict(v: Any) -> Any:
+    """JSON values a strict parser reads: non-finite floats (a checkpoint's best_loss=inf) as the
+    strings "NaN", "Infinity", "-Infinity"."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+    if isinstance(v, dict):
+        return {k: _strict(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_strict(x) for x in v]
+    return v
 
 
 def _human(n: float) -> str:
@@ -109,7 +122,7 @@ def _cmd_decode(a: argparse.Namespace) -> None:
 def _cmd_info(a: argparse.Namespace) -> None:
     info = api.info(a.input)
     if a.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(_strict(info), indent=2, allow_nan=False))
         return
     print(f"{info['path']}: nzip {'data set ' if info.get('dataset') else ''}format {info['format']}, "
           f"codec {info['codec']} v{info['codec_version']}")
@@ -158,20 +171,45 @@ def _warning(message, category, filename, lineno, line=None) -> str:
     return f"nzip: warning: {message}\n"  # a user of the command needs the message, not our source line
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, docker stop), raised where the program is, so every partial output
+    is removed on the way out as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
     import warnings
 
     args = _parser().parse_args(argv)
     warnings.formatwarning = _warning
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "codecs": _cmd_codecs,
          "demo": _cmd_demo}[args.cmd](args)
     except NzipError as exc:
         print(f"nzip: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("nzip: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        import logging
+
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # zarr's pending tasks, dropped at exit
+        warnings.simplefilter("ignore")
+        terminated = isinstance(exc, _Terminated)
+        print(f"nzip: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        code = 143 if terminated else 130
+        if argv is None:  # the command itself: partial outputs are gone; skip the exit handlers, where
+            import os     # zarr's event loop, stopped mid-task, can print a traceback
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except BrokenPipeError:  # `nzip info big.nz | head`: the reader left; not an error
         import os
 

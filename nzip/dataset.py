@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -206,6 +207,7 @@ def build(folder: str | os.PathLike, dst: str | os.PathLike, codec: str, *, work
             "n_items": len(keys), "shard_size": shard_size, "keys_sha256": digest,
             "inputs_sha256": stamps.hexdigest()}
     old = _read_json(dst)
+    replacing = None
     fresh = old is None and (is_url(dst) or not os.path.exists(dst) or not os.listdir(dst))
     if old is not None or (not is_url(dst) and os.path.exists(dst) and os.listdir(dst)):
         prev = (old or {}).get("attributes", {}).get(_ROOT_KEY)
@@ -214,8 +216,14 @@ def build(folder: str | os.PathLike, dst: str | os.PathLike, codec: str, *, work
             if not overwrite:
                 raise OutputExistsError(f"{dst} exists and was not built from these files with these "
                                         "settings (pass overwrite / --force to replace it)")
-            fs, p = _fs(dst)
-            fs.rm(p, recursive=True)
+            if is_url(dst):
+                fs, p = _fs(dst)
+                fs.rm(p, recursive=True)
+            else:  # built beside it and swapped in at the end: a failed rebuild keeps the old one
+                replacing = dst
+                dst = os.path.join(os.path.dirname(os.path.abspath(dst)), f".{os.path.basename(dst)}.rebuild")
+                shutil.rmtree(dst, ignore_errors=True)
+                fresh = True
     _write_json(dst, (), {_ROOT_KEY: {**meta, "complete": False}})
     n_shards = -(-len(keys) // shard_size)
     jobs = []
@@ -228,11 +236,19 @@ def build(folder: str | os.PathLike, dst: str | os.PathLike, codec: str, *, work
     try:
         _run(jobs, workers, scheduler, progress, len(keys))
     except BaseException:
-        if fresh and not any(_read_json(dst, "items", f"{s:05d}") is not None for s in range(n_shards)):
-            fs, p = _fs(dst)  # nothing finished: leave no half data set to block the corrected build
-            fs.rm(p, recursive=True)
+        if replacing is not None or (
+                fresh and not any(_read_json(dst, "items", f"{s:05d}") is not None for s in range(n_shards))):
+            fs, p = _fs(dst)  # nothing finished (or a rebuild beside the old one): leave no half data
+            fs.rm(p, recursive=True)  # set to block the corrected build
         raise
     _write_json(dst, (), {_ROOT_KEY: {**meta, "complete": True}})
+    if replacing is not None:
+        gone = os.path.join(os.path.dirname(dst), f".{os.path.basename(replacing)}.old")
+        shutil.rmtree(gone, ignore_errors=True)
+        os.replace(replacing, gone)
+        os.replace(dst, replacing)
+        shutil.rmtree(gone, ignore_errors=True)
+        dst = replacing
     ds = open_dataset(dst)
     return BuildReport(c.name, len(keys), n_shards, n_shards - len(jobs), ds.raw_bytes(), ds.stored_bytes(),
                        time.perf_counter() - t0)

@@ -90,3 +90,28 @@ def test_restoring_a_checkpoint_to_a_file_does_not_import_torch(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
     assert (tmp_path / "back.safetensors").read_bytes() == (tmp_path / "m.safetensors").read_bytes()
+
+
+def test_sigterm_removes_partial_outputs(tmp_path, monkeypatch, capsys):
+    """kill / timeout / docker stop send SIGTERM: handled like Ctrl-C, nothing partial is left."""
+    import signal
+
+    from nzip import cli
+    from nzip.formats import container
+
+    np.save(tmp_path / "a.npy", np.arange(1000, dtype=np.int32))
+    real = container._fill_group
+
+    def killed(*args, **kwargs):
+        real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives with the temporary output half made
+
+    monkeypatch.setattr(container, "_fill_group", killed)
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        for out in ("o.nz", "o_dir"):
+            assert cli.main(["encode", str(tmp_path / "a.npy"), str(tmp_path / out)]) == 143
+            assert capsys.readouterr().err == "nzip: terminated\n"
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert sorted(os.listdir(tmp_path)) == ["a.npy"]

@@ -156,6 +156,10 @@ def test_interrupted_build_resumes(tmp_path):
     r = D.build(src, dst, "array/rans", shard_size=4, overwrite=True)  # replaced whole, never resumed
     assert r.skipped_shards == 0
     assert np.array_equal(ContainerDataset(dst)[0]["data"].numpy(), np.full(3, 77, np.int16))
+    with pytest.raises(InvalidInputError):  # a failed -f rebuild keeps the data set it would replace
+        D.build(src, dst, "array/rans", shard_size=4, overwrite=True, predict="mde")
+    assert np.array_equal(ContainerDataset(dst)[0]["data"].numpy(), np.full(3, 77, np.int16))
+    assert sorted(os.listdir(tmp_path)) == ["r.nzip", "src"]
     with pytest.raises(OutputExistsError, match="is the input"):
         nzip.decode(dst, dst)
     with pytest.raises(OutputExistsError, match="inside the input"):

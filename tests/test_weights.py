@@ -477,3 +477,19 @@ def test_restoring_a_checkpoint_file_loads_neither_numba_nor_zarr(tmp_path):
         assert r.returncode == 0, r.stderr
         assert r.stdout.split() == ["False", "False", "False"], (mode, r.stdout)
         assert (tmp_path / f"{name}.back.safetensors").read_bytes() == src.read_bytes()
+
+
+def test_info_json_is_strict_json_with_non_finite_extras(tmp_path, capsys):
+    from nzip import cli
+
+    torch.save({"w": torch.ones(3), "best_loss": float("inf"), "lr": float("nan")}, tmp_path / "c.pt")
+    nzip.encode(tmp_path / "c.pt", tmp_path / "c.nz")
+    assert cli.main(["info", "--json", str(tmp_path / "c.nz")]) == 0
+
+    def refuse(name):
+        raise ValueError(name)
+
+    info = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert info["source"]["extras"] == {"best_loss": "Infinity", "lr": "NaN"}
+    back = torch.load(nzip.decode(tmp_path / "c.nz", tmp_path / "b.pt") and tmp_path / "b.pt", weights_only=True)
+    assert back["best_loss"] == float("inf") and back["lr"] != back["lr"]  # the file keeps the floats

@@ -339,6 +339,8 @@ class _PQBase(Codec):
         if "bytes" not in p:
             raise InvalidInputError(f"{self.name} needs a size: --bytes B (coded bytes per vector)")
         B = p["bytes"]
+        if not math.isfinite(B):
+            raise InvalidInputError(f"--bytes must be a finite number of bytes per vector, got {B}")
         entropy = bool(p.get("entropy", 0))
         if not entropy and B != int(B):
             raise InvalidInputError("fixed-rate PQ takes a whole number of --bytes (entropy=1 takes any)")

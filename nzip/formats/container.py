@@ -115,10 +115,9 @@ def _fill_group(store, attrs: dict[str, Any], arrays: dict[str, ArraySpec], prog
                     progress(a.size)
 
 
-def _zip_bytes(mem) -> bytes:
-    """Pack a memory store into zip bytes: JSON deflated, chunks stored (they are incompressible)."""
+def _store_items(mem) -> list[tuple[str, bytes]]:
+    """Every (key, bytes) of a memory store, sorted."""
     import asyncio
-    import io
 
     zarr = _zarr()
 
@@ -129,9 +128,16 @@ def _zip_bytes(mem) -> bytes:
             out.append((key, buf.to_bytes()))
         return sorted(out)
 
+    return asyncio.run(items())
+
+
+def _zip_bytes(mem) -> bytes:
+    """Pack a memory store into zip bytes: JSON deflated, chunks stored (they are incompressible)."""
+    import io
+
     bio = io.BytesIO()
     with zipfile.ZipFile(bio, "w") as zf:
-        for key, data in asyncio.run(items()):
+        for key, data in _store_items(mem):
             if key.endswith(_JSON_SUFFIX):
                 data = _minify(data)
             info = zipfile.ZipInfo(key, date_time=(1980, 1, 1, 0, 0, 0))
@@ -167,7 +173,7 @@ def write_item(dst: str | os.PathLike, attrs: dict[str, Any], arrays: dict[str, 
     attrs = {"format": FORMAT, **attrs}
     dst = os.fspath(dst)
     _zarr()
-    from zarr.storage import FsspecStore, LocalStore, MemoryStore
+    from zarr.storage import FsspecStore, MemoryStore
 
     if _is_url(dst):
         import fsspec
@@ -200,18 +206,25 @@ def write_item(dst: str | os.PathLike, attrs: dict[str, Any], arrays: dict[str, 
                                 "(remove it or choose another name)")
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     publish_mode(tmpdir, folder=True)
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():  # left by a replacement interrupted while deleting the item it replaced
+        shutil.rmtree(old, ignore_errors=True)
     try:
-        _fill_group(LocalStore(tmpdir), attrs, arrays, progress)
+        mem = MemoryStore()  # filled by zarr's own writer threads, then written here, in this thread:
+        _fill_group(mem, attrs, arrays, progress)  # an interrupt cannot leave writes going on after it
+        for key, data in _store_items(mem):
+            f = tmpdir.joinpath(*key.split("/"))
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(data)
         if target.exists():
-            old = target.with_name(f".{target.name}.old")
             os.replace(target, old)
             os.replace(tmpdir, target)
-            shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmpdir, target)
     except BaseException:
         shutil.rmtree(tmpdir, ignore_errors=True)
         raise
+    shutil.rmtree(old, ignore_errors=True)  # the new item is in place; an interrupt here leaves only .old
 
 
 def _plain_selection(selection: Any, shape: tuple[int, ...], what: str) -> tuple[Any, Any]:
