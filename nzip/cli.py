@@ -43,7 +43,7 @@ def _strict(v: Any) -> Any:
     """JSON values a strict parser reads: non-finite floats (a checkpoint's best_loss=inf) as the
     strings "NaN", "Infinity", "-Infinity"."""
     if isinstance(v, float) and not math.isfinite(v):
-        return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
     if isinstance(v, dict):
         return {k: _strict(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nzip: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         code = 143 if terminated else 130
         if argv is None:  # the command itself: partial outputs are gone; skip the exit handlers, where
-            import os     # zarr's event loop, stopped mid-task, can print a traceback
+            import os  # zarr's event loop, stopped mid-task, can print a traceback
 
             sys.stdout.flush()
             sys.stderr.flush()

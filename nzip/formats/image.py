@@ -34,9 +34,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     16-bit and other high-depth grey images are scaled to 8 bits (see ``_grey_to_uint8``).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    from PIL import ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
