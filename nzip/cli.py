@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(exc, _Terminated)
         print(f"nzip: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         code = 143 if terminated else 130
-        if argv is None:  # the command itself: partial outputs are gone; skip the exit handlers, where
-            import os  # zarr's event loop, stopped mid-task, can print a traceback
+        if argv is None:  # the command itself: partial outputs are gone; skip the exit handlers,
+            import os  # where zarr's event loop, stopped mid-task, can print a traceback
 
             sys.stdout.flush()
             sys.stderr.flush()
