@@ -209,8 +209,11 @@ def build(folder: str | os.PathLike, dst: str | os.PathLike, codec: str, *, work
     old = _read_json(dst)
     replacing = None
     fresh = old is None and (is_url(dst) or not os.path.exists(dst) or not os.listdir(dst))
-    if old is not None or (not is_url(dst) and os.path.exists(dst) and os.listdir(dst)):
-        prev = (old or {}).get("attributes", {}).get(_ROOT_KEY)
+    if old is None and not is_url(dst) and os.path.isdir(dst) and os.listdir(dst):
+        raise OutputExistsError(f"{dst} is a folder that is not an nzip data set; nzip will not replace it "
+                                "(remove it or choose another name)")
+    if old is not None:
+        prev = old.get("attributes", {}).get(_ROOT_KEY)
         same = prev is not None and {k: prev.get(k) for k in meta} == meta
         if not same or overwrite:  # overwrite replaces, it never resumes
             if not overwrite:

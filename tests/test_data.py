@@ -463,3 +463,8 @@ def test_a_build_that_fails_before_any_shard_leaves_nothing(tmp_path):
         nzip.encode(src, tmp_path / "t.nzip", codec="array/rans", predcit="delta")  # a typo
     assert not (tmp_path / "t.nzip").exists()
     assert nzip.encode(src, tmp_path / "t.nzip", codec="array/rans", predict="delta").stored_bytes > 0
+    (tmp_path / "mine.nzip").mkdir()
+    (tmp_path / "mine.nzip" / "notes.txt").write_text("keep")
+    with pytest.raises(OutputExistsError, match="not an nzip data set"):  # a user's folder is never replaced
+        nzip.encode(src, tmp_path / "mine.nzip", codec="array/rans", overwrite=True)
+    assert (tmp_path / "mine.nzip" / "notes.txt").read_text() == "keep"
