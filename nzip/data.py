@@ -46,6 +46,7 @@ and call ``collate`` on each batch in the loop.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 import weakref
@@ -81,6 +82,7 @@ class Compressed:
     chunks: tuple[int, ...]
     blobs: list[bytes] = field(default_factory=list)  # one per chunk, in C order of the chunk grid
     predict: str = "none"
+    source_shape: tuple[int, ...] | None = None  # the item's own shape (a 0-d array is stored as (1,))
 
 
 def _natural(value: Any) -> Any:
@@ -105,7 +107,7 @@ def _compressed(it, key: str) -> Compressed | None:
         blobs.append(bytes(b[1:]))
     src = it.source
     return Compressed(key, tuple(int(v) for v in arr.shape), src["dtype"], tuple(int(c) for c in arr.chunks),
-                      blobs, it.params.get("predict", "none"))
+                      blobs, it.params.get("predict", "none"), tuple(int(v) for v in src.get("shape", arr.shape)))
 
 
 _WARM = False
@@ -145,6 +147,10 @@ class _Reader:
     def __init__(self, path, transform, decode_device, on_error) -> None:
         if on_error not in ON_ERROR:
             raise InvalidInputError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if decode_device != "cpu" and (transform is not None or on_error != "raise"):
+            raise InvalidInputError("decode_device decodes array/rans items in collate, after the workers: a "
+                                    "transform or on_error='skip' cannot act on them there; decode on the CPU "
+                                    "(decode_device='cpu') to use either")
         self.path = os.fspath(path)
         self.transform, self.decode_device, self.on_error = transform, decode_device, on_error
         self._ds: Dataset | None = None
@@ -367,6 +373,11 @@ def _decode_compressed(items: list[Compressed], device) -> list[torch.Tensor]:
     outs = rans.decode_blobs(flat, device, what="batch chunk")
     res, k = [], 0
     for it in items:
+        target = torch.from_numpy(np.empty(0, np.dtype(it.dtype).newbyteorder("="))).dtype
+        out_shape = it.shape if it.source_shape is None else it.source_shape
+        if math.prod(it.shape) == 0:  # no chunks stored
+            res.append(torch.empty(out_shape, dtype=target, device=device))
+            continue
         grid = [-(-s // c) for s, c in zip(it.shape, it.chunks)]
         full = torch.empty([g * c for g, c in zip(grid, it.chunks)] or [1], dtype=outs[k].dtype, device=device)
         for idx in np.ndindex(*grid):
@@ -375,18 +386,24 @@ def _decode_compressed(items: list[Compressed], device) -> list[torch.Tensor]:
             k += 1
         a = full[tuple(slice(0, s) for s in it.shape)]
         if it.predict == "delta" and a.ndim and a.dtype != torch.bool:
-            a = _undelta(a)
-        res.append(a)
+            a = _undelta(a, target)
+        elif a.dtype != target:  # the stored symbols' type of the same width (e.g. signed)
+            a = a.view(target)
+        res.append(a.reshape(out_shape))
     return res
 
 
-def _undelta(d: torch.Tensor) -> torch.Tensor:
-    """Inverse of array/rans's wrapping differences, in int64 then wrapped back to the width."""
-    bits = torch.iinfo(d.dtype).bits
-    v = torch.cumsum(d.to(torch.int64), dim=-1) & ((1 << bits) - 1)
-    if d.dtype.is_signed:
+def _undelta(d: torch.Tensor, target: torch.dtype | None = None) -> torch.Tensor:
+    """Inverse of array/rans's wrapping differences (stored as the same-width signed type), as
+    ``target`` (default: d's type): summed in int64, wrapped to the width."""
+    target = d.dtype if target is None else target
+    bits = 8 * d.element_size()
+    v = torch.cumsum(d.to(torch.int64), dim=-1)  # 64 bits: int64's own wrap-around is the width's
+    if bits < 64:
+        v = v & ((1 << bits) - 1)
         v = torch.where(v >= 1 << (bits - 1), v - (1 << bits), v)
-    return v.to(d.dtype)
+    signed = {8: torch.int8, 16: torch.int16, 32: torch.int32, 64: torch.int64}[bits]
+    return v.to(signed).view(target)
 
 
 def collate(batch: list[dict[str, Any] | None], device: str | None = None) -> dict[str, Any]:

@@ -468,3 +468,22 @@ def test_a_build_that_fails_before_any_shard_leaves_nothing(tmp_path):
     with pytest.raises(OutputExistsError, match="not an nzip data set"):  # a user's folder is never replaced
         nzip.encode(src, tmp_path / "mine.nzip", codec="array/rans", overwrite=True)
     assert (tmp_path / "mine.nzip" / "notes.txt").read_text() == "keep"
+
+
+def test_batched_decode_keeps_each_items_dtype_and_shape(tmp_path):
+    from nzip.data import Compressed, collate
+
+    cases = {"u8": (np.arange(300, dtype=np.uint8) * 7, "delta"), "i64": (np.arange(300) * 3 - 100, "delta"),
+             "u16": (np.arange(300, dtype=np.uint16) * 300, "none"), "empty": (np.zeros((0, 5), np.int16), "none"),
+             "zerod": (np.array(7, np.int32), "none")}
+    for name, (a, predict) in cases.items():
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "a.npy", a)
+        nzip.encode(tmp_path / name, tmp_path / f"{name}.nzip", codec="array/rans", predict=predict, chunk=64)
+        item = ContainerDataset(tmp_path / f"{name}.nzip", decode_device="cuda")[0]
+        assert isinstance(item["data"], Compressed)
+        got = collate([item], device="cpu")["data"][0]
+        want = torch.from_numpy(np.asarray(a))
+        assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want), name
+    with pytest.raises(InvalidInputError, match="decode_device"):
+        ContainerDataset(tmp_path / "u8.nzip", decode_device="cuda", transform=lambda x: x)
