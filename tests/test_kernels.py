@@ -92,6 +92,9 @@ def test_kernel_codebook_gathers_match_their_twins():
     assert torch.equal(gather.vq(idx, books[0], kernel=True).cpu(), books[0][idx].cpu())
     with pytest.raises(nzip.NzipError):
         gather.pq(codes + 50, books, kernel=True)
+    wide = codes.to(torch.uint16)  # more than 256 centroids: the embedding codecs' codes are uint16
+    assert torch.equal(gather.pq(wide, books, kernel=True).cpu(), gather.pq(codes, books, kernel=False).cpu())
+    assert torch.equal(gather.rvq(wide, books, kernel=True).cpu(), gather.rvq(codes, books, kernel=False).cpu())
 
 
 def test_kernel_pq_scan_ranks_like_the_cpu_scan():

@@ -44,6 +44,8 @@ if triton_available():
 def _check(codes: torch.Tensor, cb: torch.Tensor, what: str) -> None:
     if codes.ndim != 2 or cb.ndim != 3 or codes.shape[1] != cb.shape[0]:
         raise InvalidInputError(f"{what}: codes {list(codes.shape)} do not fit codebooks {list(cb.shape)}")
+    if codes.dtype in (torch.uint16, torch.uint32):  # torch has no min/max for these: widen to look
+        codes = codes.to(torch.int64)
     if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= cb.shape[1]):
         raise InvalidInputError(f"{what}: a code lies outside 0..{cb.shape[1] - 1}")
 
