@@ -370,7 +370,8 @@ def _decode_compressed(items: list[Compressed], device) -> list[torch.Tensor]:
     from .kernels import rans
 
     flat = [b for it in items for b in it.blobs]
-    outs = rans.decode_blobs(flat, device, what="batch chunk")
+    limits = [math.prod(it.chunks) for it in items for _ in it.blobs]
+    outs = rans.decode_blobs(flat, device, what="batch chunk", limits=limits)
     res, k = [], 0
     for it in items:
         target = torch.from_numpy(np.empty(0, np.dtype(it.dtype).newbyteorder("="))).dtype

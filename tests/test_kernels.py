@@ -218,3 +218,12 @@ def test_kernel_dispatch_residual_decode(tmp_path, monkeypatch):
     cpu = nzip.decode(tmp_path / "r.nz")
     monkeypatch.setenv("NZIP_KERNELS", "1" if DEV == "cpu" else "")
     assert np.array_equal(nzip.decode(tmp_path / "r.nz", device=DEV), cpu)  # same sums, same order
+
+
+def test_a_forged_symbol_count_is_refused_before_allocating():
+    from nzip.entropy import coder
+
+    blob = coder.encode(np.arange(1000, dtype=np.int16) % 7)
+    assert torch.equal(rans.decode_blobs([blob], DEV, limits=[1000])[0].cpu(), torch.arange(1000, dtype=torch.int16) % 7)
+    with pytest.raises(CorruptDataError, match="declares 1000 symbols, more than the 999 expected"):
+        rans.decode_blobs([blob], DEV, limits=[999], what="t")

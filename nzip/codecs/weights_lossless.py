@@ -211,7 +211,7 @@ class _Device:
         return self.torch.from_numpy(_CPU.raw(data, dtype).copy()).to(self.device)
 
     def static(self, data, n: int, what: str):
-        return self.rans.decode(data, self.device, what=what)
+        return self.rans.decode_blobs([data], self.device, what=what, limits=[n])[0]
 
     def context(self, data, ctx, what: str):
         return self.rans.decode(data, self.device, contexts=ctx, what=what)

@@ -241,15 +241,23 @@ def _launch(group: list[_Job], device, has_ctx: bool) -> list[torch.Tensor]:
 
 
 def decode_blobs(blobs, device="cpu", contexts=None, *, kernel: bool | None = None,
-                 what: str = "entropy blob") -> list[torch.Tensor]:
+                 what: str = "entropy blob", limits=None) -> list[torch.Tensor]:
     """Decode static blobs (``contexts[i] is None``) and context blobs (``contexts[i]`` the
     per-symbol contexts) into 1-D torch tensors on ``device``: one kernel launch per kind on a CUDA
     device, the CPU decoder otherwise. Context blobs come back as uint8 (alphabets <= 256) or
-    int32; static blobs in their own dtype."""
+    int32; static blobs in their own dtype. ``limits[i]``: the most symbols blob i may declare
+    (a forged count is refused before anything is allocated)."""
     blobs = list(blobs)
     if contexts is not None and len(contexts) != len(blobs):
         raise InvalidInputError(f"{len(blobs)} blobs but {len(contexts)} context arrays")
     jobs = _parse(blobs, contexts, what)
+    if limits is not None:
+        from ..errors import CorruptDataError
+
+        for i, (job, most) in enumerate(zip(jobs, limits)):
+            if job.p.n > most:
+                name = f"{what} {i}" if len(jobs) > 1 else what
+                raise CorruptDataError(f"{name} declares {job.p.n} symbols, more than the {most} expected")
     if use_kernel(device, kernel):
         return _run_kernel(jobs, device)
     return [_finish_twin(_twin(j, device), j.p) for j in jobs]
