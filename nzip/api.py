@@ -80,8 +80,7 @@ def _check_device(device: Any) -> None:
     """A torch device name nzip decodes on ('cpu', 'cuda', 'cuda:1'): others refused up front."""
     import re
 
-    if not (isinstance(device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", device)) and not (
-            type(device).__name__ == "device" and getattr(device, "type", None) in ("cpu", "cuda")):
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):  # a name, or a torch.device (its str is one)
         raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
@@ -118,8 +117,8 @@ def encode(src: Any, dst: str | os.PathLike, codec: str | None = None, *, overwr
         if codec is None:
             raise InvalidInputError("pass codec= when encoding an in-memory item")
         c, item = registry.get(codec), src
-    size = getattr(item, "size", 0)
-    size = int(item.numel() if callable(size) and hasattr(item, "numel") else size if isinstance(size, int) else 0)
+    size = item.numel() if hasattr(item, "numel") else getattr(item, "size", 0)  # torch's size is a method
+    size = size if isinstance(size, int) else 0
     bar = _Progress(size, f"encode {c.name}", progress)
     try:
         enc = c.encode(item, progress=bar, **params)

@@ -27,12 +27,11 @@ def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, 
 
     On a CUDA ``device`` a weights/lossless container decodes on the GPU (rANS lane and float
     kernels, ``nzip.kernels``): the compressed bytes travel, the tensors are born on the device."""
-    from .kernels import use_kernel  # (torch and the GPU kernels: imported when a load needs them,
-                                     # not by `import nzip`, so `nzip decode` to a file starts faster)
-
-    from .codecs.weights_lossless import manifest_keys
-
+    # (torch and the GPU kernels: imported when a load needs them, not by `import nzip`, so
+    # `nzip decode` to a file starts faster)
     from .api import _check_device
+    from .codecs.weights_lossless import entry_ident, manifest_keys
+    from .kernels import use_kernel
 
     _check_device(device)
     if isinstance(names, str):
@@ -48,7 +47,7 @@ def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, 
 
             out = load_device(it, list(names) if names is not None else None, device)
             return out if names is None else {n: out[n] for n in names}
-        keys = {(m["name"], m.get("file", "")): k for k, m in manifest_keys(it)}
+        keys = {entry_ident(m): k for k, m in manifest_keys(it)}
         ck = codec.decode(it, names=list(names) if names is not None else None)
     out = state_dict(ck, device, keys)
     if names is not None:

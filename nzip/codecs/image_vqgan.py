@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import threading
 import warnings
 from contextlib import contextmanager
@@ -45,8 +44,7 @@ import numpy as np
 from ..entropy.grid import GridModel
 from ..errors import CorruptDataError, InvalidInputError, NzipError
 from ..formats.container import ArraySpec, Item, nz_size
-from ..formats.image import FORMATS as IMAGE_FORMATS
-from ..formats.image import IMAGE_SUFFIXES, read_image, write_image
+from ..formats.image import IMAGE_SUFFIXES, image_suffix, read_image, write_image
 from ..registry import Codec, Encoded, register
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
@@ -487,10 +485,7 @@ class ImageVQGAN(Codec):
         return _as_source(out, shape)
 
     def check_output(self, container: Item, path: str) -> None:
-        suffix = os.path.splitext(os.fspath(path))[1].lower()
-        if suffix not in (*IMAGE_FORMATS, ".npy"):
-            raise InvalidInputError(f"{path}: images are written as {', '.join(IMAGE_FORMATS)} or .npy; "
-                                    "name the output with one of them")
+        image_suffix(path)
 
 
 def _as_source(rgb: np.ndarray, shape) -> np.ndarray:

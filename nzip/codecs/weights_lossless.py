@@ -1403,6 +1403,12 @@ def _as_checkpoint(item: Any) -> Checkpoint:
     raise InvalidInputError(f"weights codecs encode checkpoints or state dicts, not {type(item).__name__}")
 
 
+def entry_ident(m: dict[str, Any], name: str | None = None) -> tuple[str, str]:
+    """(name, file) of a manifest entry (``name``: another tensor of the same file, e.g. its alias
+    target): what ``checkpoint.tensor_keys`` maps to a state-dict key."""
+    return (m["name"] if name is None else name), m.get("file", "")
+
+
 def manifest_keys(container: Item) -> list[tuple[str, dict[str, Any]]]:
     """(state-dict key, manifest entry) of every tensor (keys: ``checkpoint.tensor_keys``)."""
     from ..formats.checkpoint import tensor_keys
@@ -1411,8 +1417,8 @@ def manifest_keys(container: Item) -> list[tuple[str, dict[str, Any]]]:
     if not isinstance(manifest, list) or not all(isinstance(m, dict) and "name" in m for m in manifest):
         raise CorruptDataError(f"{container.path}: no tensor manifest")
     try:
-        keys = tensor_keys((m["name"], m.get("file", "")) for m in manifest)
-        return [(keys[m["name"], m.get("file", "")], m) for m in manifest]
+        keys = tensor_keys(entry_ident(m) for m in manifest)
+        return [(keys[entry_ident(m)], m) for m in manifest]
     except TypeError:
         raise CorruptDataError(f"{container.path}: malformed tensor manifest") from None
 
@@ -1428,9 +1434,8 @@ def select_tensors(container: Item, names=None) -> list[tuple[dict[str, Any], li
         unknown = sorted(want - set(by_key))
         if unknown:
             raise InvalidInputError(f"{container.path}: no tensor named {unknown[0]!r}")
-        keys = {(m["name"], m.get("file", "")): k for k, m in manifest}
-        want |= {keys[by_key[n]["alias_of"], by_key[n].get("file", "")] for n in list(want)
-                 if by_key[n].get("alias_of")}
+        keys = {entry_ident(m): k for k, m in manifest}
+        want |= {keys[entry_ident(by_key[n], by_key[n]["alias_of"])] for n in list(want) if by_key[n].get("alias_of")}
     out = []
     for key, m in manifest:
         if want is not None and key not in want:
@@ -1447,17 +1452,17 @@ def load_device(container: Item, names, device) -> dict[str, Any]:
     (aliases share their target's tensor)."""
     mode = container.params.get("mode", "best")
     out: dict[str, Any] = {}
-    keys = {(m["name"], m.get("file", "")): k for k, m in manifest_keys(container)}
+    keys = {entry_ident(m): k for k, m in manifest_keys(container)}
     chosen = select_tensors(container, names)
     for m, shape, numel in chosen:
         if not m.get("alias_of"):
             blob = container.read_blob(m["array"])
-            out[keys[m["name"], m.get("file", "")]] = decode_tensor_device(
+            out[keys[entry_ident(m)]] = decode_tensor_device(
                 blob, m["dtype"], numel, mode, device, what=f"{container.path}: tensor {m['name']!r}",
                 shape=shape)
     for m, _, _ in chosen:
         if m.get("alias_of"):
-            out[keys[m["name"], m.get("file", "")]] = out[keys[m["alias_of"], m.get("file", "")]]
+            out[keys[entry_ident(m)]] = out[keys[entry_ident(m, m["alias_of"])]]
     return out
 
 

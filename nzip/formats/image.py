@@ -66,20 +66,26 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bm
            ".tiff": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".avif": "AVIF"}
 
 
+def image_suffix(path: str | os.PathLike) -> str:
+    """The output's suffix (lower case) if an image can be written under it, else an error."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix != ".npy" and suffix not in FORMATS:
+        raise InvalidInputError(f"{path}: images are written as {', '.join(FORMATS)} or .npy; "
+                                "name the output with one of them")
+    return suffix
+
+
 def write_image(a: np.ndarray, path: str | os.PathLike, overwrite: bool = False) -> None:
     """Write uint8 (H, W, 3), (H, W, 1) or (H, W) in the format the suffix names (.npy: the array
     itself); an unknown suffix is refused."""
     from PIL import Image
 
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    suffix = image_suffix(path)
     if suffix == ".npy":
         from .array import write_npy
 
         write_npy(np.asarray(a), path, overwrite)
         return
-    if suffix not in FORMATS:
-        raise InvalidInputError(f"{path}: images are written as {', '.join(FORMATS)} or .npy; "
-                                "name the output with one of them")
     fmt = FORMATS[suffix]
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
