@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import dataset, registry
-from .errors import InvalidInputError, OutputExistsError
+from .errors import CorruptDataError, InvalidInputError, OutputExistsError
 from .formats.container import Item, open_item, write_item
 
 
@@ -218,9 +218,16 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
         elif it.source.get("modality") == "image" and len(it.source.get("shape", [])) >= 2:
             pixels = max(1, int(it.source["shape"][0]) * int(it.source["shape"][1]))
             extra = {"bits_per_pixel": stored * 8 / pixels}  # the whole file, as --bpp counts it
+        source = it.source
+        if isinstance(source.get("extras"), dict):  # a checkpoint's entries as torch gives them back
+            from .formats.checkpoint import extras_from_json
+            try:
+                source = {**source, "extras": extras_from_json(source["extras"], path)}
+            except CorruptDataError:
+                pass  # info shows what is stored; decoding reports the damage
         return {**extra, "path": path, "format": it.meta.get("format"), "codec": it.codec,
                 "codec_version": it.meta.get("codec_version"), "params": it.params,
-                "source": it.source, "stored_bytes": stored, "raw_bytes": raw,
+                "source": source, "stored_bytes": stored, "raw_bytes": raw,
                 "ratio": raw / stored if stored else None, "arrays": arrays}
 
 

@@ -147,6 +147,27 @@ def test_torch_state_dict_with_tied_weights(tmp_path):
     assert back["tied.weight"].data_ptr() == back["emb.weight"].data_ptr()
 
 
+def test_non_finite_extras_are_stored_as_strict_json(tmp_path):
+    import math
+    import zipfile
+
+    sd = {"w": torch.randn(8, 8), "best_loss": float("inf"), "low": float("-inf"), "last": float("nan"),
+          "epoch": 3, "name": "run"}
+    src, nz, out = tmp_path / "m.pt", tmp_path / "m.nz", tmp_path / "back.pt"
+    torch.save(sd, src)
+    nzip.encode(src, nz)
+
+    def strict(c):
+        raise ValueError(f"non-standard JSON constant {c}")
+
+    with zipfile.ZipFile(nz) as z:
+        json.loads(z.read("zarr.json"), parse_constant=strict)  # no NaN / Infinity in the metadata
+    nzip.decode(nz, out)
+    back = torch.load(out, weights_only=True)
+    assert back["best_loss"] == math.inf and back["low"] == -math.inf and math.isnan(back["last"])
+    assert back["epoch"] == 3 and back["name"] == "run" and torch.equal(back["w"], sd["w"])
+
+
 def test_pickled_payload_and_partial_views_are_refused(tmp_path):
     import fractions
 

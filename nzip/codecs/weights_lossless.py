@@ -50,6 +50,8 @@ from ..formats.checkpoint import (
     TORCH_SUFFIXES,
     Checkpoint,
     TensorRecord,
+    extras_from_json,
+    extras_to_json,
     read_checkpoint,
     write_checkpoint,
 )
@@ -1252,7 +1254,7 @@ class CheckpointCodec(Codec):
         source = {"modality": "weights", "format": ck.kind, "bytes": ck.nbytes, "n_params": n_params,
                   "tensors": manifest, "side": side}
         if ck.extras:
-            source["extras"] = ck.extras
+            source["extras"] = extras_to_json(ck.extras)
         return Encoded(arrays=arrays, params=recorded, source=source)
 
     def decode(self, container: Item, progress=None, device: str = "cpu", names=None) -> Checkpoint:
@@ -1492,7 +1494,7 @@ def load_checkpoint(container: Item, codec: CheckpointCodec, names=None, progres
     else:
         for_each_tensor(jobs, lambda job: job[2], lambda job: done(job, codec.decode_entry(
             container, job[0], job[1].shape, job[2])))
-    ck = Checkpoint(src.get("format", "safetensors"), tensors, extras=dict(src.get("extras", {})))
+    ck = Checkpoint(src.get("format", "safetensors"), tensors, extras=extras_from_json(src.get("extras", {}), container.path))
     if names is not None:
         return ck
     side = src.get("side")

@@ -14,6 +14,7 @@ dtype code, plus what is needed to give the same file back.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -67,6 +68,34 @@ class Checkpoint:
         return (sum(int(t.data.size) for t in self.tensors) + sum(len(h) for h in self.headers.values())
                 + sum(len(b) for b in self.files.values())
                 + sum(len(g) for gs in self.gaps.values() for _, g in gs))
+
+
+_NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def extras_to_json(extras: dict[str, Any]) -> dict[str, Any]:
+    """A torch checkpoint's non-tensor entries as strict JSON: a non-finite float (a ``best_loss``
+    of inf) becomes ``{"float": "inf"}``, as JSON has no NaN or Infinity."""
+    out: dict[str, Any] = {}
+    for k, v in extras.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            v = {"float": "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")}
+        out[k] = v
+    return out
+
+
+def extras_from_json(obj: Any, where: str) -> dict[str, Any]:
+    """The inverse of ``extras_to_json``; anything else in the metadata is corrupt."""
+    if not isinstance(obj, dict):
+        raise CorruptDataError(f"{where}: the checkpoint's extra entries are not a mapping")
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        if isinstance(v, dict) and set(v) == {"float"} and v["float"] in _NONFINITE:
+            v = _NONFINITE[v["float"]]
+        elif not (isinstance(v, (int, float, str, bool)) or v is None):
+            raise CorruptDataError(f"{where}: the checkpoint's extra entry {k!r} is not a number or string")
+        out[k] = v
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
