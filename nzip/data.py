@@ -83,6 +83,7 @@ class Compressed:
     blobs: list[bytes] = field(default_factory=list)  # one per chunk, in C order of the chunk grid
     predict: str = "none"
     source_shape: tuple[int, ...] | None = None  # the item's own shape (a 0-d array is stored as (1,))
+    device: str | None = None  # the data set's decode_device ("cuda:1"), which collate decodes on
 
 
 def _natural(value: Any) -> Any:
@@ -91,7 +92,7 @@ def _natural(value: Any) -> Any:
     return state_dict(value) if isinstance(value, Checkpoint) else value
 
 
-def _compressed(it, key: str) -> Compressed | None:
+def _compressed(it, key: str, device: str | None = None) -> Compressed | None:
     """The item's chunk blobs when every chunk is a single rANS blob (else None: decode on the CPU)."""
     from .formats.rans_chunk import SINGLE
 
@@ -107,7 +108,8 @@ def _compressed(it, key: str) -> Compressed | None:
         blobs.append(bytes(b[1:]))
     src = it.source
     return Compressed(key, tuple(int(v) for v in arr.shape), src["dtype"], tuple(int(c) for c in arr.chunks),
-                      blobs, it.params.get("predict", "none"), tuple(int(v) for v in src.get("shape", arr.shape)))
+                      blobs, it.params.get("predict", "none"), tuple(int(v) for v in src.get("shape", arr.shape)),
+                      device)
 
 
 _WARM = False
@@ -174,7 +176,7 @@ class _Reader:
                 key = it.meta.get("key", str(i))
                 try:
                     if self.decode_device != "cpu" and it.codec == "array/rans":
-                        packed = _compressed(it, key)
+                        packed = _compressed(it, key, str(self.decode_device))
                         if packed is not None:
                             return {"key": key, "data": packed}
                     value = registry.get(it.codec).decode(it, device="cpu")
@@ -409,14 +411,14 @@ def _undelta(d: torch.Tensor, target: torch.dtype | None = None) -> torch.Tensor
 
 def collate(batch: list[dict[str, Any] | None], device: str | None = None) -> dict[str, Any]:
     """Batch items: drops Nones (skipped items), decodes :class:`Compressed` items on ``device``
-    (default: CUDA when present) in one launch, stacks equal-shape arrays into a tensor and keeps
-    a list otherwise."""
+    (default: the data set's ``decode_device`` where CUDA is present, else the CPU) in one launch,
+    stacks equal-shape arrays into a tensor and keeps a list otherwise."""
     batch = [b for b in batch if b is not None]
     keys = [b["key"] for b in batch]
     data = [b["data"] for b in batch]
     packed = [i for i, d in enumerate(data) if isinstance(d, Compressed)]
     if packed:
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dev = device or ((data[packed[0]].device or "cuda") if torch.cuda.is_available() else "cpu")
         for i, t in zip(packed, _decode_compressed([data[i] for i in packed], dev)):
             data[i] = t
     tensors = [_tensor(d) for d in data]

@@ -487,3 +487,5 @@ def test_batched_decode_keeps_each_items_dtype_and_shape(tmp_path):
         assert got.dtype == want.dtype and got.shape == want.shape and torch.equal(got, want), name
     with pytest.raises(InvalidInputError, match="decode_device"):
         ContainerDataset(tmp_path / "u8.nzip", decode_device="cuda", transform=lambda x: x)
+    # the data set's device travels with its compressed items, for collate's default
+    assert ContainerDataset(tmp_path / "u8.nzip", decode_device="cuda:1")[0]["data"].device == "cuda:1"

@@ -188,6 +188,10 @@ def test_kernel_switch(monkeypatch):
     assert not kernels.use_kernel("cpu") and not kernels.use_kernel("cuda")
     monkeypatch.setenv("NZIP_KERNELS", "")
     assert not kernels.use_kernel("cpu")  # the CPU runs the twins unless told otherwise
+    # launches switch to the data's GPU (Triton launches on the current one); nothing on the CPU
+    guard = kernels.on_device(torch.device("cuda:1"))
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert not isinstance(kernels.on_device("cpu"), torch.cuda.device)
 
 
 def test_kernel_benchmark_script_runs(tmp_path):

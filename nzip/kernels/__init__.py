@@ -17,6 +17,7 @@ tensors only under the interpreter).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -50,6 +51,13 @@ def use_kernel(device, force: bool | None = None) -> bool:
     return bool(force) and interpreting()
 
 
+def on_device(device):
+    """Triton launches on the current CUDA device: make it the data's for the launch, so tensors
+    on ``cuda:1`` decode there (a no-op for CPU tensors under the interpreter)."""
+    dev = torch.device(device)
+    return torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+
+
 from . import floats, gather, pq_scan, rans  # noqa: E402
 
-__all__ = ["rans", "gather", "pq_scan", "floats", "use_kernel", "triton_available", "interpreting"]
+__all__ = ["rans", "gather", "pq_scan", "floats", "use_kernel", "on_device", "triton_available", "interpreting"]

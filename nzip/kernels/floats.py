@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from . import triton_available, use_kernel
+from . import on_device, triton_available, use_kernel
 
 BLOCK = 1024
 
@@ -68,8 +68,9 @@ def join16(e, sm, lo=None, ebits: int = 8, *, kernel: bool | None = None) -> tor
     out = torch.empty(n, dtype=torch.int16, device=e.device)
     if n:
         lo_t = _u8(lo) if lo is not None else out
-        _join16_kernel[(triton.cdiv(n, BLOCK),)](_u8(e), _u8(sm), lo_t, out, n, SHIFT=15 - ebits,
-                                                 HAS_LO=lo is not None, BLOCK=BLOCK)
+        with on_device(out.device):
+            _join16_kernel[(triton.cdiv(n, BLOCK),)](_u8(e), _u8(sm), lo_t, out, n, SHIFT=15 - ebits,
+                                                     HAS_LO=lo is not None, BLOCK=BLOCK)
     return out
 
 
@@ -80,5 +81,6 @@ def join32(e, sm, b1, b0, *, kernel: bool | None = None) -> torch.Tensor:
     n = e.numel()
     out = torch.empty(n, dtype=torch.int32, device=e.device)
     if n:
-        _join32_kernel[(triton.cdiv(n, BLOCK),)](_u8(e), _u8(sm), _u8(b1), _u8(b0), out, n, BLOCK=BLOCK)
+        with on_device(out.device):
+            _join32_kernel[(triton.cdiv(n, BLOCK),)](_u8(e), _u8(sm), _u8(b1), _u8(b0), out, n, BLOCK=BLOCK)
     return out

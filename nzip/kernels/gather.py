@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidInputError
-from . import triton_available, use_kernel
+from . import on_device, triton_available, use_kernel
 
 BN, BD = 64, 32
 
@@ -73,8 +73,9 @@ def rvq(codes, codebooks, *, kernel: bool | None = None) -> torch.Tensor:
     _, k, d = codebooks.shape
     out = torch.empty((n, d), dtype=torch.float32, device=codes.device)
     if n:
-        _rvq_kernel[(triton.cdiv(n, BN), triton.cdiv(d, BD))](
-            codes.contiguous(), codebooks.float().contiguous(), out, n, stages, k, d, BN=BN, BD=BD)
+        with on_device(out.device):
+            _rvq_kernel[(triton.cdiv(n, BN), triton.cdiv(d, BD))](
+                codes.contiguous(), codebooks.float().contiguous(), out, n, stages, k, d, BN=BN, BD=BD)
     return out
 
 
@@ -95,6 +96,7 @@ def pq(codes, codebooks, *, kernel: bool | None = None) -> torch.Tensor:
     out = torch.empty((n, m * ds), dtype=codebooks.dtype, device=codes.device)
     if n and ds:
         bd = max(16, triton.next_power_of_2(ds))
-        _pq_kernel[(triton.cdiv(n, BN), m)](codes.contiguous(), codebooks.contiguous(), out, n, m, k, ds,
-                                            BN=BN, BD=bd)
+        with on_device(out.device):
+            _pq_kernel[(triton.cdiv(n, BN), m)](codes.contiguous(), codebooks.contiguous(), out, n, m, k, ds,
+                                                BN=BN, BD=bd)
     return out

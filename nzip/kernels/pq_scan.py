@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import triton_available, use_kernel
+from . import on_device, triton_available, use_kernel
 
 BQ, BN = 16, 128
 SLICE_KEYS = 1 << 25  # keys per slice (256 MiB of int64)
@@ -85,8 +85,9 @@ def topk(codes: torch.Tensor, offs, lut: torch.Tensor, k: int, *, kernel: bool |
         keys = torch.empty((nq, w), dtype=torch.int64, device=dev)
         grid = (triton.cdiv(w, BN), triton.cdiv(nq, BQ))
         sc = lut if scale is None else scale.to(torch.float32).contiguous()
-        _scan_kernel[grid](codes, offs_t, lut, sc, keys, nq, n, n0, w, m, lut_w, BQ=BQ, BN=BN,
-                           SCALED=scale is not None)
+        with on_device(keys.device):
+            _scan_kernel[grid](codes, offs_t, lut, sc, keys, nq, n, n0, w, m, lut_w, BQ=BQ, BN=BN,
+                               SCALED=scale is not None)
         cand = torch.cat([best, keys], dim=1)
         best = torch.topk(cand, min(k, cand.shape[1]), dim=1, sorted=True).values
     ids, scores = _decode_keys(best)

@@ -20,7 +20,7 @@ import torch
 
 from ..entropy import coder as C
 from ..errors import InvalidInputError
-from . import triton_available, use_kernel
+from . import on_device, triton_available, use_kernel
 
 ROWS = 16  # blocks per program
 
@@ -224,7 +224,8 @@ def _prepare(group: list[_Job], device, has_ctx: bool) -> _Prepared:
 
 def _run(pr: _Prepared) -> np.ndarray:
     """The kernel itself; returns the blocks' status words (on the host)."""
-    _rans_kernel[(pr.grid,)](*pr.args, ROWS=ROWS, HAS_CTX=pr.has_ctx)
+    with on_device(pr.status.device):
+        _rans_kernel[(pr.grid,)](*pr.args, ROWS=ROWS, HAS_CTX=pr.has_ctx)
     return pr.status.cpu().numpy()
 
 
