@@ -11,6 +11,8 @@ Phases (each resumable; the state lives in --work, default out/vqgan):
     python scripts/train_vqgan.py main --steps 6000        # autoencoder + 4096-code EMA codebook
     python scripts/train_vqgan.py levels                   # k-means codebooks 1024/512/256/64 (+16 ctx)
     python scripts/train_vqgan.py finetune --steps 2000    # shared decoder, a random level per batch
+                                                           #   (--decoder-only: the encoder stays, so
+                                                           #   the prior and restorer stay valid)
     python scripts/train_vqgan.py prior                    # context tables of the index prior (of the
                                                            #   grids sent at --rdo, --rounds 2)
     python scripts/train_vqgan.py export                   # nzip/pretrained/vqgan-f16.safetensors
@@ -197,7 +199,10 @@ def train(args, phase: str) -> None:
         model = load_model(Path(args.init)) if args.init else VQAutoencoder()
     model.train()
     model.to(dev, memory_format=torch.channels_last)
-    params = list(model.encoder.parameters()) + list(model.decoder.parameters())
+    frozen = phase == "finetune" and args.decoder_only
+    if frozen:  # the encoder and codebooks stay: the grids, prior tables and restorer remain valid
+        model.encoder.requires_grad_(False)
+    params = list(model.decoder.parameters()) + ([] if frozen else list(model.encoder.parameters()))
     lr = args.lr if args.lr else (3e-4 if phase == "main" else 1e-4)
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
     budget = Budget(args, step)
@@ -227,7 +232,7 @@ def train(args, phase: str) -> None:
                 for g in opt.param_groups:
                     g["lr"] = lr * min(1.0, (step - budget.start + 1) / 100) * Budget.cosine(budget.progress(step))
             x = data.batch(args.batch)
-            with torch.autocast(dev.type, dtype=torch.bfloat16):
+            with torch.autocast(dev.type, dtype=torch.bfloat16), torch.set_grad_enabled(not frozen):
                 z = model.latents(x)
             if phase == "main":
                 book = model.codebook
@@ -664,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="prior: rounds of choosing grids with --rdo and recounting (0: nearest codes' counts)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", help="cpu or cuda (default: cuda where there is one)")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="finetune: train the decoder alone (the encoder, codebooks, prior and restorer stay valid)")
     ap.add_argument("--minutes", type=float, help="main/finetune/restore: stop after this long (cosine lr over it)")
     a = ap.parse_args(argv)
     if a.phase in ("main", "finetune"):
