@@ -180,6 +180,9 @@ def _on_sigterm(signum, frame) -> None:
     raise _Terminated
 
 
+_STORAGE_MODULES = {"botocore", "aiobotocore", "s3fs", "gcsfs", "google", "fsspec", "adlfs", "azure"}
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
@@ -225,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:  # a bug or an input nzip did not foresee: one line, no traceback
         import os
+
+        if type(exc).__module__.split(".")[0] in _STORAGE_MODULES:  # s3fs/botocore: credentials, buckets
+            print(f"nzip: error: storage: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                  file=sys.stderr)
+            return 74
 
         if os.environ.get("NZIP_DEBUG"):
             raise

@@ -68,9 +68,10 @@ class Codec(ABC):
         """Refuse an output path the decoded item cannot be written to, before decoding it."""
         import os
 
-        if self.out_suffixes and not os.fspath(path).lower().endswith(self.out_suffixes):
+        path = os.fspath(path)
+        if self.out_suffixes and not path.lower().endswith(self.out_suffixes):
             raise InvalidInputError(f"{self.name} writes {' or '.join(self.out_suffixes)} files: name the output "
-                                    f"so, not {os.path.basename(os.fspath(path))}")
+                                    f"so, not {os.path.basename(path) or path}")
 
     def read_rows(self, container: Item, selection: Any) -> Any:
         """Rows of the decoded item (a selection over its first axis), decoding only what they

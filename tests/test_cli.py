@@ -59,6 +59,7 @@ def test_bad_input_one_line_no_output(tmp_path, case):
     elif case == "not_npy":
         (tmp_path / "t.npy").write_text("hello")
         r = nzip("encode", tmp_path / "t.npy", out)
+        assert "not a .npy file" in r.stderr and "pickle" not in r.stderr  # (numpy's word for any file)
     else:
         r = nzip("encode", tmp_path / "a.npy", tmp_path / "a.npy")
         assert np.array_equal(np.load(tmp_path / "a.npy"), a)
@@ -115,3 +116,26 @@ def test_sigterm_removes_partial_outputs(tmp_path, monkeypatch, capsys):
     finally:
         signal.signal(signal.SIGTERM, old)
     assert sorted(os.listdir(tmp_path)) == ["a.npy"]
+
+
+def test_storage_errors_and_folder_outputs_are_named(tmp_path, monkeypatch, capsys):
+    from nzip import cli
+
+    np.save(tmp_path / "a.npy", np.arange(10))
+    assert cli.main(["encode", str(tmp_path / "a.npy"), str(tmp_path / "a.nz")]) == 0
+    capsys.readouterr()
+    assert cli.main(["decode", str(tmp_path / "a.nz"), str(tmp_path / "sub") + "/"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("nzip: error:") and "not " + str(tmp_path / "sub") + "/" in err  # (was blank)
+
+    class NoCredentialsError(Exception):  # what botocore raises without credentials
+        pass
+
+    NoCredentialsError.__module__ = "botocore.exceptions"
+
+    def fail(*a, **k):
+        raise NoCredentialsError("Unable to locate credentials")
+
+    monkeypatch.setattr(cli, "_cmd_encode", fail)
+    assert cli.main(["encode", str(tmp_path / "a.npy"), "s3://bucket/a.nz"]) == 74
+    assert capsys.readouterr().err == "nzip: error: storage: NoCredentialsError: Unable to locate credentials\n"

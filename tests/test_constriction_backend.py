@@ -84,3 +84,38 @@ def test_bad_input_is_refused():
         CB.RangeDecoder(b"abc")
     with pytest.raises(InvalidInputError):
         CB.RangeDecoder(b"").decode(f)  # one table needs n
+
+
+def test_one_shared_table_codes_without_a_row_per_symbol_and_bad_streams_are_corrupt():
+    # a 1-D table is one model for all symbols (a row per symbol took 4.9 GiB here)
+    sym = np.arange(10000) % 65536
+    enc = CB.RangeEncoder()
+    enc.encode(sym, np.ones(1 << 16, np.int64))
+    assert np.array_equal(CB.RangeDecoder(enc.finish()).decode(np.ones(1 << 16, np.int64), 10000), sym)
+    with pytest.raises(CorruptDataError):
+        CB.RangeDecoder(b"\xff" * 8).decode(np.array([1 << 14, 1 << 14, 1 << 15]), 10)
+    with pytest.raises(InvalidInputError, match="non-negative"):
+        CB.RangeDecoder(b"").decode(np.array([1 << 14, 1 << 14, 1 << 15]), -1)
+
+
+@pytest.mark.parametrize("coders", [(CB.RangeEncoder, CB.RangeDecoder), (CB.AnsEncoder, CB.AnsDecoder)])
+def test_indexed_values_are_coded_in_slices_with_the_same_bytes(coders, monkeypatch):
+    rng = np.random.default_rng(3)
+    T = E.IndexedTables.gaussian()
+    ix = rng.integers(0, T.num_tables, 5000)
+    vals = np.clip(np.rint(rng.normal(0, 3, ix.size)).astype(np.int64), T.offsets[ix], T.offsets[ix] + T.lengths[ix] - 2)
+    blobs = []
+    for rows_bytes in (CB.ROWS_BYTES, 8 * T.cdfs.shape[1] * 333):  # one slice, then 16 slices
+        monkeypatch.setattr(CB, "ROWS_BYTES", rows_bytes)
+        enc = coders[0]()
+        enc.encode(np.array([1, 0]), np.array([2, 2]))
+        enc.encode_indexed(vals, ix, T)
+        blobs.append(enc.finish())
+        dec = coders[1](blobs[-1])
+        if coders[0] is CB.RangeEncoder:
+            assert list(dec.decode(np.array([2, 2]), 2)) == [1, 0]
+            assert np.array_equal(dec.decode_indexed(ix, T), vals)
+        else:  # a stack: the last call first
+            assert np.array_equal(dec.decode_indexed(ix, T), vals)
+            assert list(dec.decode(np.array([2, 2]), 2)) == [1, 0]
+    assert blobs[0] == blobs[1]

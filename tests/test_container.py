@@ -227,6 +227,29 @@ def test_damaged_metadata_of_a_directory_item(tmp_path):
         nzip.decode(tmp_path / "b.zarr")
 
 
+def test_forged_array_params_are_corrupt_not_wrong(tmp_path):
+    """array/rans checks its metadata against the stored array: an unknown predictor (it returned
+    the residuals), a source dtype or shape the array does not have, a chunk that is not a number."""
+    a = _arr((20, 30), seed=3)
+    nzip.encode(a, tmp_path / "a.zarr", codec="array/rans", chunk=90, predict="med")
+    meta = json.loads((tmp_path / "a.zarr" / "zarr.json").read_text())
+    forged = {"predict": ("params", "predict", "bogus"), "chunk": ("params", "chunk", "abc"),
+              "dtype": ("source", "dtype", "i2"), "float": ("source", "dtype", "f8"),
+              "shape": ("source", "shape", [30, 20])}
+    for part, key, value in forged.values():
+        shutil.rmtree(tmp_path / "b.zarr", ignore_errors=True)
+        shutil.copytree(tmp_path / "a.zarr", tmp_path / "b.zarr")
+        m = json.loads(json.dumps(meta))
+        m["attributes"]["nzip"][part][key] = value
+        (tmp_path / "b.zarr" / "zarr.json").write_text(json.dumps(m))
+        with pytest.raises(CorruptDataError):
+            nzip.decode(tmp_path / "b.zarr")
+        with nzip.open(tmp_path / "b.zarr") as it, pytest.raises(CorruptDataError):
+            it.rows(slice(2, 5))
+    with nzip.open(tmp_path / "a.zarr") as it:
+        assert np.array_equal(it.rows(slice(2, 5)), a[2:5])
+
+
 def test_truncated_and_foreign_files(tmp_path):
     a = _arr()
     nzip.encode(a, tmp_path / "a.nz", codec="array/rans")

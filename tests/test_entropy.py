@@ -794,3 +794,37 @@ def test_varint_runs_match_one_at_a_time():
         one = outcome(lambda r=r, c=count, lim=limit: [r.uvarint(lim) for _ in range(c)])
         run = outcome(lambda d=data, c=count, lim=limit: Reader(d, "blob").uvarints(c, lim).tolist())
         assert run == one, (data, run, one)
+
+
+def test_given_tables_and_indexed_values_are_checked_before_coding():
+    """What encode accepts, decode accepts: tables longer than the dtype holds, frequencies that
+    overflow int64, values outside int32 and supports holding the escape marker are refused."""
+    with pytest.raises(InvalidInputError, match="int8 holds values up to 127"):
+        E.encode(np.array([0, 1, 2], np.int8), np.ones(256, np.int64))
+    with pytest.raises(InvalidInputError, match="bool holds"):
+        E.encode(np.array([True, False]), np.array([1, 1, 1, 1]))
+    with pytest.raises(InvalidInputError, match="one frequency alone"):
+        E.encode(np.array([0, 1] * 50), np.array([2**63 + 2**15] * 2, np.uint64))
+    # trailing zeros are symbols that never occur: trimmed, and the blob decodes
+    f = np.r_[np.full(4, 1 << 14), np.zeros(252, np.int64)]
+    assert np.array_equal(E.decode(E.encode(np.array([0, 1, 3], np.int8), f)), [0, 1, 3])
+    T = E.IndexedTables.gaussian()
+    with pytest.raises(InvalidInputError, match="int32"):
+        E.encode_indexed(np.array([2**40, 5], np.int64), np.array([5, 5]), T)
+    with pytest.raises(InvalidInputError, match="indexes"):
+        E.encode_indexed(np.array([1]), np.array([2**32 + 1]), T)
+    big = np.array([-2**31 + 1, 2**31 - 1, 0], np.int64)
+    assert np.array_equal(E.decode_indexed(E.encode_indexed(big, np.array([5, 5, 0]), T), np.array([5, 5, 0]), T), big)
+    for offsets in ([-2**31], [2**40]):
+        with pytest.raises(InvalidInputError, match="support"):
+            E.IndexedTables.from_pmfs([np.array([.5, .5])], np.array(offsets))
+    with pytest.raises(InvalidInputError, match="num_contexts"):
+        E.encode_context(np.array([0, 1, 1]), np.array([0, 1, 0]), 2.0)
+    bad = [lambda: E.IndexedTables.gaussian(np.array([])), lambda: E.IndexedTables.gaussian(np.array([np.nan])),
+           lambda: E.IndexedTables.gaussian(None, 0.0), lambda: E.IndexedTables.laplace(None, 1.5),
+           lambda: E.IndexedTables.from_pmfs([np.array([[.5, .5]])], np.array([0])),
+           lambda: E.IndexedTables.from_pmfs([], np.array([], np.int64)),
+           lambda: E.IndexedTables.gaussian(np.array([1e8]))]  # (asked for 9 GiB)
+    for make in bad:
+        with pytest.raises(InvalidInputError):
+            make()

@@ -114,21 +114,33 @@ class ArrayRans(Codec):
         return part[np.asarray(want) - start]
 
     def _source(self, container: Item) -> tuple[tuple[int, ...], np.dtype]:
+        """The item's shape and dtype, checked against the stored array and the codec's params (a
+        forged or damaged metadata is a CorruptDataError, never a wrong array)."""
         from ..errors import CorruptDataError
 
-        src = container.source
+        src, params = container.source, container.params
+        arr = container.array("symbols")
+        stored = tuple(int(n) for n in arr.shape)
         try:
-            shape = tuple(int(n) for n in src["shape"])
-            dtype = np.dtype(src["dtype"])
-        except (KeyError, TypeError, ValueError):
-            raise CorruptDataError(f"{container.path}: bad source shape or dtype in the metadata") from None
-        if min(shape, default=0) < 0:
-            raise CorruptDataError(f"{container.path}: negative source shape {list(shape)}")
+            shape = tuple(int(n) for n in src.get("shape", stored))
+            dtype = np.dtype(src.get("dtype", arr.dtype))
+            chunk = int(params.get("chunk", DEFAULT_CHUNK))
+        except (TypeError, ValueError, OverflowError):
+            raise CorruptDataError(f"{container.path}: bad source shape, dtype or chunk in the metadata") from None
+        if min(shape, default=0) < 0 or stored != (shape or (1,)):
+            raise CorruptDataError(f"{container.path}: source shape {list(shape)} does not match the stored "
+                                   f"array's {list(stored)}")
+        if dtype.kind not in "biu" or dtype.itemsize != np.dtype(arr.dtype).itemsize:  # (signedness may differ)
+            raise CorruptDataError(f"{container.path}: source dtype {dtype} does not match the stored {arr.dtype}")
+        if params.get("predict", "none") not in PREDICTORS or chunk < 1:
+            raise CorruptDataError(f"{container.path}: unknown predictor {params.get('predict')!r} or "
+                                   f"chunk {chunk} in the metadata")
         return shape, dtype
 
     @staticmethod
     def _med_rows(container: Item, shape: tuple[int, ...]) -> int:
-        """Rows per chunk (each chunk's first row is predicted from the left only)."""
+        """Rows per chunk (each chunk's first row is predicted from the left only); the chunk param
+        was checked by ``_source``."""
         return max(1, min(shape[0], int(container.params.get("chunk", DEFAULT_CHUNK)) // (math.prod(shape[1:]) or 1)))
 
     def _unpredict(self, container: Item, out: np.ndarray, shape, dtype: np.dtype) -> np.ndarray:
@@ -142,18 +154,8 @@ class ArrayRans(Codec):
         return out if dtype.isnative else out.astype(dtype)  # the input's byte order back
 
     def decode(self, container: Item, progress=None, device: str = "cpu") -> np.ndarray:
-        from ..errors import CorruptDataError
-
-        src = container.source
+        shape, dtype = self._source(container)
         out = container.read("symbols")
-        try:
-            shape = tuple(int(n) for n in src.get("shape", out.shape))
-            dtype = np.dtype(src.get("dtype", out.dtype))
-        except (TypeError, ValueError):
-            raise CorruptDataError(f"{container.path}: bad source shape or dtype in the metadata") from None
-        if math.prod(shape) != out.size or min(shape, default=0) < 0:
-            raise CorruptDataError(f"{container.path}: source shape {list(shape)} does not match the "
-                                   f"stored {out.size} values")
         if progress is not None:
             progress(out.size)
         return self._unpredict(container, out.reshape(shape), shape, dtype)

@@ -196,7 +196,15 @@ def encode(symbols, freqs=None, *, lanes: int | None = None, block: int | None =
         table = np.asarray(freqs)
         if table.ndim != 1 or table.dtype.kind not in "iu" or np.any(table < 0):
             raise InvalidInputError("freqs must be a 1-D array of non-negative integers")
-        table = table.astype(np.int64)
+        if table.size and int(table.max()) > 1 << MAX_PRECISION:
+            raise InvalidInputError(f"freqs must sum to a power of two 2**P with P in 1..{MAX_PRECISION}; "
+                                    f"one frequency alone is {int(table.max())}")
+        table = np.trim_zeros(table.astype(np.int64), "b")  # symbols past the last nonzero never occur
+        top = _DTYPE_RANGE[_DTYPE_CODE[a.dtype]][1]
+        if len(table) - 1 > min(top, MAX_ALPHABET - 1):
+            raise InvalidInputError(f"freqs gives symbol {len(table) - 1} a frequency, but "
+                                    + (f"{a.dtype} holds values up to {top}" if len(table) - 1 > top
+                                       else f"a table holds at most {MAX_ALPHABET} symbols"))
         total = int(table.sum())
         prec = total.bit_length() - 1
         if total != 1 << prec or not 1 <= prec <= MAX_PRECISION:
@@ -582,7 +590,7 @@ def _unshift(out: np.ndarray, offset: int, dtype: np.dtype) -> np.ndarray:
 def encode_indexed(values, indexes, tables: IndexedTables, *, lanes: int | None = None,
                    block: int | None = None) -> bytes:
     """Code ``values[i]`` with table ``indexes[i]`` of ``tables``. Values outside a table's support
-    are coded as its escape symbol plus the exact value in a side stream (any int32 works).
+    are coded as its escape symbol plus the exact value in a side stream (any int32 but -2**31).
 
     The tables do not travel in the blob (they are the model's); their fingerprint does, so
     decoding with other tables is refused instead of producing garbage."""
@@ -592,6 +600,10 @@ def encode_indexed(values, indexes, tables: IndexedTables, *, lanes: int | None 
         raise InvalidInputError("values and indexes must be integer arrays")
     if v.shape != ix.shape:
         raise InvalidInputError(f"values {v.shape} and indexes {ix.shape} differ in shape")
+    if v.size and (int(v.min()) <= -(1 << 31) or int(v.max()) >= 1 << 31):
+        raise InvalidInputError("values must lie in -2**31+1..2**31-1 (int32; -2**31 marks escapes)")
+    if ix.size and (int(ix.min()) < 0 or int(ix.max()) >= tables.num_tables):
+        raise InvalidInputError(f"indexes must lie in 0..{tables.num_tables - 1}")
     v = np.ascontiguousarray(v.reshape(-1).astype(np.int32, copy=False))
     ix = np.ascontiguousarray(ix.reshape(-1).astype(np.int32, copy=False))
     n = v.size
@@ -705,8 +717,10 @@ def encode_context(symbols, contexts, num_contexts: int, *, lanes: int | None = 
         raise InvalidInputError("symbols and contexts must be integer arrays")
     if a.shape != cx.shape:
         raise InvalidInputError(f"{a.size} symbols but {cx.size} contexts")
-    if not 1 <= num_contexts <= MAX_CONTEXTS:
-        raise InvalidInputError(f"num_contexts must be in 1..{MAX_CONTEXTS}")
+    if isinstance(num_contexts, bool) or not isinstance(num_contexts, (int, np.integer)) \
+            or not 1 <= num_contexts <= MAX_CONTEXTS:
+        raise InvalidInputError(f"num_contexts must be an integer in 1..{MAX_CONTEXTS}")
+    num_contexts = int(num_contexts)
     n = a.size
     if n == 0:
         return bytes(_header(EMPTY, np.dtype(np.uint16), 0))
@@ -845,7 +859,8 @@ def check_contexts(cx: np.ndarray, nctx: int) -> None:
 
 
 def decode_context(data: bytes | memoryview, contexts, *, what: str = "entropy blob") -> np.ndarray:
-    """Decode a blob from :func:`encode_context` given the same contexts (uint16 symbols)."""
+    """Decode a blob from :func:`encode_context` given the same contexts: uint8 symbols where the
+    alphabet fits a byte, else uint16 (cast as needed)."""
     cx = np.ascontiguousarray(np.asarray(contexts).reshape(-1))
     p = parse_context(data, cx.size, what=what)
     return np.empty(0, dtype=np.uint16) if p.kind == EMPTY else p.decode(cx)

@@ -48,15 +48,26 @@ def _probabilities(freqs) -> np.ndarray:
     return f.astype(np.float64) / np.asarray(total, dtype=np.float64)[..., None]
 
 
-def _indexed_probabilities(indexes, tables: IndexedTables) -> tuple[np.ndarray, np.ndarray]:
+ROWS_BYTES = 32 << 20  # per-symbol probability rows are built (and coded) this many bytes at a time
+
+
+def _indexed_check(indexes, tables: IndexedTables) -> np.ndarray:
     ix = np.asarray(indexes).reshape(-1)
     if ix.dtype.kind not in "iu":
         raise InvalidInputError("indexes must be integers")
     if ix.size and (int(ix.min()) < 0 or int(ix.max()) >= tables.num_tables):
         raise InvalidInputError(f"indexes must lie in 0..{tables.num_tables - 1}")
+    return ix.astype(np.int64)
+
+
+def _indexed_rows(ix: np.ndarray, tables: IndexedTables):
+    """(start, probability rows) of the symbols with table indexes ``ix``, a slice at a time (one
+    row per symbol would be n x max_len float64 at once)."""
     pmf = np.diff(tables.cdfs.astype(np.int64), axis=1)
     pmf[np.arange(pmf.shape[1])[None, :] >= tables.lengths[:, None]] = 0
-    return ix.astype(np.int64), pmf[ix].astype(np.float64) / float(1 << tables.precision)
+    probs = pmf.astype(np.float64) / float(1 << tables.precision)
+    step = max(1, ROWS_BYTES // (8 * probs.shape[1]))
+    return [(i, probs[ix[i:i + step]]) for i in range(0, ix.size, step)]
 
 
 def _symbols(symbols, alphabet: int) -> np.ndarray:
@@ -87,13 +98,11 @@ class _Encoder:
         self._coder = self._make(c)
 
     def _put(self, sym: np.ndarray, probs: np.ndarray) -> None:
-        if probs.ndim == 1:
-            probs = np.broadcast_to(probs, (sym.size, probs.size))
-        probs = np.ascontiguousarray(probs)
-        if self._reverse:
-            self._coder.encode_reverse(sym, self._model, probs)
+        put = self._coder.encode_reverse if self._reverse else self._coder.encode
+        if probs.ndim == 1:  # one concrete model for all (the same bytes as a row per symbol)
+            put(sym, _constriction().stream.model.Categorical(probs, perfect=False))
         else:
-            self._coder.encode(sym, self._model, probs)
+            put(sym, self._model, np.ascontiguousarray(probs))
 
     def encode(self, symbols, freqs) -> None:
         """Code symbols under one table (1-D freqs) or a table per symbol (2-D, one row each)."""
@@ -106,10 +115,12 @@ class _Encoder:
 
     def encode_indexed(self, values, indexes, tables: IndexedTables) -> None:
         """Code values[i] with table indexes[i] (values must lie inside the table's range)."""
-        ix, probs = _indexed_probabilities(indexes, tables)
+        ix = _indexed_check(indexes, tables)
         sym = _indexed_symbols(values, ix, tables)
-        if sym.size:
-            self._put(sym, probs)
+        parts = _indexed_rows(ix, tables)
+        # a stack codes each call in reverse: slices go last first, so the whole reads back in order
+        for i, probs in reversed(parts) if self._reverse else parts:
+            self._put(sym[i:i + len(probs)], probs)
 
     def finish(self) -> bytes:
         return self._coder.get_compressed().astype("<u4").tobytes()
@@ -124,30 +135,38 @@ class _Decoder:
         words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
         self._coder = self._make(c, words)
 
-    def _get(self, probs: np.ndarray) -> np.ndarray:
+    def _get(self, probs: np.ndarray, n: int | None = None) -> np.ndarray:
         try:
+            if n is not None:  # one concrete model for n symbols
+                model = _constriction().stream.model.Categorical(probs, perfect=False)
+                return np.asarray(self._coder.decode(model, n))
             return np.asarray(self._coder.decode(self._model, np.ascontiguousarray(probs)))
-        except (ValueError, RuntimeError) as e:  # constriction reports exhausted/invalid streams so
-            raise CorruptDataError(f"constriction stream is corrupt ({e})") from None
+        except (ValueError, RuntimeError, AssertionError) as e:  # constriction reports exhausted or
+            raise CorruptDataError(f"constriction stream is corrupt ({e})") from None  # invalid streams so
 
     def decode(self, freqs, n: int | None = None) -> np.ndarray:
         """Decode n symbols under one table, or one symbol per row of a 2-D table."""
         probs = _probabilities(freqs)
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0):
+            raise InvalidInputError(f"n must be a non-negative integer, got {n!r}")
         if probs.ndim == 1:
             if n is None:
                 raise InvalidInputError("decode with one table needs the number of symbols n")
-            probs = np.broadcast_to(probs, (int(n), probs.size))
-        elif n is not None and n != probs.shape[0]:
+            if n == 0:
+                return np.empty(0, dtype=np.int32)
+            return self._get(probs, int(n)).astype(np.int32)
+        if n is not None and n != probs.shape[0]:
             raise InvalidInputError(f"n={n} but {probs.shape[0]} tables")
         if probs.shape[0] == 0:
             return np.empty(0, dtype=np.int32)
         return self._get(probs).astype(np.int32)
 
     def decode_indexed(self, indexes, tables: IndexedTables) -> np.ndarray:
-        ix, probs = _indexed_probabilities(indexes, tables)
+        ix = _indexed_check(indexes, tables)
         if ix.size == 0:
             return np.empty(0, dtype=np.int32)
-        return (self._get(probs).astype(np.int64) + tables.offsets[ix]).astype(np.int32)
+        sym = np.concatenate([self._get(probs).astype(np.int64) for _, probs in _indexed_rows(ix, tables)])
+        return (sym + tables.offsets[ix]).astype(np.int32)
 
 
 class RangeEncoder(_Encoder):

@@ -138,9 +138,16 @@ class IndexedTables:
     def __post_init__(self) -> None:
         cdfs = np.ascontiguousarray(self.cdfs, dtype=np.int32)
         lengths = np.ascontiguousarray(self.lengths, dtype=np.int32)
-        offsets = np.ascontiguousarray(self.offsets, dtype=np.int32)
+        raw = np.asarray(self.offsets)
+        if raw.dtype.kind not in "iu":
+            raise InvalidInputError("offsets must be integers")
+        offsets = np.ascontiguousarray(raw, dtype=np.int32)
         if cdfs.ndim != 2 or lengths.shape != (cdfs.shape[0],) or offsets.shape != lengths.shape:
             raise InvalidInputError("indexed tables need cdfs (K, L+1), lengths (K,), offsets (K,)")
+        wide = raw.astype(np.int64) if raw.dtype != np.uint64 else np.minimum(raw, 1 << 62).astype(np.int64)
+        if raw.size and (int(wide.min()) <= -(1 << 31) or int((wide + lengths - 2).max()) >= 1 << 31):
+            raise InvalidInputError("every table's support must lie in -2**31+1..2**31-1 (int32; "
+                                    "-2**31 marks escapes)")
         if not 1 <= self.precision <= MAX_PRECISION:
             raise InvalidInputError(f"precision must be in 1..{MAX_PRECISION}")
         if np.any(lengths < 2) or np.any(lengths + 1 > cdfs.shape[1]):
@@ -183,6 +190,15 @@ class IndexedTables:
         hand the PMFs here once, and store the resulting integers with the model.
         """
         k = len(pmfs)
+        if k == 0:
+            raise InvalidInputError("from_pmfs needs at least one PMF")
+        pmfs = [np.asarray(p, dtype=np.float64) for p in pmfs]
+        for p in pmfs:
+            if p.ndim != 1 or not p.size or not np.all(np.isfinite(p)) or np.any(p < 0):
+                raise InvalidInputError("every PMF must be a non-empty 1-D array of finite, non-negative numbers")
+            if p.size + 1 > 1 << precision:
+                raise InvalidInputError(f"a PMF over {p.size} values (plus the escape) does not fit "
+                                        f"precision {precision}: every symbol needs a frequency >= 1")
         if tail_masses is None:
             tail_masses = [max(0.0, 1.0 - float(np.sum(p))) for p in pmfs]
         lengths = np.array([len(p) + 1 for p in pmfs], dtype=np.int32)
@@ -194,7 +210,7 @@ class IndexedTables:
             freqs = quantize_counts(mass, precision)
             cdfs[i, : lengths[i] + 1] = cumulative(freqs)
             cdfs[i, lengths[i] + 1 :] = 1 << precision
-        return cls(cdfs, lengths, np.asarray(offsets, dtype=np.int32), precision)
+        return cls(cdfs, lengths, np.asarray(offsets), precision)
 
     @classmethod
     def gaussian(
@@ -213,8 +229,16 @@ class IndexedTables:
     @classmethod
     def _family(cls, kind: str, scales, tail_mass: float, precision: int) -> IndexedTables:
         scales = default_scale_grid() if scales is None else np.asarray(scales, dtype=np.float64)
-        if scales.ndim != 1 or np.any(scales <= 0):
-            raise InvalidInputError("scales must be a 1-D array of positive numbers")
+        if scales.ndim != 1 or not scales.size or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+            raise InvalidInputError("scales must be a non-empty 1-D array of finite positive numbers")
+        try:
+            tail_mass = float(tail_mass)
+        except (TypeError, ValueError):
+            tail_mass = math.nan
+        if not 0 < tail_mass < 1:
+            raise InvalidInputError("tail_mass must be a number strictly between 0 and 1")
+        if not 1 <= precision <= MAX_PRECISION:
+            raise InvalidInputError(f"precision must be in 1..{MAX_PRECISION}")
         pmfs, offsets, tails = [], [], []
         for s in scales:
             if kind == "gaussian":
@@ -224,6 +248,9 @@ class IndexedTables:
                 cdf = lambda v, s=s: np.where(v < 0, 0.5 * np.exp(v / s), 1 - 0.5 * np.exp(-v / s))  # noqa: E731
                 radius = int(math.ceil(-s * math.log(tail_mass)))
             radius = max(radius, 1)
+            if 2 * radius + 2 > 1 << precision:
+                raise InvalidInputError(f"scale {s:g} needs {2 * radius + 2} symbols, more than precision "
+                                        f"{precision} gives every symbol (2**{precision}); use smaller scales")
             v = np.arange(-radius, radius + 1, dtype=np.float64)
             pmf = cdf(v + 0.5) - cdf(v - 0.5)
             pmfs.append(pmf)

@@ -15,7 +15,14 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
     except FileNotFoundError:
         raise InvalidInputError(f"{path} does not exist") from None
     except (ValueError, OSError, EOFError) as exc:
-        raise InvalidInputError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        try:
+            with open(path, "rb") as f:
+                if f.read(6) != b"\x93NUMPY":  # numpy calls any other file "pickled data"
+                    why = "no NumPy header: not a .npy file"
+        except OSError:
+            pass
+        raise InvalidInputError(f"{path}: not a readable .npy array ({why})") from None
 
 
 def write_npy(a: np.ndarray, path: str | os.PathLike, overwrite: bool = False) -> None:
