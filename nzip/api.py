@@ -82,6 +82,14 @@ def _check_device(device: Any) -> None:
 
     if not re.fullmatch(r"cpu|cuda(:\d+)?", str(device)):  # a name, or a torch.device (its str is one)
         raise InvalidInputError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if str(device) != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"device {str(device)!r}: CUDA is not available here (use 'cpu')")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise InvalidInputError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
 def _raw_bytes(source: dict[str, Any]) -> int:

@@ -59,8 +59,15 @@ def _human(n: float) -> str:
     return str(n)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors in nzip's one line (argparse prints the usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"nzip: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nzip", description="Compress the data of machine learning.")
+    p = _Parser(prog="nzip", description="Compress the data of machine learning.")
     p.add_argument("--version", action="version", version=f"nzip {__import__('nzip').__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 

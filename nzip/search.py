@@ -204,9 +204,11 @@ class Index:
     """An embedding container's codes decoded once, for repeated searches."""
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
+        from .api import _check_device
         from .codecs.embedding_pq import load_index
         from .kernels import use_kernel
 
+        _check_device(device)
         self.path = os.fspath(path)
         self.device = device
         self._codes_dev = None
@@ -234,11 +236,19 @@ class Index:
                                     f"{self.dim}-d vectors")
         if q.dtype.kind != "f" or not np.isfinite(q).all():
             raise InvalidInputError("queries must be finite floats")
-        if not 1 <= k:
-            raise InvalidInputError(f"k must be >= 1, got {k}")
+        for name, v in (("k", k), ("rerank_factor", rerank_factor)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise InvalidInputError(f"{name} must be a positive int, got {v!r}")
         k_eff = min(k, self.n)
-        depth = k_eff if rerank is None else min(self.n, k_eff * max(1, rerank_factor))
-        lut, offs = self.pq.tables(q.astype(np.float32))
+        depth = k_eff if rerank is None else min(self.n, k_eff * rerank_factor)
+        with np.errstate(over="ignore", invalid="ignore"):
+            q32 = q.astype(np.float32)
+            lut, offs = self.pq.tables(q32) if np.isfinite(q32).all() else (None, None)
+        # a score sums one table entry per stage: it must stay finite in float32, or the scan ranks
+        # inf/NaN rows as missing (id -1)
+        if lut is None or not np.isfinite(lut).all() or \
+                float(np.abs(lut).max(initial=0)) * len(offs) >= float(np.finfo(np.float32).max) / 4:
+            raise InvalidInputError("queries too large: their scores overflow float32 (scale them down)")
         if self._kernel:
             ids, scores = self._scan_device(lut, offs, depth)
         else:
@@ -284,9 +294,6 @@ def open_index(path: str | os.PathLike, device: str = "cpu") -> Index:
 def search(path: str | os.PathLike, queries, k: int = 10, *, rerank: Any = None,
            rerank_factor: int = 10, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Top-k (ids, scores) of each query over an embedding container's compressed codes."""
-    from .api import _check_device
-
-    _check_device(device)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise InvalidInputError(f"k must be a positive int, got {k!r}")
     return Index(path, device).search(queries, k, rerank=rerank, rerank_factor=rerank_factor)

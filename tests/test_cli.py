@@ -139,3 +139,10 @@ def test_storage_errors_and_folder_outputs_are_named(tmp_path, monkeypatch, caps
     monkeypatch.setattr(cli, "_cmd_encode", fail)
     assert cli.main(["encode", str(tmp_path / "a.npy"), "s3://bucket/a.nz"]) == 74
     assert capsys.readouterr().err == "nzip: error: storage: NoCredentialsError: Unable to locate credentials\n"
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    for args in (["encode", "a.npy", "o.nz", "--bytes", "abc"], ["encode", "a.npy"], ["bogus"]):
+        r = nzip(*args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("nzip: error:") and "--help" in r.stderr

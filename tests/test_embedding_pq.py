@@ -184,6 +184,39 @@ def test_bad_input(tmp_path):
         nzip.search(tmp_path / "i.nz", np.ones((1, 32), np.float32))
 
 
+def test_params_queries_and_inputs_a_user_gets_wrong(tmp_path):
+    """Found by an audit: huge queries returned ids -1, parameters out of range were numpy's
+    ValueErrors (or truncated), bfloat16 matrices and float64 beyond float32 were misreported."""
+    import torch
+
+    x = _clustered(600, 32)
+    nzip.encode(x, tmp_path / "a.nz", codec="embedding/pq", bytes=4)
+    q = x[:2] / np.linalg.norm(x[:2], axis=1, keepdims=True)
+    for big in (q * 3e38, q.astype(np.float64) * 1e39):  # scores overflow float32 (or the cast does)
+        with pytest.raises(InvalidInputError, match="too large"):
+            nzip.search(tmp_path / "a.nz", big, k=3)
+    idx = nzip.open_index(tmp_path / "a.nz")
+    for kw in ({"k": 2.5}, {"k": 3, "rerank_factor": 0}):
+        with pytest.raises(InvalidInputError, match="positive int"):
+            idx.search(q, **kw)
+    for device in ("gpu",) + (() if torch.cuda.is_available() else ("cuda",)):
+        with pytest.raises(InvalidInputError, match="device"):
+            nzip.open_index(tmp_path / "a.nz", device=device)
+    bad = [("embedding/pq", {"train": 0}, ">= 1"), ("embedding/pq", {"seed": -1}, ">= 0"),
+           ("embedding/pq", {"train": 10}, "train=256"), ("embedding/rq", {"stages": 0}, ">= 1"),
+           ("embedding/rq", {"queries": q, "positives": np.array([0, 1]), "epochs": 1.5}, "epochs"),
+           ("embedding/rq", {"queries": q, "positives": np.array([0, 1]), "lr": "abc"}, "lr")]
+    for codec, params, match in bad:
+        with pytest.raises(InvalidInputError, match=match):
+            nzip.encode(x, tmp_path / "b.nz", codec=codec, bytes=4, **params)
+    t = torch.from_numpy(x).to(torch.bfloat16)  # numpy has no bfloat16: read as float32
+    nzip.encode(t, tmp_path / "t.nz", codec="embedding/pq", bytes=4)
+    assert nzip.decode(tmp_path / "t.nz").shape == x.shape
+    with pytest.raises(InvalidInputError, match="float32's range"):
+        nzip.encode(x.astype(np.float64) * 1e300, tmp_path / "b.nz", codec="embedding/pq", bytes=4)
+    assert not (tmp_path / "b.nz").exists()
+
+
 def test_cli(tmp_path):
     x = _clustered(600)
     np.save(tmp_path / "e.npy", x.astype(np.float16))

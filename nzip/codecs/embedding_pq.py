@@ -32,7 +32,12 @@ import numpy as np
 
 from ..errors import CorruptDataError, InvalidInputError
 from ..formats.container import ArraySpec, Item
-from ..formats.embedding import check_matrix, read_embeddings, write_embeddings
+from ..formats.embedding import (
+    as_matrix,
+    check_matrix,
+    read_embeddings,
+    write_embeddings,
+)
 from ..registry import Codec, Encoded, register
 
 CHUNK_ROWS = 1 << 16
@@ -333,7 +338,8 @@ class _PQBase(Codec):
         p = self.check_params(params, {"bytes": float, "m": int, "k": int, "entropy": int, "iters": int,
                                        "train": int, "metric": str, "seed": int, "rounds": int,
                                        "normalize": int})
-        src = np.asarray(item)
+        check_counts(p)
+        src = as_matrix(item)
         x = check_matrix(src)
         n, d = x.shape
         if "bytes" not in p:
@@ -371,6 +377,9 @@ class _PQBase(Codec):
             raise InvalidInputError("normalize=1 scores cosines: it needs metric=ip")
         rng = np.random.default_rng(p.get("seed", 0))
         train_n = min(n, p.get("train", 65536))
+        if train_n < k:
+            raise InvalidInputError(f"train={train_n} vectors cannot fit k={k} centroids per sub-space; pass --param train={k} "
+                                    "or more")
         xt = x[np.sort(rng.choice(n, size=train_n, replace=False))] if train_n < n else x
         iters = p.get("iters", 8)
         if self.rotate:
@@ -628,11 +637,42 @@ def _rank_loss(qr, p, ids, pos_b, width, metric):
     return torch.nn.functional.cross_entropy(logits, torch.zeros(len(qr), dtype=torch.int64))
 
 
+# the query adapter's training knobs: type, smallest value, largest value
+_KNOBS = {"epochs": (int, 0, None), "negatives": (int, 1, None), "lr": (float, 0.0, None),
+          "adapter": (int, 0, 1), "centroids": (int, 0, 1), "recon": (float, 0.0, None)}
+
+
+def check_counts(p: dict[str, Any]) -> None:
+    """Counts among the checked params must be >= 1 (seed >= 0): numpy raised on 0 or -5."""
+    for name, v in p.items():
+        lo = 0 if name == "seed" else 1
+        if name in ("seed", "train", "stages", "iters", "rounds", "beam") and v < lo:
+            raise InvalidInputError(f"parameter {name}={v} must be >= {lo}")
+
+
+def _knob(name: str, v: Any) -> Any:
+    kind, lo, hi = _KNOBS[name]
+    try:
+        if kind is int and isinstance(v, float) and not v.is_integer():
+            raise ValueError(v)  # int(1.5) would silently truncate
+        x = kind(v)
+        ok = math.isfinite(x) and x >= lo and (hi is None or x <= hi) and not (kind is float and name == "lr" and x == 0)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        rng = f"{lo}..{hi}" if hi is not None else (f"> {lo}" if name == "lr" else f">= {lo}")
+        raise InvalidInputError(f"parameter {name}={v!r} must be {'an int' if kind is int else 'a number'} {rng}")
+    return x
+
+
 def take_pairs(params: dict[str, Any], more: tuple[str, ...] = ()) -> dict[str, Any]:
     """Pop the query-adapter parameters (training pairs as arrays or .npy paths, and the training
     knobs) out of ``params``; both halves of a pair or neither."""
     out = {k: params.pop(k) for k in ("queries", "positives", "epochs", "negatives", "lr", *more)
            if k in params and params[k] is not None}
+    for k, v in list(out.items()):  # the training knobs: typed and in range, like check_params
+        if k in _KNOBS:
+            out[k] = _knob(k, v)
     if ("queries" in out) != ("positives" in out):
         raise InvalidInputError("a query adapter needs both --param queries=Q.npy and "
                                 "--param positives=IDS.npy")

@@ -34,9 +34,9 @@ import numpy as np
 from .._jit import nb
 from ..errors import CorruptDataError, InvalidInputError
 from ..formats.container import ArraySpec, Item
-from ..formats.embedding import check_matrix
+from ..formats.embedding import as_matrix, check_matrix
 from ..registry import Encoded, register
-from .embedding_pq import (CHUNK_ROWS, _means, _nearest, _PQBase, _rotate, check_pairs, fit_query_map,
+from .embedding_pq import (CHUNK_ROWS, _means, _nearest, _PQBase, _rotate, check_counts, check_pairs, fit_query_map,
                            inverse_norms, is_unit_norm, kmeans, take_pairs)
 
 # beam width: 64 from the table beam search (recall@10 at 32 bytes, two rounds: beam 4 0.8405,
@@ -353,7 +353,8 @@ class EmbeddingRQ(_PQBase):
         p = self.check_params(params, {"bytes": float, "k": int, "iters": int, "train": int, "seed": int,
                                        "rounds": int, "beam": int, "metric": str, "normalize": int,
                                        "stages": int, "progressive": int, "polish": int})
-        src = np.asarray(item)
+        check_counts(p)
+        src = as_matrix(item)
         x = check_matrix(src)
         n, d = x.shape
         if "bytes" not in p:
@@ -375,6 +376,9 @@ class EmbeddingRQ(_PQBase):
             raise InvalidInputError("beam must be >= 1")
         rng = np.random.default_rng(p.get("seed", 0))
         train_n = min(n, p.get("train", 65536))
+        if train_n < k:
+            raise InvalidInputError(f"train={train_n} vectors cannot fit k={k} codewords per stage; pass --param train={k} "
+                                    "or more")
         xt = x[np.sort(rng.choice(n, size=train_n, replace=False))] if train_n < n else x
         max_stages = p.get("stages", 4 * int(np.ceil(B)))
         progressive = bool(p.get("progressive", 1))

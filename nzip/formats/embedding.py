@@ -1,5 +1,6 @@
 """Embedding matrices in and out: ``.npy`` (N x d, float32 / float16) or a safetensors file holding
-one 2-D float tensor (or several, one named with ``tensor=``). Rows must be finite."""
+one 2-D float tensor (or several, one named with ``tensor=``; bfloat16 is read as float32). Rows
+must be finite."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,16 @@ from ..errors import InvalidInputError
 from .array import read_npy, write_npy
 from .atomic import atomic_file
 
+def as_matrix(item) -> np.ndarray:
+    """An in-memory matrix as numpy: a bfloat16 torch tensor (numpy has no bfloat16) as float32,
+    which holds every bfloat16 value exactly."""
+    if hasattr(item, "detach") and str(getattr(item, "dtype", "")) == "torch.bfloat16":
+        import torch
+
+        return item.detach().to(torch.float32).cpu().numpy()
+    return np.asarray(item)
+
+
 def check_matrix(a, what: str = "embeddings") -> np.ndarray:
     """The matrix as C-contiguous float32, or a clear error: not 2-D, empty, not float, NaN/Inf."""
     a = np.asarray(a)
@@ -19,12 +30,15 @@ def check_matrix(a, what: str = "embeddings") -> np.ndarray:
         raise InvalidInputError(f"{what}: expected a 2-D matrix (vectors x dims), got shape {list(a.shape)}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InvalidInputError(f"{what}: the matrix is empty (shape {list(a.shape)})")
-    x = np.ascontiguousarray(a, dtype=np.float32)
-    bad = ~np.isfinite(x).all(1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
-        raise InvalidInputError(f"{what}: row {rows[0]}{more} holds NaN or Inf")
+    for holds, bad in (("NaN or Inf", ~np.isfinite(a).all(1)), (None, None)):
+        if holds is None:  # finite in its own dtype: float32 must hold it too
+            with np.errstate(over="ignore"):
+                x = np.ascontiguousarray(a, dtype=np.float32)
+            holds, bad = "values beyond float32's range (~3.4e38)", ~np.isfinite(x).all(1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
+            raise InvalidInputError(f"{what}: row {rows[0]}{more} holds {holds}")
     return x
 
 
@@ -37,6 +51,11 @@ def read_embeddings(path: str | os.PathLike, tensor: str | None = None) -> np.nd
 
         try:
             tensors = load_file(p)
+        except TypeError:  # a dtype numpy lacks (bfloat16): read through torch, bfloat16 as float32
+            from safetensors.torch import load_file as load_torch
+
+            tensors = {k: as_matrix(v) if str(v.dtype) == "torch.bfloat16" else v.numpy()
+                       for k, v in load_torch(p).items()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise InvalidInputError(f"{p}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
         mats = {k: v for k, v in tensors.items() if v.ndim == 2 and v.dtype.kind == "f"}
