@@ -204,11 +204,14 @@ def test_params_queries_and_inputs_a_user_gets_wrong(tmp_path):
             nzip.open_index(tmp_path / "a.nz", device=device)
     bad = [("embedding/pq", {"train": 0}, ">= 1"), ("embedding/pq", {"seed": -1}, ">= 0"),
            ("embedding/pq", {"train": 10}, "train=256"), ("embedding/rq", {"stages": 0}, ">= 1"),
+           ("embedding/pq", {"m": 8}, "disagree"), ("embedding/rq", {"bytes": 0.5}, "below one residual stage"),
            ("embedding/rq", {"queries": q, "positives": np.array([0, 1]), "epochs": 1.5}, "epochs"),
            ("embedding/rq", {"queries": q, "positives": np.array([0, 1]), "lr": "abc"}, "lr")]
     for codec, params, match in bad:
         with pytest.raises(InvalidInputError, match=match):
-            nzip.encode(x, tmp_path / "b.nz", codec=codec, bytes=4, **params)
+            nzip.encode(x, tmp_path / "b.nz", codec=codec, **{"bytes": 4, **params})
+    with pytest.raises(InvalidInputError, match="at least 2 vectors"):
+        nzip.encode(x[:1], tmp_path / "b.nz", codec="embedding/rq", bytes=4)
     t = torch.from_numpy(x).to(torch.bfloat16)  # numpy has no bfloat16: read as float32
     nzip.encode(t, tmp_path / "t.nz", codec="embedding/pq", bytes=4)
     assert nzip.decode(tmp_path / "t.nz").shape == x.shape

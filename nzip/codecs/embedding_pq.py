@@ -358,6 +358,9 @@ class _PQBase(Codec):
                                     f"pass --param m={min(d, -(-int(B) // 2))} --param k=65536 (two bytes per sub-space)")
         if not 1 <= m <= d:
             raise InvalidInputError(f"m (sub-spaces) must be in 1..{d}, got {m}")
+        if "m" in p and not entropy and "k" not in p and m != B:  # k=256: one byte per sub-space
+            raise InvalidInputError(f"--bytes {B:g} and --param m={m} disagree (m sub-spaces of 256 centroids "
+                                    f"take m bytes): pass one of them, or k as well")
         if n < 2:
             raise InvalidInputError(f"{self.name} needs at least 2 vectors to train its codebooks, got {n}")
         k = p.get("k", 1024 if entropy else 256)

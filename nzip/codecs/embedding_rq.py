@@ -364,7 +364,11 @@ class EmbeddingRQ(_PQBase):
             raise InvalidInputError(f"--bytes must be in (0, {2 * d}] for {d}-d vectors, got {B:g}")
         if p.get("metric", "ip") != "ip":
             raise InvalidInputError("embedding/rq scores inner products (metric=ip); use embedding/opq for l2")
+        if n < 2:
+            raise InvalidInputError(f"{self.name} needs at least 2 vectors to train its codebooks, got {n}")
         k = p.get("k", 256)
+        if "k" not in p:
+            k = min(k, n)  # (as embedding/pq: small sets get fewer codewords)
         if not 2 <= k <= 65536:
             raise InvalidInputError(f"k (codewords per stage) must be in 2..65536, got {k}")
         if k > n:
@@ -387,6 +391,10 @@ class EmbeddingRQ(_PQBase):
         books = books.astype(np.float16).astype(np.float32)  # the stored precision, before encoding
         codes = beam_encode(x, books, beam)
         books, codes = fit_stages(x, books, codes, B * n, beam)
+        first = float(_stage_bytes(codes[:, :1], k)[0]) / n
+        if first > B:  # fit_stages keeps one stage whatever it costs
+            raise InvalidInputError(f"--bytes {B:g} is below one residual stage ({first:.2f} bytes per vector "
+                                    f"at k={k}): pass a larger --bytes or a smaller --param k")
         if p.get("polish", 1):  # codebooks refit to the final codes: the same codes and bytes, less error
             books = refine_books(x, codes, books).astype(np.float16).astype(np.float32)
         stages = len(books)
