@@ -172,7 +172,7 @@ def test_bad_input(tmp_path):
         nzip.encode(x, tmp_path / "a.nz", codec="embedding/pq")
     with pytest.raises(InvalidInputError, match="at least 2 vectors"):
         nzip.encode(x[:1], tmp_path / "a.nz", codec="embedding/pq", bytes=4)
-    with pytest.raises(InvalidInputError, match=r"m=24 --param k=65536"):  # 48 bytes for 32-d: two per sub-space
+    with pytest.raises(InvalidInputError, match=r"need at least 65536 vectors, these are 500: use --bytes 32"):  # 48 B for 32-d
         nzip.encode(x, tmp_path / "a.nz", codec="embedding/pq", bytes=48)
     assert not (tmp_path / "a.nz").exists()
     nzip.encode(x, tmp_path / "ok.nz", codec="embedding/pq", bytes=4, entropy=0)

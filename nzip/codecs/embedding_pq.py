@@ -354,8 +354,10 @@ class _PQBase(Codec):
             raise InvalidInputError(f"--bytes must be in (0, {2 * d}] for {d}-d vectors, got {B:g}")
         m = p.get("m", max(1, int(round(B))) if entropy or B >= 1 else 1)
         if "m" not in p and m > d:
-            raise InvalidInputError(f"--bytes {B:g} is over one byte per dimension of these {d}-d vectors: "
-                                    f"pass --param m={min(d, -(-int(B) // 2))} --param k=65536 (two bytes per sub-space)")
+            how = (f"pass --param m={min(d, -(-int(B) // 2))} --param k=65536 (two bytes per sub-space; "
+                   f"--bytes then takes an even number)" if n >= 65536 else
+                   f"two bytes per sub-space (k=65536) need at least 65536 vectors, these are {n}: use --bytes {d} or less")
+            raise InvalidInputError(f"--bytes {B:g} is over one byte per dimension of these {d}-d vectors: {how}")
         if not 1 <= m <= d:
             raise InvalidInputError(f"m (sub-spaces) must be in 1..{d}, got {m}")
         if "m" in p and not entropy and "k" not in p and m != B:  # k=256: one byte per sub-space
