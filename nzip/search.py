@@ -294,6 +294,4 @@ def open_index(path: str | os.PathLike, device: str = "cpu") -> Index:
 def search(path: str | os.PathLike, queries, k: int = 10, *, rerank: Any = None,
            rerank_factor: int = 10, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Top-k (ids, scores) of each query over an embedding container's compressed codes."""
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise InvalidInputError(f"k must be a positive int, got {k!r}")
     return Index(path, device).search(queries, k, rerank=rerank, rerank_factor=rerank_factor)
