@@ -45,10 +45,10 @@ def load(path: str | os.PathLike, names=None, device: str = "cpu") -> dict[str, 
         if it.codec == "weights/lossless" and use_kernel(device):
             from .codecs.weights_lossless import load_device
 
-            out = load_device(it, list(names) if names is not None else None, device)
+            out = load_device(it, names, device)
             return out if names is None else {n: out[n] for n in names}
         keys = {entry_ident(m): k for k, m in manifest_keys(it)}
-        ck = codec.decode(it, names=list(names) if names is not None else None)
+        ck = codec.decode(it, names=names)
     out = state_dict(ck, device, keys)
     if names is not None:
         out = {n: out[n] for n in names}

@@ -380,12 +380,7 @@ class _PQBase(Codec):
         normalize = bool(p.get("normalize", int(unit and metric == "ip")))
         if normalize and metric != "ip":
             raise InvalidInputError("normalize=1 scores cosines: it needs metric=ip")
-        rng = np.random.default_rng(p.get("seed", 0))
-        train_n = min(n, p.get("train", 65536))
-        if train_n < k:
-            raise InvalidInputError(f"train={train_n} vectors cannot fit k={k} centroids per sub-space; pass --param train={k} "
-                                    "or more")
-        xt = x[np.sort(rng.choice(n, size=train_n, replace=False))] if train_n < n else x
+        rng, xt = training_sample(x, p, k, "centroids per sub-space")
         iters = p.get("iters", 8)
         if self.rotate:
             R, books = train_opq(xt, m, k, max(1, p.get("rounds", 20)), rng)
@@ -428,7 +423,7 @@ class _PQBase(Codec):
             arrays["query_map"] = ArraySpec(qmap.astype(np.float16), chunks=qmap.shape, symbols=False)
         params_out = {"bytes": B, "m": m, "k": k, "entropy": int(entropy), "metric": metric,
                       "normalize": int(normalize),
-                      "sizes": [len(b) for b in books_s], "lambda": float(lam), "train": int(train_n),
+                      "sizes": [len(b) for b in books_s], "lambda": float(lam), "train": len(xt),
                       **recorded}
         source = {"modality": "embedding", "shape": [n, d], "dtype": src.dtype.name}
         return Encoded(arrays=arrays, params=params_out, source=source)
@@ -642,9 +637,20 @@ def _rank_loss(qr, p, ids, pos_b, width, metric):
     return torch.nn.functional.cross_entropy(logits, torch.zeros(len(qr), dtype=torch.int64))
 
 
-# the query adapter's training knobs: type, smallest value, largest value
-_KNOBS = {"epochs": (int, 0, None), "negatives": (int, 1, None), "lr": (float, 0.0, None),
-          "adapter": (int, 0, 1), "centroids": (int, 0, 1), "recon": (float, 0.0, None)}
+# the query adapter's training knobs: type, smallest value, largest value, smallest value excluded
+_KNOBS = {"epochs": (int, 0, None, False), "negatives": (int, 1, None, False), "lr": (float, 0.0, None, True),
+          "adapter": (int, 0, 1, False), "centroids": (int, 0, 1, False), "recon": (float, 0.0, None, False)}
+
+
+def training_sample(x: np.ndarray, p: dict[str, Any], k: int, what: str) -> tuple[np.random.Generator, np.ndarray]:
+    """The generator seeded by ``seed`` and the rows codebooks train on (``train`` of them, at
+    least ``k``)."""
+    n = len(x)
+    rng = np.random.default_rng(p.get("seed", 0))
+    train_n = min(n, p.get("train", 65536))
+    if train_n < k:
+        raise InvalidInputError(f"train={train_n} vectors cannot fit k={k} {what}; pass --param train={k} or more")
+    return rng, (x[np.sort(rng.choice(n, size=train_n, replace=False))] if train_n < n else x)
 
 
 def check_counts(p: dict[str, Any]) -> None:
@@ -656,16 +662,16 @@ def check_counts(p: dict[str, Any]) -> None:
 
 
 def _knob(name: str, v: Any) -> Any:
-    kind, lo, hi = _KNOBS[name]
+    kind, lo, hi, open_lo = _KNOBS[name]
     try:
         if kind is int and isinstance(v, float) and not v.is_integer():
             raise ValueError(v)  # int(1.5) would silently truncate
         x = kind(v)
-        ok = math.isfinite(x) and x >= lo and (hi is None or x <= hi) and not (kind is float and name == "lr" and x == 0)
+        ok = math.isfinite(x) and (x > lo if open_lo else x >= lo) and (hi is None or x <= hi)
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        rng = f"{lo}..{hi}" if hi is not None else (f"> {lo}" if name == "lr" else f">= {lo}")
+        rng = f"{lo}..{hi}" if hi is not None else f"{'>' if open_lo else '>='} {lo}"
         raise InvalidInputError(f"parameter {name}={v!r} must be {'an int' if kind is int else 'a number'} {rng}")
     return x
 

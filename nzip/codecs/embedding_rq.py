@@ -37,6 +37,7 @@ from ..formats.container import ArraySpec, Item
 from ..formats.embedding import as_matrix, check_matrix
 from ..registry import Encoded, register
 from .embedding_pq import (CHUNK_ROWS, _means, _nearest, _PQBase, _rotate, check_counts, check_pairs, fit_query_map,
+                           training_sample,
                            inverse_norms, is_unit_norm, kmeans, take_pairs)
 
 # beam width: 64 from the table beam search (recall@10 at 32 bytes, two rounds: beam 4 0.8405,
@@ -376,14 +377,7 @@ class EmbeddingRQ(_PQBase):
                                     f"--param k={max(2, n)} or fewer")
         # (stages ~ one per 8 bits of budget for k=256: the table beam search where it fits)
         beam = p.get("beam", BEAM if max(1, round(8 * B / np.log2(k))) * k <= LUT_MAX_CODEWORDS else BEAM_LARGE)
-        if beam < 1:
-            raise InvalidInputError("beam must be >= 1")
-        rng = np.random.default_rng(p.get("seed", 0))
-        train_n = min(n, p.get("train", 65536))
-        if train_n < k:
-            raise InvalidInputError(f"train={train_n} vectors cannot fit k={k} codewords per stage; pass --param train={k} "
-                                    "or more")
-        xt = x[np.sort(rng.choice(n, size=train_n, replace=False))] if train_n < n else x
+        rng, xt = training_sample(x, p, k, "codewords per stage")
         max_stages = p.get("stages", 4 * int(np.ceil(B)))
         progressive = bool(p.get("progressive", 1))
         books = train_rq(xt, 8 * B, k, p.get("iters", ITERS), p.get("rounds", ROUNDS), beam, rng, max_stages,
@@ -409,7 +403,7 @@ class EmbeddingRQ(_PQBase):
             "codebooks": ArraySpec(books.astype(np.float16), chunks=books.shape, symbols=False),
         }
         params_out = {"bytes": B, "stages": stages, "k": k, "beam": beam, "metric": "ip",
-                      "train": int(train_n), "rounds": p.get("rounds", ROUNDS), "normalize": int(normalize),
+                      "train": len(xt), "rounds": p.get("rounds", ROUNDS), "normalize": int(normalize),
                       "progressive": int(progressive), "polish": int(bool(p.get("polish", 1)))}
         if "queries" in extra:  # JPQ's query side on the residual codes (see embedding/jpq)
             q, pos = check_pairs(extra["queries"], extra["positives"], n, d)

@@ -602,13 +602,9 @@ def encode_indexed(values, indexes, tables: IndexedTables, *, lanes: int | None 
         raise InvalidInputError(f"values {v.shape} and indexes {ix.shape} differ in shape")
     if v.size and (int(v.min()) <= -(1 << 31) or int(v.max()) >= 1 << 31):
         raise InvalidInputError("values must lie in -2**31+1..2**31-1 (int32; -2**31 marks escapes)")
-    if ix.size and (int(ix.min()) < 0 or int(ix.max()) >= tables.num_tables):
-        raise InvalidInputError(f"indexes must lie in 0..{tables.num_tables - 1}")
+    ix = np.ascontiguousarray(tables.check_indexes(ix).astype(np.int32, copy=False))
     v = np.ascontiguousarray(v.reshape(-1).astype(np.int32, copy=False))
-    ix = np.ascontiguousarray(ix.reshape(-1).astype(np.int32, copy=False))
     n = v.size
-    if n and (int(ix.min()) < 0 or int(ix.max()) >= tables.num_tables):
-        raise InvalidInputError(f"indexes must lie in 0..{tables.num_tables - 1}")
     lanes, block, nblocks = _layout(n, lanes, block)
     states = np.empty(nblocks * lanes, dtype=np.int64)
     words = np.empty(max(n, 1), dtype=np.uint16)
@@ -635,7 +631,7 @@ def decode_indexed(data: bytes | memoryview, indexes, tables: IndexedTables, *,
     """Decode a blob from :func:`encode_indexed` with the same indexes and tables (int32 values)."""
     r = Reader(data, what)
     kind, _, n = _parse_head(r)
-    ix = np.ascontiguousarray(np.asarray(indexes).reshape(-1).astype(np.int32, copy=False))
+    ix = np.ascontiguousarray(tables.check_indexes(indexes).astype(np.int32, copy=False))
     if kind != INDEXED:
         raise r.fail("not an indexed blob: decode it with decode(data)")
     if n != ix.size:
@@ -643,8 +639,6 @@ def decode_indexed(data: bytes | memoryview, indexes, tables: IndexedTables, *,
     lanes, prec, block, nblocks = _parse_layout(r, n)
     if bytes(r.take(8)) != tables.fingerprint or prec != tables.precision:
         raise InvalidInputError(f"{what}: was coded with other tables than the ones given")
-    if n and (int(ix.min()) < 0 or int(ix.max()) >= tables.num_tables):
-        raise InvalidInputError(f"indexes must lie in 0..{tables.num_tables - 1}")
     n_esc = r.uvarint(n)
     words, woff, states = _parse_streams(r, n, lanes, block, nblocks, 0.0)
     out = np.empty(n, dtype=np.int32)

@@ -51,13 +51,9 @@ def _probabilities(freqs) -> np.ndarray:
 ROWS_BYTES = 32 << 20  # per-symbol probability rows are built (and coded) this many bytes at a time
 
 
-def _indexed_check(indexes, tables: IndexedTables) -> np.ndarray:
-    ix = np.asarray(indexes).reshape(-1)
-    if ix.dtype.kind not in "iu":
-        raise InvalidInputError("indexes must be integers")
-    if ix.size and (int(ix.min()) < 0 or int(ix.max()) >= tables.num_tables):
-        raise InvalidInputError(f"indexes must lie in 0..{tables.num_tables - 1}")
-    return ix.astype(np.int64)
+def _shared_model(probs: np.ndarray):
+    """One concrete model for every symbol of a call (the same bytes as a row per symbol)."""
+    return _constriction().stream.model.Categorical(probs, perfect=False)
 
 
 def _indexed_rows(ix: np.ndarray, tables: IndexedTables):
@@ -99,8 +95,8 @@ class _Encoder:
 
     def _put(self, sym: np.ndarray, probs: np.ndarray) -> None:
         put = self._coder.encode_reverse if self._reverse else self._coder.encode
-        if probs.ndim == 1:  # one concrete model for all (the same bytes as a row per symbol)
-            put(sym, _constriction().stream.model.Categorical(probs, perfect=False))
+        if probs.ndim == 1:
+            put(sym, _shared_model(probs))
         else:
             put(sym, self._model, np.ascontiguousarray(probs))
 
@@ -115,7 +111,7 @@ class _Encoder:
 
     def encode_indexed(self, values, indexes, tables: IndexedTables) -> None:
         """Code values[i] with table indexes[i] (values must lie inside the table's range)."""
-        ix = _indexed_check(indexes, tables)
+        ix = tables.check_indexes(indexes)
         sym = _indexed_symbols(values, ix, tables)
         parts = _indexed_rows(ix, tables)
         # a stack codes each call in reverse: slices go last first, so the whole reads back in order
@@ -137,9 +133,8 @@ class _Decoder:
 
     def _get(self, probs: np.ndarray, n: int | None = None) -> np.ndarray:
         try:
-            if n is not None:  # one concrete model for n symbols
-                model = _constriction().stream.model.Categorical(probs, perfect=False)
-                return np.asarray(self._coder.decode(model, n))
+            if n is not None:
+                return np.asarray(self._coder.decode(_shared_model(probs), n))
             return np.asarray(self._coder.decode(self._model, np.ascontiguousarray(probs)))
         except (ValueError, RuntimeError, AssertionError) as e:  # constriction reports exhausted or
             raise CorruptDataError(f"constriction stream is corrupt ({e})") from None  # invalid streams so
@@ -162,7 +157,7 @@ class _Decoder:
         return self._get(probs).astype(np.int32)
 
     def decode_indexed(self, indexes, tables: IndexedTables) -> np.ndarray:
-        ix = _indexed_check(indexes, tables)
+        ix = tables.check_indexes(indexes)
         if ix.size == 0:
             return np.empty(0, dtype=np.int32)
         sym = np.concatenate([self._get(probs).astype(np.int64) for _, probs in _indexed_rows(ix, tables)])

@@ -179,6 +179,16 @@ class IndexedTables:
     def num_tables(self) -> int:
         return int(self.lengths.shape[0])
 
+    def check_indexes(self, indexes) -> np.ndarray:
+        """``indexes`` as a flat integer array, checked before any cast (a cast to int32 wraps):
+        integers in 0..num_tables-1."""
+        ix = np.asarray(indexes).reshape(-1)
+        if ix.dtype.kind not in "iu":
+            raise InvalidInputError("indexes must be integers")
+        if ix.size and (int(ix.min()) < 0 or int(ix.max()) >= self.num_tables):
+            raise InvalidInputError(f"indexes must lie in 0..{self.num_tables - 1}")
+        return ix
+
     @classmethod
     def from_pmfs(
         cls, pmfs: list[np.ndarray], offsets: np.ndarray, tail_masses: np.ndarray | None = None,

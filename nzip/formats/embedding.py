@@ -11,6 +11,7 @@ from ..errors import InvalidInputError
 from .array import read_npy, write_npy
 from .atomic import atomic_file
 
+
 def as_matrix(item) -> np.ndarray:
     """An in-memory matrix as numpy: a bfloat16 torch tensor (numpy has no bfloat16) as float32,
     which holds every bfloat16 value exactly."""
@@ -30,16 +31,18 @@ def check_matrix(a, what: str = "embeddings") -> np.ndarray:
         raise InvalidInputError(f"{what}: expected a 2-D matrix (vectors x dims), got shape {list(a.shape)}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InvalidInputError(f"{what}: the matrix is empty (shape {list(a.shape)})")
-    for holds, bad in (("NaN or Inf", ~np.isfinite(a).all(1)), (None, None)):
-        if holds is None:  # finite in its own dtype: float32 must hold it too
-            with np.errstate(over="ignore"):
-                x = np.ascontiguousarray(a, dtype=np.float32)
-            holds, bad = "values beyond float32's range (~3.4e38)", ~np.isfinite(x).all(1)
-        if bad.any():
-            rows = np.flatnonzero(bad)
-            more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
-            raise InvalidInputError(f"{what}: row {rows[0]}{more} holds {holds}")
+    _refuse_rows(~np.isfinite(a).all(1), what, "NaN or Inf")
+    with np.errstate(over="ignore"):
+        x = np.ascontiguousarray(a, dtype=np.float32)
+    _refuse_rows(~np.isfinite(x).all(1), what, "values beyond float32's range (~3.4e38)")  # (finite in a's dtype)
     return x
+
+
+def _refuse_rows(bad: np.ndarray, what: str, holds: str) -> None:
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        more = f" and {len(rows) - 1} more" if len(rows) > 1 else ""
+        raise InvalidInputError(f"{what}: row {rows[0]}{more} holds {holds}")
 
 
 def read_embeddings(path: str | os.PathLike, tensor: str | None = None) -> np.ndarray:
@@ -54,8 +57,7 @@ def read_embeddings(path: str | os.PathLike, tensor: str | None = None) -> np.nd
         except TypeError:  # a dtype numpy lacks (bfloat16): read through torch, bfloat16 as float32
             from safetensors.torch import load_file as load_torch
 
-            tensors = {k: as_matrix(v) if str(v.dtype) == "torch.bfloat16" else v.numpy()
-                       for k, v in load_torch(p).items()}
+            tensors = {k: as_matrix(v) for k, v in load_torch(p).items()}
         except (SafetensorError, OSError, ValueError) as exc:
             raise InvalidInputError(f"{p}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
         mats = {k: v for k, v in tensors.items() if v.ndim == 2 and v.dtype.kind == "f"}
