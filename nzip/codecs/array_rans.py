@@ -113,25 +113,26 @@ class ArrayRans(Codec):
         part = self._unpredict(container, part, shape, dtype)
         return part[np.asarray(want) - start]
 
-    def _source(self, container: Item) -> tuple[tuple[int, ...], np.dtype]:
-        """The item's shape and dtype, checked against the stored array and the codec's params (a
-        forged or damaged metadata is a CorruptDataError, never a wrong array)."""
+    def _source(self, container: Item, layout=None) -> tuple[tuple[int, ...], np.dtype]:
+        """The item's shape and dtype, checked against the stored array's ``layout`` (shape,
+        dtype; read from its metadata when not given) and the codec's params (a forged or damaged
+        metadata is a CorruptDataError, never a wrong array)."""
         from ..errors import CorruptDataError
 
         src, params = container.source, container.params
-        arr = container.array("symbols")
-        stored = tuple(int(n) for n in arr.shape)
+        stored, stored_dtype = layout or container.array_layout("symbols")
+        stored = tuple(int(n) for n in stored)
         try:
             shape = tuple(int(n) for n in src.get("shape", stored))
-            dtype = np.dtype(src.get("dtype", arr.dtype))
+            dtype = np.dtype(src.get("dtype", stored_dtype))
             chunk = int(params.get("chunk", DEFAULT_CHUNK))
         except (TypeError, ValueError, OverflowError):
             raise CorruptDataError(f"{container.path}: bad source shape, dtype or chunk in the metadata") from None
         if min(shape, default=0) < 0 or stored != (shape or (1,)):
             raise CorruptDataError(f"{container.path}: source shape {list(shape)} does not match the stored "
                                    f"array's {list(stored)}")
-        if dtype.kind not in "biu" or dtype.itemsize != np.dtype(arr.dtype).itemsize:  # (signedness may differ)
-            raise CorruptDataError(f"{container.path}: source dtype {dtype} does not match the stored {arr.dtype}")
+        if dtype.kind not in "biu" or dtype.itemsize != np.dtype(stored_dtype).itemsize:  # (signedness may differ)
+            raise CorruptDataError(f"{container.path}: source dtype {dtype} does not match the stored {stored_dtype}")
         if params.get("predict", "none") not in PREDICTORS or chunk < 1:
             raise CorruptDataError(f"{container.path}: unknown predictor {params.get('predict')!r} or "
                                    f"chunk {chunk} in the metadata")
@@ -154,8 +155,8 @@ class ArrayRans(Codec):
         return out if dtype.isnative else out.astype(dtype)  # the input's byte order back
 
     def decode(self, container: Item, progress=None, device: str = "cpu") -> np.ndarray:
-        shape, dtype = self._source(container)
         out = container.read("symbols")
+        shape, dtype = self._source(container, (out.shape, out.dtype))
         if progress is not None:
             progress(out.size)
         return self._unpredict(container, out.reshape(shape), shape, dtype)

@@ -505,6 +505,15 @@ class Item:
 
         return get(self.codec).read_rows(self, selection)
 
+    def array_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        """(shape, dtype) of a stored array: from its zarr.json where nzip reads it directly (no
+        zarr array is opened), else zarr's."""
+        layout = self._direct_layout(name)
+        if layout is not None:
+            return layout[0], layout[2]
+        a = self.array(name)
+        return tuple(int(v) for v in a.shape), np.dtype(a.dtype)
+
     def _direct_layout(self, name: str) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype] | None:
         """(shape, chunks, dtype) of an array :meth:`_read_direct` can read (nzip.rans + crc32c,
         regular grid, default keys), from its zarr.json alone; None sends the read through zarr
